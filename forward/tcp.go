@@ -1,0 +1,249 @@
+package forward
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Dialer opens connections to a forward's target. *net.Dialer satisfies it
+// for targets on the host; a netstack dialer satisfies it for targets in the
+// mesh. ServeTCP dials network "tcp" and ServeUDP dials network "udp".
+type Dialer interface {
+	DialContext(ctx context.Context, network, address string) (net.Conn, error)
+}
+
+const (
+	// dialTimeout bounds each dial to the target, so a dead target does not
+	// pile up half-open client connections.
+	dialTimeout = 10 * time.Second
+	// copyBufferSize is large because through a userspace stack each
+	// Read/Write costs far more than through the kernel.
+	copyBufferSize = 256 << 10
+	maxAcceptBackoff = time.Second
+)
+
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, copyBufferSize); return &b }}
+
+// ServeTCP accepts connections on ln and relays each one to target, dialed
+// through d with a 10 second timeout. A client whose dial fails is
+// disconnected. Half-closes are passed on: when one side shuts down its
+// writing, the other side sees EOF and may still reply.
+//
+// ServeTCP owns ln. It returns nil when ctx is cancelled or ln is closed
+// (Accept reports net.ErrClosed), and an error wrapping any other accept
+// failure that is not temporary. Before returning it closes ln and every
+// relayed connection and waits for its goroutines.
+//
+// Messages go to log (nil discards); label it with the flag, e.g.
+// log.With("spec", spec.String()).
+func ServeTCP(ctx context.Context, ln net.Listener, d Dialer, target string, log *slog.Logger) error {
+	return newTCPServer(d, target, log).serve(ctx, ln)
+}
+
+type tcpServer struct {
+	dialer Dialer
+	target string
+	log    *slog.Logger
+
+	wg sync.WaitGroup
+
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{} // client and target conns being relayed
+	closed bool                  // no new conns may be tracked
+}
+
+func newTCPServer(d Dialer, target string, log *slog.Logger) *tcpServer {
+	return &tcpServer{
+		dialer: d,
+		target: target,
+		log:    orDiscard(log),
+		conns:  make(map[net.Conn]struct{}),
+	}
+}
+
+func (s *tcpServer) serve(ctx context.Context, ln net.Listener) error {
+	// A private context lets shutdown abort in-flight dials even when the
+	// listener, not the caller's ctx, ended the loop.
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer func() {
+		stop()
+		cancel()
+		ln.Close()
+		s.closeAll()
+		s.wg.Wait()
+	}()
+
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			if !temporary(err) {
+				return fmt.Errorf("accept: %w", err)
+			}
+			backoff = min(max(2*backoff, 5*time.Millisecond), maxAcceptBackoff)
+			s.log.Warn("accept failed, retrying", "err", err, "retry_in", backoff)
+			if !sleep(ctx, backoff) {
+				return nil
+			}
+			continue
+		}
+		backoff = 0
+		if !s.track(c) {
+			c.Close()
+			return nil
+		}
+		s.wg.Go(func() { s.relay(ctx, c) })
+	}
+}
+
+func (s *tcpServer) relay(ctx context.Context, client net.Conn) {
+	defer s.release(client)
+	start := time.Now()
+	log := s.log.With("client", addrString(client.RemoteAddr()))
+
+	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	upstream, err := s.dialer.DialContext(dctx, "tcp", s.target)
+	cancel()
+	if err != nil {
+		if ctx.Err() == nil {
+			log.Warn("dial failed, closing client connection", "target", s.target, "err", err)
+		}
+		return
+	}
+	if !s.track(upstream) {
+		upstream.Close()
+		return
+	}
+	defer s.release(upstream)
+	log.Debug("connection opened", "target", s.target)
+
+	var (
+		wg      sync.WaitGroup
+		sent    int64
+		sendErr error
+	)
+	wg.Go(func() { sent, sendErr = pipe(upstream, client) })
+	received, recvErr := pipe(client, upstream)
+	wg.Wait()
+
+	log.Debug("connection closed", "sent", sent, "received", received,
+		"duration", time.Since(start).Round(time.Millisecond), "err", errors.Join(sendErr, recvErr))
+}
+
+// closeWriter is implemented by connections that can shut down their writing
+// half: *net.TCPConn, *net.UnixConn, *tls.Conn and gVisor's gonet.TCPConn.
+type closeWriter interface {
+	CloseWrite() error
+}
+
+// pipe copies src to dst until EOF, then half-closes dst so its reader sees
+// EOF while the other direction goes on. On an error, or when dst cannot
+// half-close, it closes both conns, which also ends the other direction.
+func pipe(dst, src net.Conn) (int64, error) {
+	n, err := copyConn(dst, src)
+	if err == nil {
+		if cw, ok := dst.(closeWriter); ok && cw.CloseWrite() == nil {
+			return n, nil
+		}
+	}
+	dst.Close()
+	src.Close()
+	return n, err
+}
+
+func copyConn(dst, src net.Conn) (int64, error) {
+	_, srcTCP := src.(*net.TCPConn)
+	_, dstTCP := dst.(*net.TCPConn)
+	if srcTCP && dstTCP {
+		return io.Copy(dst, src) // lets the kernel splice
+	}
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	// Hide ReaderFrom/WriterTo: the net package's fallbacks would copy
+	// through their own 32 KiB buffer instead of ours.
+	return io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, *bp)
+}
+
+func (s *tcpServer) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *tcpServer) release(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	c.Close()
+}
+
+func (s *tcpServer) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	for c := range s.conns {
+		c.Close()
+	}
+}
+
+// activeConns counts the client and target conns being relayed, for tests.
+func (s *tcpServer) activeConns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+// temporary reports whether an accept or read error may go away by itself,
+// such as running out of file descriptors.
+func temporary(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM) ||
+		errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ECONNRESET)
+}
+
+// sleep waits for d and reports false if ctx was cancelled first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func orDiscard(log *slog.Logger) *slog.Logger {
+	if log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return log
+}
+
+// addrString formats an address that may be nil: some conns lose their
+// remote address once the peer is gone.
+func addrString(a net.Addr) string {
+	if a == nil {
+		return "unknown"
+	}
+	return a.String()
+}
