@@ -1,0 +1,205 @@
+// Package netstack runs a node's mesh interface in userspace: a gVisor
+// TCP/IP stack whose link endpoint is handed to wireguard-go as its
+// tun.Device. No root, no /dev/net/tun, no kernel module.
+//
+// All gVisor imports stay inside this package, so the peer book and the TUN
+// path never pull gVisor in.
+package netstack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"sync"
+	"syscall"
+
+	"golang.zx2c4.com/wireguard/tun"
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+)
+
+const nicID tcpip.NICID = 1
+
+// batchSize is how many packets one Read may hand to wireguard-go. It lets
+// wireguard-go encrypt and send several packets per call instead of one.
+const batchSize = 64
+
+// queueLen is the depth of the outbound queue between the stack and
+// wireguard-go; packets beyond it are dropped like on a full NIC ring.
+const queueLen = 1024
+
+// Stack is a userspace TCP/IP stack that is also a tun.Device: wireguard-go
+// reads the packets the stack sends and writes the packets it decrypts.
+type Stack struct {
+	ep     *channel.Endpoint
+	stack  *stack.Stack
+	events chan tun.Event
+	mtu    int
+	addrs  []netip.Addr
+
+	// ctx is cancelled by Close to wake a Read blocked on the queue.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	closeOnce sync.Once
+}
+
+var _ tun.Device = (*Stack)(nil)
+
+// New creates a stack holding the given local addresses with the given MTU.
+func New(addrs []netip.Addr, mtu int) (*Stack, error) {
+	if mtu <= 0 {
+		return nil, fmt.Errorf("netstack: invalid mtu %d", mtu)
+	}
+	s := &Stack{
+		ep: channel.New(queueLen, uint32(mtu), ""),
+		stack: stack.New(stack.Options{
+			NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
+			TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
+			HandleLocal:        true,
+		}),
+		events: make(chan tun.Event, 1),
+		mtu:    mtu,
+		addrs:  append([]netip.Addr(nil), addrs...),
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	if err := s.configure(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.events <- tun.EventUp
+	return s, nil
+}
+
+func (s *Stack) configure() error {
+	// gVisor leaves SACK off by default; without it one lost segment stalls
+	// a window's worth of data on a lossy path.
+	sack := tcpip.TCPSACKEnabled(true)
+	if err := s.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &sack); err != nil {
+		return fmt.Errorf("netstack: enable SACK: %s", err)
+	}
+	if err := s.stack.CreateNIC(nicID, s.ep); err != nil {
+		return fmt.Errorf("netstack: create NIC: %s", err)
+	}
+	var has4, has6 bool
+	for _, a := range s.addrs {
+		proto := ipv4.ProtocolNumber
+		if a.Is6() {
+			proto = ipv6.ProtocolNumber
+			has6 = true
+		} else {
+			has4 = true
+		}
+		pa := tcpip.ProtocolAddress{
+			Protocol:          proto,
+			AddressWithPrefix: tcpip.AddrFromSlice(a.AsSlice()).WithPrefix(),
+		}
+		if err := s.stack.AddProtocolAddress(nicID, pa, stack.AddressProperties{}); err != nil {
+			return fmt.Errorf("netstack: add address %s: %s", a, err)
+		}
+	}
+	// Everything not local goes to wireguard-go, which routes by allowed IPs
+	// and drops what no member claims.
+	if has4 {
+		s.stack.AddRoute(tcpip.Route{Destination: header.IPv4EmptySubnet, NIC: nicID})
+	}
+	if has6 {
+		s.stack.AddRoute(tcpip.Route{Destination: header.IPv6EmptySubnet, NIC: nicID})
+	}
+	return nil
+}
+
+// Addrs returns the stack's local addresses.
+func (s *Stack) Addrs() []netip.Addr { return append([]netip.Addr(nil), s.addrs...) }
+
+// Name implements tun.Device.
+func (s *Stack) Name() (string, error) { return "netstack", nil }
+
+// File implements tun.Device; a userspace stack has no file.
+func (s *Stack) File() *os.File { return nil }
+
+// Events implements tun.Device.
+func (s *Stack) Events() <-chan tun.Event { return s.events }
+
+// MTU implements tun.Device.
+func (s *Stack) MTU() (int, error) { return s.mtu, nil }
+
+// BatchSize implements tun.Device.
+func (s *Stack) BatchSize() int { return batchSize }
+
+// Read implements tun.Device: it blocks for the first outbound packet, then
+// drains whatever else is queued into the rest of the batch.
+func (s *Stack) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	pkt := s.ep.ReadContext(s.ctx)
+	if pkt == nil {
+		return 0, os.ErrClosed
+	}
+	n := 0
+	for {
+		size := 0
+		dst := bufs[n][offset:]
+		for _, v := range pkt.AsSlices() {
+			size += copy(dst[size:], v)
+		}
+		pkt.DecRef()
+		sizes[n] = size
+		n++
+		if n == len(bufs) {
+			return n, nil
+		}
+		if pkt = s.ep.Read(); pkt == nil {
+			return n, nil
+		}
+	}
+}
+
+// Write implements tun.Device: it injects decrypted packets into the stack.
+func (s *Stack) Write(bufs [][]byte, offset int) (int, error) {
+	if s.ctx.Err() != nil {
+		return 0, os.ErrClosed
+	}
+	for _, b := range bufs {
+		packet := b[offset:]
+		if len(packet) == 0 {
+			continue
+		}
+		var proto tcpip.NetworkProtocolNumber
+		switch packet[0] >> 4 {
+		case 4:
+			proto = header.IPv4ProtocolNumber
+		case 6:
+			proto = header.IPv6ProtocolNumber
+		default:
+			return 0, syscall.EAFNOSUPPORT
+		}
+		pkb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(packet)})
+		s.ep.InjectInbound(proto, pkb)
+		pkb.DecRef()
+	}
+	return len(bufs), nil
+}
+
+// Close implements tun.Device. It is safe to call more than once.
+func (s *Stack) Close() error {
+	s.closeOnce.Do(func() {
+		s.cancel()
+		s.stack.RemoveNIC(nicID)
+		s.stack.Close()
+		s.ep.Close()
+		close(s.events)
+	})
+	return nil
+}
+
+// ErrNoAddress is returned when dialing a family the stack has no address in.
+var ErrNoAddress = errors.New("netstack: no local address of that IP family")

@@ -1,0 +1,139 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/wgmesh/wgmesh/peerbook"
+)
+
+// resolveTimeout bounds the DNS lookup of one endpoint hostname.
+const resolveTimeout = 5 * time.Second
+
+// apply brings the device from n.applied to book: it adds new members,
+// removes departed ones and updates changed ones in place, in one UAPI
+// transaction. Members whose configuration is unchanged are not mentioned,
+// so their sessions are untouched. Caller holds n.mu.
+func (n *Node) apply(ctx context.Context, book *peerbook.Book) error {
+	self, ok := book.PeerByKey(n.self)
+	if !ok {
+		return fmt.Errorf("node: this node's public key %s is not in the peer book %s", n.self, book.Source)
+	}
+	want := make(map[peerbook.Key]*peerConfig, len(book.Peers))
+	for i := range book.Peers {
+		p := &book.Peers[i]
+		if p.PublicKey == n.self {
+			continue
+		}
+		want[p.PublicKey] = n.peerConfig(ctx, book, self, p)
+	}
+
+	var w uapiWriter
+	changes := 0
+	for k, old := range n.applied {
+		if _, ok := want[k]; !ok {
+			w.peer(k)
+			w.updateOnly()
+			w.remove()
+			changes++
+			n.log.Info("member removed", "peer", old.name, "key", k.Short())
+		}
+	}
+	// Book order keeps the transaction deterministic.
+	for i := range book.Peers {
+		pc, ok := want[book.Peers[i].PublicKey]
+		if !ok {
+			continue
+		}
+		old, had := n.applied[pc.key]
+		switch {
+		case !had:
+			w.writePeer(pc, false)
+			n.log.Debug("member added", "peer", pc.name, "key", pc.key.Short(), "endpoint", addrOrNone(pc.endpoint))
+		case !old.equal(pc):
+			w.writePeer(pc, true)
+			n.log.Info("member updated", "peer", pc.name, "key", pc.key.Short(), "endpoint", addrOrNone(pc.endpoint))
+		default:
+			continue
+		}
+		changes++
+	}
+	if changes > 0 {
+		if err := n.dev.IpcSet(w.String()); err != nil {
+			// The UAPI error text never contains key material, but do not
+			// echo the transaction itself: it may.
+			return fmt.Errorf("node: configure peers: %w", errors.Unwrap(err))
+		}
+	}
+	n.applied = want
+	n.book = book
+	return nil
+}
+
+// peerConfig computes what the device should know about member p.
+func (n *Node) peerConfig(ctx context.Context, book *peerbook.Book, self, p *peerbook.Peer) *peerConfig {
+	pc := &peerConfig{
+		name:       p.Name,
+		key:        p.PublicKey,
+		keepalive:  book.KeepaliveBetween(self, p),
+		allowedIPs: p.AllowedIPs(),
+	}
+	if ap, ok := n.cfg.EndpointOverrides[p.Name]; ok {
+		pc.endpoint = ap
+		return pc
+	}
+	if p.Endpoint.IsZero() {
+		return pc
+	}
+	if ap, ok := p.Endpoint.Addr(); ok {
+		pc.endpoint = ap
+		return pc
+	}
+	// Keep a previously resolved address while the name does not resolve:
+	// a DNS hiccup must not cut a working tunnel.
+	if old, ok := n.applied[p.PublicKey]; ok {
+		pc.endpoint = old.endpoint
+	}
+	ap, err := n.resolve(ctx, p.Endpoint)
+	if err != nil {
+		n.log.Warn("cannot resolve member endpoint; configured without it", "peer", p.Name, "endpoint", p.Endpoint.String(), "err", err)
+		return pc
+	}
+	pc.endpoint = ap
+	return pc
+}
+
+// resolve looks up a hostname endpoint, preferring IPv4 as wg(8) does.
+func (n *Node) resolve(ctx context.Context, ep peerbook.Endpoint) (netip.AddrPort, error) {
+	ctx, cancel := context.WithTimeout(ctx, resolveTimeout)
+	defer cancel()
+	addrs, err := n.cfg.Resolver.LookupNetIP(ctx, "ip", ep.Host)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	if len(addrs) == 0 {
+		return netip.AddrPort{}, fmt.Errorf("%s has no addresses", ep.Host)
+	}
+	addrs = slices.Clone(addrs)
+	slices.SortStableFunc(addrs, func(a, b netip.Addr) int {
+		if a.Unmap().Is4() == b.Unmap().Is4() {
+			return 0
+		}
+		if a.Unmap().Is4() {
+			return -1
+		}
+		return 1
+	})
+	return netip.AddrPortFrom(addrs[0].Unmap(), ep.Port), nil
+}
+
+func addrOrNone(ap netip.AddrPort) string {
+	if !ap.IsValid() {
+		return "none"
+	}
+	return ap.String()
+}

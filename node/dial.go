@@ -1,0 +1,134 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+
+	"github.com/wgmesh/wgmesh/peerbook"
+)
+
+// Dial connects to addr inside the mesh. network is "tcp", "tcp4", "tcp6",
+// "udp", "udp4" or "udp6"; addr is HOST:PORT where HOST is a member name
+// ("beta", "beta.mesh") or an address. Names are resolved against the peer
+// book only, never against the host's DNS.
+func (n *Node) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	st, book, err := n.running()
+	if err != nil {
+		return nil, &net.OpError{Op: "dial", Net: network, Err: err}
+	}
+	dst, err := resolveMeshAddr(book, network, addr)
+	if err != nil {
+		return nil, &net.OpError{Op: "dial", Net: network, Err: err}
+	}
+	switch network {
+	case "tcp", "tcp4", "tcp6":
+		return st.DialTCP(ctx, dst)
+	case "udp", "udp4", "udp6":
+		return st.DialUDP(dst)
+	}
+	return nil, &net.OpError{Op: "dial", Net: network, Err: net.UnknownNetworkError(network)}
+}
+
+// Listen listens for TCP connections from the mesh. addr is ":PORT" (all of
+// this node's mesh addresses) or "ADDR:PORT" with one of them.
+func (n *Node) Listen(network, addr string) (net.Listener, error) {
+	st, _, err := n.running()
+	if err != nil {
+		return nil, &net.OpError{Op: "listen", Net: network, Err: err}
+	}
+	switch network {
+	case "tcp", "tcp4", "tcp6":
+	default:
+		return nil, &net.OpError{Op: "listen", Net: network, Err: net.UnknownNetworkError(network)}
+	}
+	ap, err := parseListenAddr(addr)
+	if err != nil {
+		return nil, &net.OpError{Op: "listen", Net: network, Err: err}
+	}
+	return st.ListenTCP(ap)
+}
+
+// ListenPacket opens a UDP socket in the mesh. addr is ":PORT" (this node's
+// first mesh address family) or "ADDR:PORT".
+func (n *Node) ListenPacket(network, addr string) (net.PacketConn, error) {
+	st, _, err := n.running()
+	if err != nil {
+		return nil, &net.OpError{Op: "listen", Net: network, Err: err}
+	}
+	switch network {
+	case "udp", "udp4", "udp6":
+	default:
+		return nil, &net.OpError{Op: "listen", Net: network, Err: net.UnknownNetworkError(network)}
+	}
+	ap, err := parseListenAddr(addr)
+	if err != nil {
+		return nil, &net.OpError{Op: "listen", Net: network, Err: err}
+	}
+	return st.ListenUDP(ap)
+}
+
+func parseListenAddr(addr string) (netip.AddrPort, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("invalid port %q", portStr)
+	}
+	if host == "" {
+		return netip.AddrPortFrom(netip.Addr{}, uint16(port)), nil
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("listen address must be an IP address, got %q", host)
+	}
+	return netip.AddrPortFrom(ip, uint16(port)), nil
+}
+
+// ResolveMember returns the mesh address for host: an IP literal as is, or
+// the address of the member it names, preferring IPv4 unless the network
+// asks for IPv6.
+func (n *Node) ResolveMember(network, host string) (netip.Addr, error) {
+	return lookupMember(n.Book(), network, host)
+}
+
+func resolveMeshAddr(book *peerbook.Book, network, addr string) (netip.AddrPort, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("invalid port %q", portStr)
+	}
+	ip, err := lookupMember(book, network, host)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	return netip.AddrPortFrom(ip, uint16(port)), nil
+}
+
+func lookupMember(book *peerbook.Book, network, host string) (netip.Addr, error) {
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return ip.Unmap(), nil
+	}
+	p, ok := book.PeerByName(host)
+	if !ok {
+		return netip.Addr{}, fmt.Errorf("no member named %q in the peer book", host)
+	}
+	want6 := network == "tcp6" || network == "udp6"
+	want4 := network == "tcp4" || network == "udp4"
+	for _, a := range p.Addresses {
+		if (want6 && a.Is6()) || (!want6 && a.Is4()) {
+			return a, nil
+		}
+	}
+	if !want4 && !want6 && len(p.Addresses) > 0 {
+		return p.Addresses[0], nil
+	}
+	return netip.Addr{}, fmt.Errorf("member %q has no address for %s", host, network)
+}

@@ -1,0 +1,199 @@
+// Package node runs one member of a wgmesh full mesh: it owns the
+// wireguard-go device, finds itself in the peer book by its public key and
+// configures every other member through the UAPI.
+//
+// # Usage
+//
+// A Go program joins the mesh the way the wgmesh command does:
+//
+//	book, err := peerbook.Load("book.toml")
+//	key, err := peerbook.ReadKeyFile("alpha.key")
+//	n, err := node.New(node.Config{Book: book, PrivateKey: key})
+//	err = n.Up(ctx)
+//	defer n.Close()
+//	conn, err := n.Dial(ctx, "tcp", "beta:80")
+//
+// In netstack mode (the default) the mesh exists only inside the process:
+// use Dial, Listen and ListenPacket to reach it.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/device"
+
+	"github.com/wgmesh/wgmesh/netstack"
+	"github.com/wgmesh/wgmesh/peerbook"
+)
+
+// ErrNotUp is returned by methods that need a running node before Up has
+// succeeded.
+var ErrNotUp = errors.New("node: not up (call Up first)")
+
+// Node is one member of the mesh. Create it with New, start it with Up and
+// stop it with Close. Its methods are safe for concurrent use.
+type Node struct {
+	cfg  Config
+	log  *slog.Logger
+	self peerbook.Key
+
+	upOnce sync.Once
+	upErr  error
+
+	mu         sync.Mutex
+	book       *peerbook.Book
+	applied    map[peerbook.Key]*peerConfig
+	dev        *device.Device
+	stack      *netstack.Stack
+	listenPort uint16
+	closed     bool
+}
+
+// New checks cfg and returns a Node that is not yet running. It fails when
+// the private key's public key is not in the book, naming the key to add.
+func New(cfg Config) (*Node, error) {
+	if cfg.Book == nil {
+		return nil, errors.New("node: Config.Book is required")
+	}
+	if cfg.PrivateKey.IsZero() {
+		return nil, errors.New("node: Config.PrivateKey is required")
+	}
+	if cfg.ListenPort < EphemeralPort || cfg.ListenPort > 65535 {
+		return nil, fmt.Errorf("node: Config.ListenPort %d out of range", cfg.ListenPort)
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger, self: cfg.PrivateKey.Public()}
+	if n.log == nil {
+		n.log = slog.New(slog.DiscardHandler)
+	}
+	if _, ok := cfg.Book.PeerByKey(n.self); !ok {
+		return nil, fmt.Errorf("node: this node's public key %s is not in the peer book %s; add a [[peer]] with public_key = %q", n.self, cfg.Book.Source, n.self.String())
+	}
+	if n.cfg.Resolver == nil {
+		n.cfg.Resolver = net.DefaultResolver
+	}
+	return n, nil
+}
+
+// Up creates the device and applies the book. It runs once; later calls
+// return the first call's result. On failure everything it set up is undone.
+func (n *Node) Up(ctx context.Context) error {
+	n.upOnce.Do(func() { n.upErr = n.up(ctx) })
+	return n.upErr
+}
+
+func (n *Node) up(ctx context.Context) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return fmt.Errorf("node: up: %w", net.ErrClosed)
+	}
+	book := n.cfg.Book
+	self, _ := book.PeerByKey(n.self)
+
+	st, err := netstack.New(self.Addresses, book.Mesh.MTU)
+	if err != nil {
+		return err
+	}
+	dev := device.NewDevice(st, conn.NewDefaultBind(), wgLogger(n.log))
+
+	port := book.ListenPortOf(self)
+	switch {
+	case n.cfg.ListenPort == EphemeralPort:
+		port = 0
+	case n.cfg.ListenPort > 0:
+		port = uint16(n.cfg.ListenPort)
+	}
+	var w uapiWriter
+	w.privateKey(n.cfg.PrivateKey)
+	w.listenPort(port)
+	w.replacePeers()
+	if err := dev.IpcSet(w.String()); err != nil {
+		dev.Close()
+		return fmt.Errorf("node: listen on UDP port %d: %w", port, errors.Unwrap(err))
+	}
+	n.dev, n.stack = dev, st
+	n.applied = map[peerbook.Key]*peerConfig{}
+	if err := n.apply(ctx, book); err != nil {
+		n.teardown()
+		return err
+	}
+	if err := dev.Up(); err != nil {
+		n.teardown()
+		return fmt.Errorf("node: bring device up: %w", err)
+	}
+	bound, err := n.readListenPort()
+	if err != nil {
+		n.teardown()
+		return err
+	}
+	n.listenPort = bound
+	n.log.Info("mesh node up", "name", self.Name, "key", n.self.Short(), "mode", "netstack",
+		"addresses", fmt.Sprint(self.Addresses), "listen_port", bound, "members", len(book.Peers)-1)
+	return nil
+}
+
+func (n *Node) teardown() {
+	if n.dev != nil {
+		n.dev.Close() // closes the stack and the bind too
+	}
+	n.dev, n.stack, n.applied = nil, nil, nil
+}
+
+// Close stops the node and releases its port and goroutines. The first call
+// returns nil; later calls return an error wrapping net.ErrClosed.
+func (n *Node) Close() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return fmt.Errorf("node: close: %w", net.ErrClosed)
+	}
+	n.closed = true
+	n.teardown()
+	return nil
+}
+
+// Book returns the peer book currently applied.
+func (n *Node) Book() *peerbook.Book {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.book != nil {
+		return n.book
+	}
+	return n.cfg.Book
+}
+
+// PublicKey returns this node's public key.
+func (n *Node) PublicKey() peerbook.Key { return n.self }
+
+func (n *Node) running() (*netstack.Stack, *peerbook.Book, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return nil, nil, net.ErrClosed
+	}
+	if n.stack == nil {
+		return nil, nil, ErrNotUp
+	}
+	return n.stack, n.book, nil
+}
+
+// wgLogger routes wireguard-go's logs to slog at debug (verbose) and error
+// level. wireguard-go prints peers as shortened public keys only.
+func wgLogger(log *slog.Logger) *device.Logger {
+	return &device.Logger{
+		Verbosef: func(format string, args ...any) {
+			if log.Enabled(context.Background(), slog.LevelDebug) {
+				log.Debug("wireguard: " + fmt.Sprintf(format, args...))
+			}
+		},
+		Errorf: func(format string, args ...any) {
+			log.Error("wireguard: " + fmt.Sprintf(format, args...))
+		},
+	}
+}

@@ -1,0 +1,52 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"slices"
+
+	"github.com/wgmesh/wgmesh/peerbook"
+)
+
+// Reload applies a new, already validated peer book to the running node as
+// a difference: new members are added, departed ones removed, changed ones
+// updated in place; unchanged members keep their sessions. A book that
+// cannot be applied live is refused with an error and the running book
+// stays in force.
+func (n *Node) Reload(ctx context.Context, book *peerbook.Book) error {
+	if book == nil {
+		return fmt.Errorf("node: reload: nil book")
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return fmt.Errorf("node: reload: %w", net.ErrClosed)
+	}
+	if n.dev == nil {
+		return fmt.Errorf("node: reload: %w", ErrNotUp)
+	}
+	newSelf, ok := book.PeerByKey(n.self)
+	if !ok {
+		return fmt.Errorf("node: reload refused: this node's public key %s is not in the new book %s; the running book stays in force", n.self, book.Source)
+	}
+	oldSelf, _ := n.book.PeerByKey(n.self)
+	if !slices.Equal(oldSelf.Addresses, newSelf.Addresses) {
+		return fmt.Errorf("node: reload refused: this node's addresses changed (%v -> %v), which needs a restart; the running book stays in force", oldSelf.Addresses, newSelf.Addresses)
+	}
+	if book.Mesh.MTU != n.book.Mesh.MTU {
+		return fmt.Errorf("node: reload refused: mesh.mtu changed (%d -> %d), which needs a restart; the running book stays in force", n.book.Mesh.MTU, book.Mesh.MTU)
+	}
+	if n.cfg.ListenPort == 0 {
+		if port := book.ListenPortOf(newSelf); port != n.listenPort {
+			var w uapiWriter
+			w.listenPort(port)
+			if err := n.dev.IpcSet(w.String()); err != nil {
+				return fmt.Errorf("node: reload refused: cannot listen on UDP port %d: %v", port, err)
+			}
+			n.log.Info("listen port changed", "from", n.listenPort, "to", port)
+			n.listenPort = port
+		}
+	}
+	return n.apply(ctx, book)
+}

@@ -1,0 +1,36 @@
+package node
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Status is a snapshot of a running node. It holds public facts only.
+type Status struct {
+	// Name, PublicKey (base64) and Addresses of this node.
+	Name      string       `json:"name"`
+	PublicKey string       `json:"public_key"`
+	Addresses []netip.Addr `json:"addresses"`
+	// ListenPort is the UDP port actually bound.
+	ListenPort uint16 `json:"listen_port"`
+	// Mode is "netstack" or "tun".
+	Mode string `json:"mode"`
+	// BookSerial is the serial of the applied book.
+	BookSerial uint64 `json:"book_serial"`
+	// Peers lists every other member in book order.
+	Peers []PeerStatus `json:"peers"`
+}
+
+// PeerStatus describes one other member as the device sees it.
+type PeerStatus struct {
+	Name      string         `json:"name"`
+	PublicKey string         `json:"public_key"`
+	Addresses []netip.Addr   `json:"addresses"`
+	Subnets   []netip.Prefix `json:"subnets,omitempty"`
+	// Endpoint is the address the device currently sends to; empty if none.
+	Endpoint string `json:"endpoint,omitempty"`
+	// LastHandshake is zero when no handshake has completed yet.
+	LastHandshake time.Time `json:"last_handshake,omitempty"`
+	RxBytes       uint64    `json:"rx_bytes"`
+	TxBytes       uint64    `json:"tx_bytes"`
+}
