@@ -25,7 +25,7 @@ const (
 	dialTimeout = 10 * time.Second
 	// copyBufferSize is large because through a userspace stack each
 	// Read/Write costs far more than through the kernel.
-	copyBufferSize = 256 << 10
+	copyBufferSize   = 256 << 10
 	maxAcceptBackoff = time.Second
 )
 
