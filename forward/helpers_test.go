@@ -50,7 +50,7 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 func (l *testLogger) contains(s string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return strings.Contains(l.buf.String(), s) // buf read under l.mu
+	return strings.Contains(l.buf.String(), s)
 }
 
 // checkGoroutines records the goroutine count and fails the test unless the
