@@ -79,32 +79,42 @@ func (n *Node) peerConfig(ctx context.Context, book *peerbook.Book, self, p *pee
 	pc := &peerConfig{
 		name:       p.Name,
 		key:        p.PublicKey,
-		keepalive:  book.KeepaliveBetween(self, p),
 		allowedIPs: p.AllowedIPs(),
 	}
+	pc.endpoint = n.endpointOf(ctx, p)
+	// A keepalive can only be sent where the member's address is known.
+	// Setting it without one would make wireguard-go try a handshake that
+	// cannot leave, and then hold off the real one for the 5 s rekey
+	// timeout once the address arrives. Set together with the endpoint,
+	// it instead starts a handshake at once.
+	if pc.endpoint.IsValid() {
+		pc.keepalive = book.KeepaliveBetween(self, p)
+	}
+	return pc
+}
+
+// endpointOf returns where to send to member p, or an invalid AddrPort.
+func (n *Node) endpointOf(ctx context.Context, p *peerbook.Peer) netip.AddrPort {
 	if ap, ok := n.cfg.EndpointOverrides[p.Name]; ok {
-		pc.endpoint = ap
-		return pc
+		return ap
 	}
 	if p.Endpoint.IsZero() {
-		return pc
+		return netip.AddrPort{}
 	}
 	if ap, ok := p.Endpoint.Addr(); ok {
-		pc.endpoint = ap
-		return pc
+		return ap
 	}
 	// Keep a previously resolved address while the name does not resolve:
 	// a DNS hiccup must not cut a working tunnel.
-	if old, ok := n.applied[p.PublicKey]; ok {
-		pc.endpoint = old.endpoint
-	}
 	ap, err := n.resolve(ctx, p.Endpoint)
 	if err != nil {
-		n.log.Warn("cannot resolve member endpoint; configured without it", "peer", p.Name, "endpoint", p.Endpoint.String(), "err", err)
-		return pc
+		n.log.Warn("cannot resolve member endpoint", "peer", p.Name, "endpoint", p.Endpoint.String(), "err", err)
+		if old, ok := n.applied[p.PublicKey]; ok {
+			return old.endpoint
+		}
+		return netip.AddrPort{}
 	}
-	pc.endpoint = ap
-	return pc
+	return ap
 }
 
 // resolve looks up a hostname endpoint, preferring IPv4 as wg(8) does.

@@ -3,7 +3,11 @@ package node
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/netip"
+	"runtime"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -114,13 +118,225 @@ func TestTwoNodesTCP(t *testing.T) {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := m.nodes[0].Dial(ctx, "tcp", "n1:80")
+	c, err := m.nodes[0].Dial(ctx, "tcp", "n1.mesh:80")
 	if err != nil {
 		t.Fatal(err)
 	}
-	buf := make([]byte, 5)
-	if _, err := c.Read(buf); err != nil || string(buf) != "hello" {
-		t.Fatalf("read %q, %v", buf, err)
+	defer c.Close()
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "hello" {
+		t.Fatalf("read %q, %v", got, err)
 	}
-	t.Logf("%+v", m.nodes[0].Status())
+	st := m.nodes[0].Status()
+	if len(st.Peers) != 1 || st.Peers[0].Name != "n1" || st.Peers[0].LastHandshake.IsZero() || st.Peers[0].RxBytes == 0 {
+		t.Fatalf("status after traffic: %+v", st)
+	}
+}
+
+// serveEcho runs a TCP and a UDP echo on port 7 of n, each reply prefixed
+// with the node's name so a test can tell who answered.
+func serveEcho(t testing.TB, n *Node, name string) {
+	t.Helper()
+	ln, err := n.Listen("tcp", ":7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.Write([]byte(name + ":"))
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	for _, a := range n.Book().Peers {
+		if a.Name != name {
+			continue
+		}
+		for _, addr := range a.Addresses {
+			pc, err := n.ListenPacket("udp", netip.AddrPortFrom(addr, 7).String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { pc.Close() })
+			go func() {
+				buf := make([]byte, 2048)
+				for {
+					k, from, err := pc.ReadFrom(buf)
+					if err != nil {
+						return
+					}
+					pc.WriteTo(append([]byte(name+":"), buf[:k]...), from)
+				}
+			}()
+		}
+	}
+}
+
+func checkTCP(ctx context.Context, from *Node, to string) error {
+	c, err := from.Dial(ctx, "tcp", to+":7")
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if d, ok := ctx.Deadline(); ok {
+		c.SetDeadline(d)
+	}
+	msg := "ping " + to
+	if _, err := c.Write([]byte(msg)); err != nil {
+		return err
+	}
+	want := strings.TrimSuffix(to, ".mesh") + ":" + msg
+	buf := make([]byte, len(want))
+	if _, err := io.ReadFull(c, buf); err != nil {
+		return err
+	}
+	if string(buf) != want {
+		return fmt.Errorf("got %q, want %q", buf, want)
+	}
+	return nil
+}
+
+func checkUDP(ctx context.Context, from *Node, network, to string) error {
+	c, err := from.Dial(ctx, network, to+":7")
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	want := to + ":dgram"
+	buf := make([]byte, 256)
+	// Datagrams may be lost while the first handshake completes: retry.
+	for attempt := 0; attempt < 20; attempt++ {
+		c.Write([]byte("dgram"))
+		c.SetReadDeadline(time.Now().Add(250 * time.Millisecond))
+		k, err := c.Read(buf)
+		if err == nil {
+			if string(buf[:k]) != want {
+				return fmt.Errorf("got %q, want %q", buf[:k], want)
+			}
+			return nil
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return fmt.Errorf("no UDP reply from %s", to)
+}
+
+func TestMeshAllPairs(t *testing.T) {
+	base := runtime.NumGoroutine()
+	func() {
+		m := newTestMesh(t, 5)
+		for i, n := range m.nodes {
+			serveEcho(t, n, m.book.Peers[i].Name)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		var wg sync.WaitGroup
+		errs := make(chan error, 100)
+		for i, from := range m.nodes {
+			for j := range m.nodes {
+				if i == j {
+					continue
+				}
+				to := m.book.Peers[j].Name
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if err := checkTCP(ctx, from, to); err != nil {
+						errs <- fmt.Errorf("tcp n%d -> %s: %w", i, to, err)
+					}
+					if err := checkTCP(ctx, from, to+".mesh"); err != nil {
+						errs <- fmt.Errorf("tcp n%d -> %s.mesh: %w", i, to, err)
+					}
+					if err := checkUDP(ctx, from, "udp4", to); err != nil {
+						errs <- fmt.Errorf("udp4 n%d -> %s: %w", i, to, err)
+					}
+					if err := checkUDP(ctx, from, "udp6", to); err != nil {
+						errs <- fmt.Errorf("udp6 n%d -> %s: %w", i, to, err)
+					}
+				}()
+			}
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+		// Every member has shaken hands with every other one.
+		for i, n := range m.nodes {
+			for _, p := range n.Status().Peers {
+				if p.LastHandshake.IsZero() {
+					t.Errorf("n%d has no handshake with %s", i, p.Name)
+				}
+			}
+		}
+		for _, n := range m.nodes {
+			if err := n.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}()
+	waitGoroutines(t, base)
+}
+
+// waitGoroutines fails the test if the goroutine count does not return to
+// base within a few seconds: wireguard-go and gVisor stop theirs
+// asynchronously after Close.
+func waitGoroutines(t *testing.T, base int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n := runtime.NumGoroutine()
+		if n <= base {
+			return
+		}
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			buf = buf[:runtime.Stack(buf, true)]
+			t.Fatalf("goroutines: %d after close, %d before\n%s", n, base, buf)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestRestartedNodeRejoins(t *testing.T) {
+	m := newTestMesh(t, 3)
+	for i, n := range m.nodes {
+		serveEcho(t, n, m.book.Peers[i].Name)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := checkTCP(ctx, m.nodes[0], "n2"); err != nil {
+		t.Fatal(err)
+	}
+	// n2 goes away and comes back on the same port with the same key.
+	port := m.nodes[2].Status().ListenPort
+	if err := m.nodes[2].Close(); err != nil {
+		t.Fatal(err)
+	}
+	n, err := New(Config{Book: m.book, PrivateKey: m.keys[2], ListenPort: int(port)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	m.nodes[2] = n
+	serveEcho(t, n, "n2")
+	for _, from := range []int{0, 1} {
+		if err := checkTCP(ctx, m.nodes[from], "n2"); err != nil {
+			t.Fatalf("n%d -> restarted n2: %v", from, err)
+		}
+	}
+	if err := checkTCP(ctx, n, "n0"); err != nil {
+		t.Fatalf("restarted n2 -> n0: %v", err)
+	}
 }

@@ -133,6 +133,7 @@ func (n *Node) up(ctx context.Context) error {
 		return err
 	}
 	n.listenPort = bound
+	n.greetPeers()
 	n.log.Info("mesh node up", "name", self.Name, "key", n.self.Short(), "mode", "netstack",
 		"addresses", fmt.Sprint(self.Addresses), "listen_port", bound, "members", len(book.Peers)-1)
 	return nil
@@ -195,5 +196,21 @@ func wgLogger(log *slog.Logger) *device.Logger {
 		Errorf: func(format string, args ...any) {
 			log.Error("wireguard: " + fmt.Sprintf(format, args...))
 		},
+	}
+}
+
+// greetPeers starts a handshake with every member whose endpoint is known.
+// After a restart the other members still hold sessions with this node's
+// previous incarnation and would only notice after WireGuard's 15 s
+// no-reply timeout; a fresh initiation replaces those sessions at once.
+// Caller holds n.mu.
+func (n *Node) greetPeers() {
+	for k, pc := range n.applied {
+		if !pc.endpoint.IsValid() {
+			continue
+		}
+		if p := n.dev.LookupPeer(device.NoisePublicKey(k)); p != nil {
+			p.SendHandshakeInitiation(false)
+		}
 	}
 }
