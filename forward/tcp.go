@@ -39,7 +39,9 @@ var copyBuffers = sync.Pool{New: func() any { b := make([]byte, copyBufferSize);
 // ServeTCP owns ln. It returns nil when ctx is cancelled or ln is closed
 // (Accept reports net.ErrClosed), and an error wrapping any other accept
 // failure that is not temporary. Before returning it closes ln and every
-// relayed connection and waits for its goroutines.
+// relayed connection and waits for its goroutines. Some listeners report
+// their own error after Close (gVisor's gonet does), so stop ServeTCP by
+// cancelling ctx rather than by closing ln.
 //
 // Messages go to log (nil discards); label it with the flag, e.g.
 // log.With("spec", spec.String()).

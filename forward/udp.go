@@ -13,10 +13,11 @@ import (
 	"time"
 )
 
+// DefaultUDPIdle is how long a UDP session lives without traffic in either
+// direction when ServeUDP is given an idle of 0.
+const DefaultUDPIdle = 60 * time.Second
+
 const (
-	// DefaultUDPIdle is how long a UDP session lives without traffic in
-	// either direction when ServeUDP is given an idle of 0.
-	DefaultUDPIdle = 60 * time.Second
 	// maxUDPSessions bounds the clients relayed at once; each holds a dialed
 	// conn, two goroutines and a receive buffer.
 	maxUDPSessions = 1024
