@@ -1,0 +1,78 @@
+package control
+
+import (
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/wgmesh/wgmesh/node"
+)
+
+// WriteTable prints st for people: a line about this node, then one row
+// per member with its addresses, endpoint, handshake age and traffic.
+// Handshake ages are measured from now.
+func WriteTable(w io.Writer, st node.Status, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "%s (%s)  %s  udp port %d  book serial %d\n",
+		st.Name, st.Mode, joinAddrs(st.Addresses), st.ListenPort, st.BookSerial)
+	fmt.Fprintln(tw, "NAME\tADDRESSES\tENDPOINT\tHANDSHAKE\tRX\tTX")
+	for _, p := range st.Peers {
+		ep := p.Endpoint
+		if ep == "" {
+			ep = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, joinAddrs(p.Addresses), ep,
+			HandshakeAge(p.LastHandshake, now), HumanBytes(p.RxBytes), HumanBytes(p.TxBytes))
+	}
+	return tw.Flush()
+}
+
+func joinAddrs(as []netip.Addr) string {
+	if len(as) == 0 {
+		return "-"
+	}
+	s := make([]string, len(as))
+	for i, a := range as {
+		s[i] = a.String()
+	}
+	return strings.Join(s, ",")
+}
+
+// HandshakeAge formats the time since t as "3s ago", "4m10s ago",
+// "2h5m ago" or "3d4h ago"; a zero t is "never".
+func HandshakeAge(t, now time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	d := now.Sub(t)
+	if d < 0 {
+		d = 0
+	}
+	s := int64(d / time.Second)
+	switch {
+	case s < 60:
+		return fmt.Sprintf("%ds ago", s)
+	case s < 3600:
+		return fmt.Sprintf("%dm%ds ago", s/60, s%60)
+	case s < 86400:
+		return fmt.Sprintf("%dh%dm ago", s/3600, s%3600/60)
+	}
+	return fmt.Sprintf("%dd%dh ago", s/86400, s%86400/3600)
+}
+
+// HumanBytes formats n with binary units: "512 B", "1.5 KiB", "10.0 MiB".
+func HumanBytes(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit && exp < 5; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

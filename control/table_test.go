@@ -1,0 +1,64 @@
+package control
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestHumanBytes(t *testing.T) {
+	for _, tc := range []struct {
+		n    uint64
+		want string
+	}{
+		{0, "0 B"}, {1023, "1023 B"}, {1024, "1.0 KiB"}, {1536, "1.5 KiB"},
+		{10 << 20, "10.0 MiB"}, {3 << 30, "3.0 GiB"}, {1 << 62, "4.0 EiB"},
+	} {
+		if got := HumanBytes(tc.n); got != tc.want {
+			t.Errorf("HumanBytes(%d) = %q, want %q", tc.n, got, tc.want)
+		}
+	}
+}
+
+func TestHandshakeAge(t *testing.T) {
+	now := time.Unix(1700000000, 0)
+	for _, tc := range []struct {
+		ago  time.Duration
+		want string
+	}{
+		{3 * time.Second, "3s ago"}, {250 * time.Second, "4m10s ago"},
+		{2*time.Hour + 5*time.Minute, "2h5m ago"}, {76 * time.Hour, "3d4h ago"},
+		{-time.Second, "0s ago"}, // clocks may disagree slightly
+	} {
+		if got := HandshakeAge(now.Add(-tc.ago), now); got != tc.want {
+			t.Errorf("HandshakeAge(%v) = %q, want %q", tc.ago, got, tc.want)
+		}
+	}
+	if got := HandshakeAge(time.Time{}, now); got != "never" {
+		t.Errorf("zero handshake = %q, want never", got)
+	}
+}
+
+func TestWriteTable(t *testing.T) {
+	var b strings.Builder
+	if err := WriteTable(&b, sample, sample.Peers[0].LastHandshake.Add(3*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("want a title, a header and one row, got:\n%s", b.String())
+	}
+	for _, want := range []string{"alpha", "10.42.0.1", "51820", "serial 3"} {
+		if !strings.Contains(lines[0], want) {
+			t.Errorf("title %q lacks %q", lines[0], want)
+		}
+	}
+	if f := strings.Fields(lines[1]); strings.Join(f, " ") != "NAME ADDRESSES ENDPOINT HANDSHAKE RX TX" {
+		t.Errorf("header = %q", lines[1])
+	}
+	for _, want := range []string{"beta", "10.42.0.2,fd42:42::2", "127.0.0.1:40000", "3s ago", "1.5 KiB", "10.0 MiB"} {
+		if !strings.Contains(lines[2], want) {
+			t.Errorf("row %q lacks %q", lines[2], want)
+		}
+	}
+}
