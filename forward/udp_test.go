@@ -183,14 +183,15 @@ func TestUDPIdleSessionsExpire(t *testing.T) {
 
 func TestUDPTrafficKeepsSessionAlive(t *testing.T) {
 	checkGoroutines(t)
-	const idle = 200 * time.Millisecond
+	// Traffic every idle/10 for longer than idle: generous, so a slow
+	// machine does not let the session lapse between datagrams.
+	const idle = 400 * time.Millisecond
 	echo := startUDPEcho(t, "udp", "127.0.0.1:0")
 	pc, s, _, stop := startUDPForward(t, "udp", "127.0.0.1:0", echo.addr(), &net.Dialer{}, idle, maxUDPSessions)
 
 	c := dialUDP(t, pc.LocalAddr())
-	for i := 0; i < 12; i++ {
-		mustExchange(t, c, fmt.Sprint(i))
-		time.Sleep(idle / 4)
+	for start := time.Now(); time.Since(start) < 2*idle; time.Sleep(idle / 10) {
+		mustExchange(t, c, "ping")
 	}
 	if n := echo.sourceCount(); n != 1 {
 		t.Errorf("target heard from %d sources, want 1: the session expired despite traffic", n)
