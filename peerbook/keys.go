@@ -44,10 +44,25 @@ func decodeKey(s string) ([]byte, error) {
 		return nil, fmt.Errorf("key must be 44 characters of base64 (32 bytes), got %d characters", len(s))
 	}
 	b, err := base64.StdEncoding.Strict().DecodeString(s)
-	if err != nil || len(b) != KeyLen {
-		return nil, errors.New("key is not valid base64 of 32 bytes (use the output of `wg pubkey` or `wgmesh key public`)")
+	switch {
+	case err == nil && len(b) == KeyLen:
+		return b, nil
+	case err == nil:
+		return nil, fmt.Errorf("key decodes to %d bytes; a WireGuard key is exactly %d bytes", len(b), KeyLen)
 	}
-	return b, nil
+	// Say why, since "invalid base64" sends people hunting for typos.
+	if lb, lerr := base64.StdEncoding.DecodeString(s); lerr == nil && len(lb) == KeyLen {
+		// wg(8) refuses such keys too: the bits below the last full byte
+		// must be zero, so this key was altered after it was generated.
+		return nil, errors.New("key is not strict base64: the character before '=' has padding bits set; copy the key again from `wg pubkey` or `wgmesh key public`")
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '+' || c == '/' || c == '=') {
+			return nil, fmt.Errorf("key contains %q at position %d, which is not a base64 character", c, i+1)
+		}
+	}
+	return nil, errors.New("key is not valid base64 of 32 bytes (use the output of `wg pubkey` or `wgmesh key public`)")
 }
 
 // String returns the key in standard base64.
