@@ -31,6 +31,21 @@ type Config struct {
 	// Resolver resolves endpoint hostnames. Default: net.DefaultResolver.
 	Resolver Resolver
 
+	// Mode selects the data plane: ModeNetstack (default), a userspace
+	// TCP/IP stack reached through Dial and Listen, needing no privileges;
+	// or ModeTUN, a kernel TUN interface that every program on the host
+	// can use, needing root or CAP_NET_ADMIN.
+	Mode Mode
+
+	// InterfaceName is the TUN interface to create in ModeTUN. Default:
+	// "wgmesh0" on Linux, "utun" (the next free utunN) on macOS.
+	InterfaceName string
+
+	// Masquerade, in ModeTUN on a member that routes subnets, source-NATs
+	// mesh traffic into those LANs, for LAN routers with no route back to
+	// the mesh. Default: off.
+	Masquerade bool
+
 	// Logger receives the node's logs. Default: discard.
 	Logger *slog.Logger
 }
@@ -42,3 +57,12 @@ const EphemeralPort = -1
 type Resolver interface {
 	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
 }
+
+// Mode is a node's data plane.
+type Mode string
+
+// Data planes.
+const (
+	ModeNetstack Mode = "netstack"
+	ModeTUN      Mode = "tun"
+)

@@ -23,6 +23,10 @@ func (n *Node) Dial(ctx context.Context, network, addr string) (net.Conn, error)
 	if err != nil {
 		return nil, &net.OpError{Op: "dial", Net: network, Err: err}
 	}
+	if st == nil { // TUN mode: the kernel routes mesh addresses
+		var d net.Dialer
+		return d.DialContext(ctx, network, dst.String())
+	}
 	switch network {
 	case "tcp", "tcp4", "tcp6":
 		return st.DialTCP(ctx, dst)
@@ -48,6 +52,9 @@ func (n *Node) Listen(network, addr string) (net.Listener, error) {
 	if err != nil {
 		return nil, &net.OpError{Op: "listen", Net: network, Err: err}
 	}
+	if st == nil {
+		return net.Listen(network, n.hostListenAddr(ap, network == "tcp6").String())
+	}
 	return st.ListenTCP(ap)
 }
 
@@ -66,6 +73,9 @@ func (n *Node) ListenPacket(network, addr string) (net.PacketConn, error) {
 	ap, err := parseListenAddr(addr)
 	if err != nil {
 		return nil, &net.OpError{Op: "listen", Net: network, Err: err}
+	}
+	if st == nil {
+		return net.ListenPacket(network, n.hostListenAddr(ap, network == "udp6").String())
 	}
 	return st.ListenUDP(ap)
 }

@@ -27,7 +27,9 @@ import (
 
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/tun"
 
+	"github.com/wgmesh/wgmesh/hostnet"
 	"github.com/wgmesh/wgmesh/netstack"
 	"github.com/wgmesh/wgmesh/peerbook"
 )
@@ -50,7 +52,10 @@ type Node struct {
 	book       *peerbook.Book
 	applied    map[peerbook.Key]*peerConfig
 	dev        *device.Device
-	stack      *netstack.Stack
+	stack      *netstack.Stack  // netstack mode only
+	ifname     string           // TUN mode only: the interface's name
+	host       *hostnet.Applied // TUN mode only: addresses, routes, rules
+	uapi       net.Listener     // TUN mode only: the wg(8) UAPI socket
 	listenPort uint16
 	closed     bool
 }
@@ -77,6 +82,16 @@ func New(cfg Config) (*Node, error) {
 	if n.cfg.Resolver == nil {
 		n.cfg.Resolver = net.DefaultResolver
 	}
+	switch n.cfg.Mode {
+	case "":
+		n.cfg.Mode = ModeNetstack
+	case ModeNetstack, ModeTUN:
+	default:
+		return nil, fmt.Errorf("node: unknown mode %q (want %q or %q)", cfg.Mode, ModeNetstack, ModeTUN)
+	}
+	if n.cfg.InterfaceName == "" {
+		n.cfg.InterfaceName = defaultInterfaceName()
+	}
 	return n, nil
 }
 
@@ -96,11 +111,22 @@ func (n *Node) up(ctx context.Context) error {
 	book := n.cfg.Book
 	self, _ := book.PeerByKey(n.self)
 
-	st, err := netstack.New(self.Addresses, book.Mesh.MTU)
-	if err != nil {
-		return err
+	var tdev tun.Device
+	switch n.cfg.Mode {
+	case ModeTUN:
+		d, name, err := createTUN(n.cfg.InterfaceName, book.Mesh.MTU)
+		if err != nil {
+			return err
+		}
+		tdev, n.ifname = d, name
+	default:
+		st, err := netstack.New(self.Addresses, book.Mesh.MTU)
+		if err != nil {
+			return err
+		}
+		tdev, n.stack = st, st
 	}
-	dev := device.NewDevice(st, conn.NewDefaultBind(), wgLogger(n.log))
+	dev := device.NewDevice(tdev, conn.NewDefaultBind(), wgLogger(n.log))
 
 	port := book.ListenPortOf(self)
 	switch {
@@ -117,7 +143,7 @@ func (n *Node) up(ctx context.Context) error {
 		dev.Close()
 		return fmt.Errorf("node: listen on UDP port %d: %w", port, errors.Unwrap(err))
 	}
-	n.dev, n.stack = dev, st
+	n.dev = dev
 	n.applied = map[peerbook.Key]*peerConfig{}
 	if err := n.apply(ctx, book); err != nil {
 		n.teardown()
@@ -133,17 +159,37 @@ func (n *Node) up(ctx context.Context) error {
 		return err
 	}
 	n.listenPort = bound
+	if n.cfg.Mode == ModeTUN {
+		host, err := hostnet.Apply(n.hostSetup(n.ifname, book, self))
+		if err != nil {
+			n.teardown()
+			return fmt.Errorf("node: configure interface %s: %w", n.ifname, err)
+		}
+		n.host = host
+		if err := n.serveUAPI(n.ifname); err != nil {
+			n.teardown()
+			return err
+		}
+	}
 	n.greetPeers()
-	n.log.Info("mesh node up", "name", self.Name, "key", n.self.Short(), "mode", "netstack",
+	n.log.Info("mesh node up", "name", self.Name, "key", n.self.Short(), "mode", string(n.cfg.Mode), "interface", n.ifname,
 		"addresses", fmt.Sprint(self.Addresses), "listen_port", bound, "members", len(book.Peers)-1)
 	return nil
 }
 
 func (n *Node) teardown() {
-	if n.dev != nil {
-		n.dev.Close() // closes the stack and the bind too
+	if n.uapi != nil {
+		n.uapi.Close() // also removes the socket file
 	}
-	n.dev, n.stack, n.applied = nil, nil, nil
+	if n.host != nil {
+		if err := n.host.Undo(); err != nil {
+			n.log.Error("cleaning up interface", "interface", n.ifname, "err", err)
+		}
+	}
+	if n.dev != nil {
+		n.dev.Close() // closes the TUN device or stack and the bind too
+	}
+	n.dev, n.stack, n.host, n.uapi, n.applied = nil, nil, nil, nil, nil
 }
 
 // Close stops the node and releases its port and goroutines. The first call
@@ -172,16 +218,25 @@ func (n *Node) Book() *peerbook.Book {
 // PublicKey returns this node's public key.
 func (n *Node) PublicKey() peerbook.Key { return n.self }
 
+// running returns the stack (nil in TUN mode) and book of a node that is
+// up.
 func (n *Node) running() (*netstack.Stack, *peerbook.Book, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.closed {
 		return nil, nil, net.ErrClosed
 	}
-	if n.stack == nil {
+	if n.dev == nil {
 		return nil, nil, ErrNotUp
 	}
 	return n.stack, n.book, nil
+}
+
+// InterfaceName returns the TUN interface's name in TUN mode, else "".
+func (n *Node) InterfaceName() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.ifname
 }
 
 // wgLogger routes wireguard-go's logs to slog at debug (verbose) and error

@@ -48,5 +48,13 @@ func (n *Node) Reload(ctx context.Context, book *peerbook.Book) error {
 			n.listenPort = port
 		}
 	}
-	return n.apply(ctx, book)
+	if err := n.apply(ctx, book); err != nil {
+		return err
+	}
+	if n.host != nil {
+		if err := n.host.SetRoutes(otherSubnets(book, n.self)); err != nil {
+			return fmt.Errorf("node: reload: routes: %w", err)
+		}
+	}
+	return nil
 }

@@ -15,6 +15,8 @@ type Status struct {
 	ListenPort uint16 `json:"listen_port"`
 	// Mode is "netstack" or "tun".
 	Mode string `json:"mode"`
+	// Interface is the TUN interface's name in TUN mode.
+	Interface string `json:"interface,omitempty"`
 	// BookSerial is the serial of the applied book.
 	BookSerial uint64 `json:"book_serial"`
 	// Peers lists every other member in book order.
@@ -31,6 +33,9 @@ type PeerStatus struct {
 	Endpoint string `json:"endpoint,omitempty"`
 	// LastHandshake is zero when no handshake has completed yet.
 	LastHandshake time.Time `json:"last_handshake,omitempty"`
-	RxBytes       uint64    `json:"rx_bytes"`
-	TxBytes       uint64    `json:"tx_bytes"`
+	// NotInBook marks a peer the device has that the book does not list
+	// (added with wg set); its Name is empty.
+	NotInBook bool   `json:"not_in_book,omitempty"`
+	RxBytes   uint64 `json:"rx_bytes"`
+	TxBytes   uint64 `json:"tx_bytes"`
 }

@@ -102,7 +102,8 @@ func (n *Node) Status() Status {
 		PublicKey:  n.self.String(),
 		Addresses:  self.Addresses,
 		ListenPort: n.listenPort,
-		Mode:       "netstack",
+		Mode:       string(n.cfg.Mode),
+		Interface:  n.ifname,
 		BookSerial: book.Serial,
 	}
 	var dev *deviceState
@@ -130,6 +131,20 @@ func (n *Node) Status() Status {
 			}
 		}
 		s.Peers = append(s.Peers, ps)
+	}
+	// Peers added behind wgmesh's back (wg set on the UAPI socket) are
+	// shown too, so status never hides what the device really does.
+	if dev != nil {
+		for k, d := range dev.peers {
+			if _, ok := book.PeerByKey(k); ok {
+				continue
+			}
+			ps := PeerStatus{PublicKey: k.String(), NotInBook: true, LastHandshake: d.lastHandshake, RxBytes: d.rx, TxBytes: d.tx}
+			if d.endpoint.IsValid() {
+				ps.Endpoint = d.endpoint.String()
+			}
+			s.Peers = append(s.Peers, ps)
+		}
 	}
 	return s
 }

@@ -1,0 +1,121 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+
+	"golang.zx2c4.com/wireguard/ipc"
+	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/wgmesh/wgmesh/hostnet"
+	"github.com/wgmesh/wgmesh/peerbook"
+)
+
+// defaultInterfaceName is the TUN name used when Config.InterfaceName is
+// empty; macOS only accepts utun names and "utun" picks the next free one.
+func defaultInterfaceName() string {
+	if runtime.GOOS == "darwin" {
+		return "utun"
+	}
+	return "wgmesh0"
+}
+
+// createTUN makes the kernel interface, with errors that say what to do.
+func createTUN(name string, mtu int) (tun.Device, string, error) {
+	if runtime.GOOS == "linux" && hostnet.InterfaceExists(name) {
+		return nil, "", fmt.Errorf("node: interface %s already exists; choose another --interface or remove it (ip link del %s)", name, name)
+	}
+	dev, err := tun.CreateTUN(name, mtu)
+	if err != nil {
+		switch {
+		case errors.Is(err, os.ErrPermission):
+			return nil, "", fmt.Errorf("node: creating TUN interface %s needs root or CAP_NET_ADMIN: %w; run as root, or use --mode netstack, which needs no privileges", name, err)
+		case errors.Is(err, os.ErrNotExist):
+			return nil, "", fmt.Errorf("node: no TUN device (/dev/net/tun is missing: %w); load the tun module, pass the device into the container, or use --mode netstack", err)
+		}
+		return nil, "", fmt.Errorf("node: create TUN interface %s: %w", name, err)
+	}
+	real, err := dev.Name()
+	if err != nil {
+		dev.Close()
+		return nil, "", fmt.Errorf("node: TUN interface name: %w", err)
+	}
+	return dev, real, nil
+}
+
+// hostSetup is what the operating system must do for this node's
+// interface under book.
+func (n *Node) hostSetup(ifname string, book *peerbook.Book, self *peerbook.Peer) hostnet.Setup {
+	s := hostnet.Setup{Interface: ifname, MTU: book.Mesh.MTU, Routes: otherSubnets(book, n.self)}
+	for _, a := range self.Addresses {
+		if net, ok := book.NetworkOf(a); ok {
+			s.Addresses = append(s.Addresses, netip.PrefixFrom(a, net.Bits()))
+		}
+	}
+	if len(self.Subnets) > 0 {
+		s.Forwarding = true
+		if n.cfg.Masquerade {
+			s.Masquerade = book.Mesh.Networks
+		}
+	}
+	return s
+}
+
+// otherSubnets are the LANs routed by members other than self.
+func otherSubnets(book *peerbook.Book, self peerbook.Key) []netip.Prefix {
+	var out []netip.Prefix
+	for i := range book.Peers {
+		if book.Peers[i].PublicKey != self {
+			out = append(out, book.Peers[i].Subnets...)
+		}
+	}
+	return out
+}
+
+// serveUAPI opens wireguard-go's UAPI socket for the interface, with the
+// same path and permissions as wireguard-go, so `wg show NAME` and wgctrl
+// tools work against wgmesh. Caller holds n.mu.
+func (n *Node) serveUAPI(ifname string) error {
+	f, err := ipc.UAPIOpen(ifname)
+	if err != nil {
+		return fmt.Errorf("node: open UAPI socket for %s: %w", ifname, err)
+	}
+	ln, err := ipc.UAPIListen(ifname, f)
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("node: listen on UAPI socket for %s: %w", ifname, err)
+	}
+	n.uapi = ln
+	dev := n.dev
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go dev.IpcHandle(c)
+		}
+	}()
+	return nil
+}
+
+// hostListenAddr picks the local address for Listen in TUN mode: the
+// node's own mesh address, so a listener is reachable from the mesh only.
+func (n *Node) hostListenAddr(ap netip.AddrPort, want6 bool) netip.AddrPort {
+	if ap.Addr().IsValid() && !ap.Addr().IsUnspecified() {
+		return ap
+	}
+	self, _ := n.Book().PeerByKey(n.self)
+	for _, a := range self.Addresses {
+		if a.Is6() == want6 {
+			return netip.AddrPortFrom(a, ap.Port())
+		}
+	}
+	return netip.AddrPortFrom(self.Addresses[0], ap.Port())
+}
+
+var _ net.Listener = (net.Listener)(nil)
