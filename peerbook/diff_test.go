@@ -18,8 +18,8 @@ func TestCompare(t *testing.T) {
 	}
 
 	nu := mustParseFile(t, "../testdata/good/design.toml")
-	nu.Peers[0].Name = "amazon"                                         // renamed: Changed
-	nu.Peers[1].PublicKey[0] ^= 1                                       // new key: Removed + Added
+	nu.Peers[0].Name = "amazon"                                       // renamed: Changed
+	nu.Peers[1].PublicKey[0] ^= 1                                     // new key: Removed + Added
 	nu.Peers = append(nu.Peers, Peer{Name: "new", PublicKey: Key{9}}) // Added
 	d := Compare(old, nu)
 	if d.MeshChanged {

@@ -14,8 +14,8 @@ func TestParseKeyStrict(t *testing.T) {
 		t.Fatal(err)
 	}
 	bad := map[string]string{
-		"padding bits":   keyB[:42] + "p=",           // same bytes, non-zero low bits
-		"no padding":     keyB[:43],                  // 43 characters
+		"padding bits":   keyB[:42] + "p=", // same bytes, non-zero low bits
+		"no padding":     keyB[:43],        // 43 characters
 		"url alphabet":   strings.ReplaceAll(keyB, "/", "_"),
 		"31 bytes":       keyB[:42] + "==",
 		"space":          " " + keyB[:43],

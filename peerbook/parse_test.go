@@ -198,7 +198,9 @@ peer = [
   { name = "a", public_key = "` + keyA + `", addresses = ["10.42.0.1"] },
   { name = "b", public_key = "` + keyB + `", addresses = ["10.42.0.2"], relay = true },
 ]
-`, func(b *Book) bool { return len(b.Peers) == 2 && b.Peers[1].Relay && b.Peers[1].Line == 5 && b.Mesh.MTU == 1280 }},
+`, func(b *Book) bool {
+			return len(b.Peers) == 2 && b.Peers[1].Relay && b.Peers[1].Line == 5 && b.Mesh.MTU == 1280
+		}},
 		{"dotted keys", `format = 1
 mesh.networks = ["10.42.0.0/16"]
 [[peer]]
