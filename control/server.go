@@ -60,27 +60,24 @@ type Server struct {
 // is replaced; a socket on which another node still answers is not.
 func Serve(ctx context.Context, path string, src StatusSource) (*Server, error) {
 	if path == "" {
-		return nil, errors.New("control: empty socket path")
+		return nil, errors.New("empty socket path")
 	}
 	if src == nil {
-		return nil, errors.New("control: nil status source")
+		return nil, errors.New("nil status source")
 	}
-	if err := prepareDir(filepath.Dir(path)); err != nil {
-		return nil, err
-	}
-	if err := removeStale(path); err != nil {
+	if err := Check(path); err != nil {
 		return nil, err
 	}
 	ln, err := net.Listen("unix", path)
 	if err != nil {
-		return nil, fmt.Errorf("control: listen on %s: %w", path, err)
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
 	// The directory is private, so nobody else can reach the socket in the
 	// moment between bind and chmod; the mode keeps it private if the
 	// directory is later opened up.
 	if err := os.Chmod(path, 0o600); err != nil {
 		ln.Close()
-		return nil, fmt.Errorf("control: %w", err)
+		return nil, err
 	}
 
 	mux := http.NewServeMux()
@@ -126,35 +123,49 @@ func (s *Server) Close() error {
 		// The unix listener unlinks its socket on close; this catches
 		// the case where it could not.
 		if err := os.Remove(s.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			s.closeErr = fmt.Errorf("control: remove socket: %w", err)
+			s.closeErr = fmt.Errorf("remove socket: %w", err)
 		}
 	})
 	return s.closeErr
+}
+
+// Check prepares path for Serve without binding it: it creates the
+// directory, applies the directory checks and removes a stale socket. A
+// program that starts slow work before serving calls it first to fail
+// early, for instance when another node already serves on path.
+func Check(path string) error {
+	if path == "" {
+		return errors.New("empty socket path")
+	}
+	if err := prepareDir(filepath.Dir(path)); err != nil {
+		return err
+	}
+	return removeStale(path)
 }
 
 func prepareDir(dir string) error {
 	fi, err := os.Lstat(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return fmt.Errorf("control: create socket directory: %w", err)
+			return fmt.Errorf("create socket directory: %w", err)
 		}
 		// MkdirAll is subject to the umask; make the mode exact.
 		if err := os.Chmod(dir, 0o700); err != nil {
-			return fmt.Errorf("control: %w", err)
+			return err
 		}
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("control: socket directory: %w", err)
+		return fmt.Errorf("socket directory: %w", err)
 	}
 	if !fi.IsDir() {
-		return fmt.Errorf("control: socket directory %s is not a directory", dir)
+		return fmt.Errorf("socket directory %s is not a directory", dir)
 	}
 	if fi.Mode().Perm()&0o022 != 0 {
-		return fmt.Errorf("control: socket directory %s has mode %04o: group or others could replace the socket; use a private directory (mode 0700) or fix with: chmod 700 %s", dir, fi.Mode().Perm(), dir)
+		return fmt.Errorf("socket directory %s has mode %04o: group or others could replace the socket; use a private directory (mode 0700) or fix with: chmod 700 %s", dir, fi.Mode().Perm(), dir)
 	}
 	if uid, ok := ownerOf(fi); ok && uid != os.Geteuid() {
-		return fmt.Errorf("control: socket directory %s is owned by uid %d, not by this user (uid %d); use a directory of your own", dir, uid, os.Geteuid())
+		return fmt.Errorf("socket directory %s is owned by uid %d, not by this user (uid %d); use a directory of your own", dir, uid, os.Geteuid())
 	}
 	return nil
 }
@@ -166,21 +177,21 @@ func removeStale(path string) error {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("control: %w", err)
+		return err
 	}
 	if fi.Mode()&fs.ModeSocket == 0 {
-		return fmt.Errorf("control: %s exists and is not a socket; refusing to replace it", path)
+		return fmt.Errorf("%s exists and is not a socket; refusing to replace it", path)
 	}
 	c, err := net.DialTimeout("unix", path, time.Second)
 	if err == nil {
 		c.Close()
-		return fmt.Errorf("control: another wgmesh node is already serving on %s; stop it or choose another control socket path", path)
+		return fmt.Errorf("another wgmesh node is already serving on %s; stop it or choose another control socket path", path)
 	}
 	if !errors.Is(err, syscall.ECONNREFUSED) && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("control: check existing socket %s: %w", path, err)
+		return fmt.Errorf("check existing socket %s: %w", path, err)
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("control: remove stale socket: %w", err)
+		return fmt.Errorf("remove stale socket: %w", err)
 	}
 	return nil
 }

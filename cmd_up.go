@@ -1,0 +1,323 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/wgmesh/wgmesh/control"
+	"github.com/wgmesh/wgmesh/forward"
+	"github.com/wgmesh/wgmesh/node"
+	"github.com/wgmesh/wgmesh/peerbook"
+)
+
+func (e *env) upCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "up",
+		Usage:     "join the mesh and run until SIGINT or SIGTERM (SIGHUP reloads the book)",
+		ArgsUsage: " ",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "book", Usage: "peer book `FILE` (required)"},
+			&cli.StringFlag{Name: "key", Usage: "private key `FILE`, mode 0600 (required)"},
+			&cli.StringFlag{Name: "mode", Value: "netstack", Usage: "`MODE`: netstack (userspace network stack, no root); tun is planned"},
+			&cli.IntFlag{Name: "listen-port", DefaultText: "from the book", Usage: "UDP `PORT` to bind instead of the book's; 0 lets the system choose (see status)"},
+			&cli.StringSliceFlag{Name: "forward", Usage: "`PROTO:HOST:PORT=TARGET:PORT` host listener relayed to a mesh target, e.g. tcp:127.0.0.1:8080=beta:80 (repeatable)"},
+			&cli.StringSliceFlag{Name: "expose", Usage: "`PROTO:PORT=HOST:PORT` mesh port relayed to a host target, e.g. tcp:22=127.0.0.1:22 (repeatable)"},
+			controlFlag(),
+		},
+		Action: e.up,
+	}
+}
+
+// upConfig is the checked command line of `up`.
+type upConfig struct {
+	bookPath    string
+	keyPath     string
+	listenPort  int
+	forwards    []forward.Spec
+	exposes     []forward.Spec
+	controlPath string
+}
+
+func upFlags(c *cli.Context) (upConfig, error) {
+	cfg := upConfig{bookPath: c.String("book"), keyPath: c.String("key"), controlPath: c.String("control")}
+	if _, err := args(c); err != nil {
+		return cfg, err
+	}
+	if cfg.bookPath == "" || cfg.keyPath == "" {
+		return cfg, usagef("up needs --book FILE and --key FILE")
+	}
+	switch mode := c.String("mode"); mode {
+	case "netstack":
+	case "tun":
+		return cfg, usagef("--mode tun is not available yet (planned); use --mode netstack, which needs no root")
+	default:
+		return cfg, usagef("--mode %q: want netstack", mode)
+	}
+	if c.IsSet("listen-port") {
+		switch p := c.Int("listen-port"); {
+		case p == 0:
+			cfg.listenPort = node.EphemeralPort
+		case p > 0 && p <= 65535:
+			cfg.listenPort = p
+		default:
+			return cfg, usagef("--listen-port %d: want 0 (any free port) or 1 to 65535", p)
+		}
+	}
+	for _, v := range c.StringSlice("forward") {
+		s, err := forward.ParseForward(v)
+		if err != nil {
+			return cfg, usageError{err}
+		}
+		cfg.forwards = append(cfg.forwards, s)
+	}
+	for _, v := range c.StringSlice("expose") {
+		s, err := forward.ParseExpose(v)
+		if err != nil {
+			return cfg, usageError{err}
+		}
+		cfg.exposes = append(cfg.exposes, s)
+	}
+	return cfg, nil
+}
+
+// relay is one --forward or --expose with its listener bound.
+type relay struct {
+	spec   forward.Spec
+	ln     net.Listener   // tcp
+	pc     net.PacketConn // udp
+	dialer forward.Dialer
+}
+
+// String describes the relay as running, with the address actually bound
+// for a --forward, e.g. "tcp:127.0.0.1:8080=beta:80".
+func (r *relay) String() string {
+	if r.spec.Flag == forward.FlagExpose {
+		return r.spec.Proto + ":" + strings.TrimPrefix(r.spec.Listen, ":") + "=" + r.spec.Target
+	}
+	addr := ""
+	if r.ln != nil {
+		addr = r.ln.Addr().String()
+	} else {
+		addr = r.pc.LocalAddr().String()
+	}
+	return r.spec.Proto + ":" + addr + "=" + r.spec.Target
+}
+
+func (r *relay) close() {
+	if r.ln != nil {
+		r.ln.Close()
+	}
+	if r.pc != nil {
+		r.pc.Close()
+	}
+}
+
+func (r *relay) serve(ctx context.Context, log *slog.Logger) error {
+	log = log.With("spec", r.spec.String())
+	if r.ln != nil {
+		return forward.ServeTCP(ctx, r.ln, r.dialer, r.spec.Target, log)
+	}
+	return forward.ServeUDP(ctx, r.pc, r.dialer, r.spec.Target, 0, log)
+}
+
+// meshDialer lets forwards dial into the mesh through the node.
+type meshDialer struct{ n *node.Node }
+
+func (d meshDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	return d.n.Dial(ctx, network, addr)
+}
+
+func (e *env) up(c *cli.Context) (err error) {
+	cfg, err := upFlags(c)
+	if err != nil {
+		return err
+	}
+	ctx := c.Context
+	key, err := peerbook.ReadKeyFile(cfg.keyPath)
+	if err != nil {
+		return err
+	}
+	book, err := loadBook(cfg.bookPath)
+	if err != nil {
+		return err
+	}
+	for _, s := range cfg.forwards {
+		if err := checkTarget(book, s); err != nil {
+			return err
+		}
+	}
+	// Fail before the slow part if another node owns the socket.
+	if err := control.Check(cfg.controlPath); err != nil {
+		return fmt.Errorf("--control: %w", err)
+	}
+
+	// Everything below is undone, in reverse, if start-up fails.
+	var undo []func()
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
+
+	// Host listeners first: a port in use is the likeliest mistake and
+	// costs nothing to find before the node starts.
+	var relays []*relay
+	for _, s := range cfg.forwards {
+		r := &relay{spec: s}
+		var lerr error
+		if s.Proto == "tcp" {
+			r.ln, lerr = net.Listen("tcp", s.Listen)
+		} else {
+			r.pc, lerr = net.ListenPacket("udp", s.Listen)
+		}
+		if lerr != nil {
+			return fmt.Errorf("%s: cannot listen on %s: %w", s, s.Listen, lerr)
+		}
+		undo = append(undo, r.close)
+		relays = append(relays, r)
+	}
+
+	n, err := node.New(node.Config{
+		Book:       book,
+		PrivateKey: key,
+		ListenPort: cfg.listenPort,
+		Logger:     e.log,
+	})
+	if err != nil {
+		return err
+	}
+	undo = append(undo, func() { n.Close() })
+	if err := n.Up(ctx); err != nil {
+		return err
+	}
+	for _, r := range relays {
+		r.dialer = meshDialer{n}
+	}
+
+	for _, s := range cfg.exposes {
+		r := &relay{spec: s, dialer: &net.Dialer{}}
+		var lerr error
+		if s.Proto == "tcp" {
+			r.ln, lerr = n.Listen("tcp", s.Listen)
+		} else {
+			r.pc, lerr = n.ListenPacket("udp", s.Listen)
+		}
+		if lerr != nil {
+			return fmt.Errorf("%s: cannot listen on mesh port %s: %w", s, strings.TrimPrefix(s.Listen, ":"), lerr)
+		}
+		undo = append(undo, r.close)
+		relays = append(relays, r)
+	}
+
+	ctl, err := control.Serve(ctx, cfg.controlPath, n)
+	if err != nil {
+		return fmt.Errorf("--control: %w", err)
+	}
+	undo = append(undo, func() { ctl.Close() })
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	serveCtx, stopRelays := context.WithCancel(ctx)
+	defer stopRelays()
+	var wg sync.WaitGroup
+	failed := make(chan error, len(relays))
+	for _, r := range relays {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := r.serve(serveCtx, e.log); err != nil {
+				failed <- fmt.Errorf("%s: %w", r.spec, err)
+			}
+		}()
+	}
+
+	st := n.Status()
+	attrs := []any{"name", st.Name, "listen_port", st.ListenPort, "control", cfg.controlPath}
+	for _, r := range relays {
+		attrs = append(attrs, strings.TrimPrefix(r.spec.Flag, "--"), r.String())
+	}
+	e.log.Info("ready", attrs...)
+
+	var runErr error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			e.log.Info("shutting down")
+			break loop
+		case runErr = <-failed:
+			break loop
+		case <-hup:
+			e.reload(ctx, n, cfg)
+		}
+	}
+	stopRelays()
+	wg.Wait()
+	n.Close()
+	ctl.Close()
+	return runErr
+}
+
+// reload applies the book file again after SIGHUP. A bad book is logged,
+// problem by problem, and the running one stays in force.
+func (e *env) reload(ctx context.Context, n *node.Node, cfg upConfig) {
+	book, err := peerbook.Load(cfg.bookPath)
+	if err != nil {
+		var perr *peerbook.Error
+		if errors.As(err, &perr) {
+			for _, p := range perr.Problems {
+				e.log.Error("reload refused: "+p.String(), "book", cfg.bookPath)
+			}
+		} else {
+			e.log.Error("reload refused: "+err.Error(), "book", cfg.bookPath)
+		}
+		e.log.Warn("the running peer book stays in force", "serial", n.Book().Serial)
+		return
+	}
+	old := n.Book().Serial
+	if err := n.Reload(ctx, book); err != nil {
+		e.log.Error(err.Error())
+		return
+	}
+	if book.Serial < old {
+		e.log.Warn("reloaded a book with a lower serial than the running one", "from", old, "to", book.Serial)
+	}
+	e.log.Info("book reloaded", "serial", book.Serial, "members", len(book.Peers))
+	for _, s := range cfg.forwards {
+		if err := checkTarget(book, s); err != nil {
+			e.log.Warn(err.Error())
+		}
+	}
+}
+
+// checkTarget makes sure a --forward target names a member of the book or
+// is an address.
+func checkTarget(book *peerbook.Book, s forward.Spec) error {
+	host := s.TargetHost()
+	if _, err := netip.ParseAddr(host); err == nil {
+		return nil
+	}
+	if _, ok := book.PeerByName(host); ok {
+		return nil
+	}
+	names := make([]string, len(book.Peers))
+	for i, p := range book.Peers {
+		names[i] = p.Name
+	}
+	return fmt.Errorf("%s: no member named %q in the peer book %s (members: %s)", s, host, book.Source, strings.Join(names, ", "))
+}
