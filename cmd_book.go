@@ -21,6 +21,16 @@ func (e *env) bookCommand() *cli.Command {
 				ArgsUsage: "FILE",
 				Action:    e.bookCheck,
 			},
+			{
+				Name:      "export",
+				Usage:     "print the wg-quick config of a member that runs plain WireGuard",
+				ArgsUsage: "FILE",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "peer", Usage: "member `NAME` to export (required)"},
+					&cli.StringFlag{Name: "key", Usage: "fill in PrivateKey from `FILE` (mode 0600); without it the line is left to fill in"},
+				},
+				Action: e.bookExport,
+			},
 		},
 	}
 }
@@ -54,4 +64,33 @@ func plural(n int, what string) string {
 		return "1 " + what
 	}
 	return fmt.Sprintf("%d %ss", n, what)
+}
+
+func (e *env) bookExport(c *cli.Context) error {
+	a, err := args(c, "FILE")
+	if err != nil {
+		return err
+	}
+	name := c.String("peer")
+	if name == "" {
+		return usagef("book export needs --peer NAME")
+	}
+	book, err := loadBook(a[0])
+	if err != nil {
+		return err
+	}
+	var priv *peerbook.PrivateKey
+	if path := c.String("key"); path != "" {
+		k, err := peerbook.ReadKeyFile(path)
+		if err != nil {
+			return err
+		}
+		priv = &k
+	}
+	conf, err := peerbook.ExportWGQuick(book, name, priv)
+	if err != nil {
+		return err
+	}
+	_, err = e.stdout.Write(conf)
+	return err
 }

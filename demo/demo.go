@@ -13,8 +13,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -210,18 +210,27 @@ func get(ctx context.Context, client *http.Client, name string) error {
 // the real parser. Members whose port is known get an endpoint on
 // 127.0.0.1 and that port as listen_port.
 func publish(path string, serial uint64, members []*member) (*peerbook.Book, error) {
-	var b strings.Builder
-	fmt.Fprintf(&b, "format = 1\nserial = %d\n\n[mesh]\ndomain = \"mesh\"\n", serial)
-	b.WriteString("networks = [\"10.42.0.0/16\", \"fd42:42::/64\"]\npersistent_keepalive = 25\n")
-	for _, m := range members {
-		fmt.Fprintf(&b, "\n[[peer]]\nname = %q\npublic_key = %q\naddresses = [%s]\n",
-			m.name, m.key.Public().String(), quoteList(m.addrs))
-		if m.port != 0 {
-			ep := net.JoinHostPort("127.0.0.1", fmt.Sprint(m.port))
-			fmt.Fprintf(&b, "endpoint = %q\nlisten_port = %d\n", ep, m.port)
-		}
+	b := &peerbook.Book{
+		Format: peerbook.CurrentFormat,
+		Serial: serial,
+		Mesh: peerbook.Mesh{
+			Domain:              "mesh",
+			Networks:            []netip.Prefix{netip.MustParsePrefix("10.42.0.0/16"), netip.MustParsePrefix("fd42:42::/64")},
+			PersistentKeepalive: 25,
+		},
 	}
-	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+	for _, m := range members {
+		p := peerbook.Peer{Name: m.name, PublicKey: m.key.Public()}
+		for _, a := range m.addrs {
+			p.Addresses = append(p.Addresses, netip.MustParseAddr(a))
+		}
+		if m.port != 0 {
+			p.Endpoint = peerbook.Endpoint{Host: "127.0.0.1", Port: m.port}
+			p.ListenPort = m.port
+		}
+		b.Peers = append(b.Peers, p)
+	}
+	if err := os.WriteFile(path, peerbook.Marshal(b), 0o644); err != nil {
 		return nil, fmt.Errorf("demo: %w", err)
 	}
 	book, err := peerbook.Load(path)
@@ -229,12 +238,4 @@ func publish(path string, serial uint64, members []*member) (*peerbook.Book, err
 		return nil, fmt.Errorf("demo: generated book refused:\n%w", err)
 	}
 	return book, nil
-}
-
-func quoteList(ss []string) string {
-	q := make([]string, len(ss))
-	for i, s := range ss {
-		q[i] = fmt.Sprintf("%q", s)
-	}
-	return strings.Join(q, ", ")
 }
