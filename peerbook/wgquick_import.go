@@ -463,7 +463,7 @@ func (im *importer) routes() {
 		owner := owners[0].to
 		for _, r := range claims {
 			if r.to != owner {
-				im.note(r.file, r.line, "AllowedIPs %s goes through hub %s here, but belongs to %s (%s:%d); the book routes it to %s directly", q, r.to.peer.Name, owner.peer.Name, owners[0].file, owners[0].line, owner.peer.Name)
+				im.note(r.file, r.line, "AllowedIPs %s is forwarded by %s here, but belongs to %s (%s:%d); the book routes it to %s directly", q, r.to.peer.Name, owner.peer.Name, owners[0].file, owners[0].line, owner.peer.Name)
 			}
 		}
 		owner.peer.Subnets = append(owner.peer.Subnets, q)
