@@ -195,7 +195,7 @@ func (b *Book) KeepaliveBetween(self, peer *Peer) uint16 {
 	return 0
 }
 
-// Prefixes returns the mesh network that contains addr, for assigning
+// NetworkOf returns the mesh network that contains addr, for assigning
 // interface addresses with the right prefix length.
 func (b *Book) NetworkOf(addr netip.Addr) (netip.Prefix, bool) {
 	for _, n := range b.Mesh.Networks {

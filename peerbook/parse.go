@@ -101,8 +101,8 @@ func (c *checker) err() error {
 	return &Error{Problems: c.problems}
 }
 
-// checkBytes reports invalid UTF-8 and control characters, at most one of
-// each per line so that a binary file does not produce a wall of text.
+// checkBytes reports invalid UTF-8 and control characters, at most one
+// problem per line so that a binary file does not produce a wall of text.
 func (c *checker) checkBytes(data []byte) {
 	line, col := 1, 1
 	lastBad := 0
