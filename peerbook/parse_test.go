@@ -94,7 +94,6 @@ func TestParseRules(t *testing.T) {
 		{"network /0", strings.Replace(minimal, `"10.42.0.0/16"`, `"10.42.0.0/16", "::/0"`, 1), 4, `mesh network "::/0" covers every address`},
 		{"networks overlap", strings.Replace(minimal, `"10.42.0.0/16"`, `"10.42.0.0/16", "10.0.0.0/8"`, 1), 4, "mesh networks 10.0.0.0/8 and 10.42.0.0/16 overlap"},
 		{"listen_port 0", strings.Replace(minimal, "[mesh]\n", "[mesh]\nlisten_port = 0\n", 1), 4, "mesh.listen_port must be between 1 and 65535, got 0"},
-		{"mtu ipv6", strings.Replace(minimal, `"10.42.0.0/16"`, `"10.42.0.0/16", "fd42::/64"`, 1) + "[mesh.x]\n", 0, ""},
 		{"mtu too big", strings.Replace(minimal, "[mesh]\n", "[mesh]\nmtu = 65536\n", 1), 4, "mesh.mtu must be between 576 and 65535, got 65536"},
 		{"mtu ipv6 min", strings.Replace(minimal, "[mesh]\nnetworks = [\"10.42.0.0/16\"]", "[mesh]\nnetworks = [\"10.42.0.0/16\", \"fd42::/64\"]\nmtu = 1279", 1), 5, "at least 1280"},
 		{"keepalive", strings.Replace(minimal, "[mesh]\n", "[mesh]\npersistent_keepalive = -1\n", 1), 4, "mesh.persistent_keepalive must be between 0 and 65535, got -1"},
@@ -155,9 +154,6 @@ peer = []
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if tt.want == "" {
-				return // placeholder rows keep related cases together
-			}
 			got := problems(t, tt.text)
 			for _, p := range got {
 				if p == fmt.Sprintf("%d: %s", tt.line, p[strings.Index(p, ": ")+2:]) && strings.Contains(p, tt.want) {

@@ -207,6 +207,15 @@ func (im *importer) identify() bool {
 	return len(im.errs) == 0
 }
 
+func (im *importer) nameTaken(name string) bool {
+	for _, m := range im.members {
+		if lower(m.peer.Name) == name {
+			return true
+		}
+	}
+	return false
+}
+
 func appendKey(ks []Key, k Key) []Key {
 	for _, x := range ks {
 		if x == k {
@@ -236,6 +245,9 @@ func (im *importer) external() {
 				continue
 			}
 			n++
+			for im.nameTaken("member" + strconv.Itoa(n)) {
+				n++
+			}
 			m := &imMember{srcFile: c.file, srcLine: p.line, src: fmt.Sprintf("%s:%d", c.file, p.line)}
 			m.peer.Name = "member" + strconv.Itoa(n)
 			m.peer.PublicKey = p.key
@@ -450,6 +462,14 @@ func (im *importer) routes() {
 		var owners []route
 		for _, r := range claims {
 			if !im.hubs[r.to] || allTo(claims, r.to) {
+				if !hasOwner(owners, r.to) {
+					owners = append(owners, r)
+				}
+			}
+		}
+		if len(owners) == 0 {
+			// Only hubs claim it, so no claim is more credible than another.
+			for _, r := range claims {
 				if !hasOwner(owners, r.to) {
 					owners = append(owners, r)
 				}

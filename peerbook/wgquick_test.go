@@ -189,3 +189,26 @@ func mustKey(t *testing.T, s string) Key {
 	}
 	return k
 }
+
+// Two hubs both claiming a LAN is a conflict, not a crash; a file already
+// called member1.conf does not collide with a generated name.
+func TestImportEdgeCases(t *testing.T) {
+	kHub1, kHub2 := readKey(t, "aws"), readKey(t, "home")
+	spoke := "[Interface]\nPrivateKey = " + readKey(t, "laptop").Encode() + "\nAddress = 10.8.0.2/24\n\n" +
+		"[Peer]\nPublicKey = " + kHub1.Public().String() + "\nAllowedIPs = 10.8.0.1/32, 10.8.0.0/24, 192.168.7.0/24\n\n" +
+		"[Peer]\nPublicKey = " + kHub2.Public().String() + "\nAllowedIPs = 10.8.0.3/32, 10.8.0.0/24, 192.168.7.0/24\n"
+	_, err := ImportWGQuick([]WGQuickFile{{"laptop.conf", []byte(spoke)}})
+	if err == nil || !strings.Contains(err.Error(), "a route belongs to one member") {
+		t.Errorf("err = %v", err)
+	}
+
+	m1 := "[Interface]\nPrivateKey = " + readKey(t, "phone").Encode() + "\nAddress = 10.8.0.9/24\n"
+	spoke = strings.ReplaceAll(spoke, ", 192.168.7.0/24", "")
+	im, err := ImportWGQuick([]WGQuickFile{{"member1.conf", []byte(m1)}, {"laptop.conf", []byte(spoke)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := im.Book.PeerByName("member2"); !ok {
+		t.Errorf("generated names: %s", im.TOML)
+	}
+}
