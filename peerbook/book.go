@@ -28,6 +28,7 @@ const (
 	DefaultDomain     = "mesh"
 	DefaultListenPort = 51820
 	DefaultMTU        = 1420
+	DefaultKeepalive  = 25 // seconds
 )
 
 // Book is a parsed and validated peer book.

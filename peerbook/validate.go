@@ -13,9 +13,6 @@ var (
 	peerKeys = []string{"name", "public_key", "addresses", "endpoint", "listen_port", "subnets", "registry", "relay"}
 )
 
-// DefaultKeepalive is mesh.persistent_keepalive when the book sets none.
-const DefaultKeepalive = 25
-
 // book turns a decoded document into a Book, recording every problem.
 func (c *checker) book(doc map[string]any) *Book {
 	b := &Book{Format: CurrentFormat, Source: c.file}
