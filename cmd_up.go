@@ -29,7 +29,9 @@ func (e *env) upCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "book", Usage: "peer book `FILE` (required)"},
 			&cli.StringFlag{Name: "key", Usage: "private key `FILE`, mode 0600 (required)"},
-			&cli.StringFlag{Name: "mode", Value: "netstack", Usage: "`MODE`: netstack (userspace network stack, no root); tun is planned"},
+			&cli.StringFlag{Name: "mode", Value: "netstack", Usage: "`MODE`: netstack (userspace network stack, no root) or tun (kernel interface; root or CAP_NET_ADMIN)"},
+			&cli.StringFlag{Name: "interface", DefaultText: "wgmesh0; utun on macOS", Usage: "TUN interface `NAME` (--mode tun)"},
+			&cli.BoolFlag{Name: "masquerade", Usage: "source-NAT mesh traffic into this member's subnets, for LAN routers with no route back to the mesh (--mode tun)"},
 			&cli.IntFlag{Name: "listen-port", DefaultText: "from the book", Usage: "UDP `PORT` to bind instead of the book's; 0 lets the system choose (see status)"},
 			&cli.StringSliceFlag{Name: "forward", Usage: "`PROTO:HOST:PORT=TARGET:PORT` host listener relayed to a mesh target, e.g. tcp:127.0.0.1:8080=beta:80 (repeatable)"},
 			&cli.StringSliceFlag{Name: "expose", Usage: "`PROTO:PORT=HOST:PORT` mesh port relayed to a host target, e.g. tcp:22=127.0.0.1:22 (repeatable)"},
@@ -47,6 +49,9 @@ type upConfig struct {
 	forwards    []forward.Spec
 	exposes     []forward.Spec
 	controlPath string
+	mode        node.Mode
+	ifname      string
+	masquerade  bool
 }
 
 func upFlags(c *cli.Context) (upConfig, error) {
@@ -57,12 +62,15 @@ func upFlags(c *cli.Context) (upConfig, error) {
 	if cfg.bookPath == "" || cfg.keyPath == "" {
 		return cfg, usagef("up needs --book FILE and --key FILE")
 	}
-	switch mode := c.String("mode"); mode {
-	case "netstack":
-	case "tun":
-		return cfg, usagef("--mode tun is not available yet (planned); use --mode netstack, which needs no root")
+	switch mode := node.Mode(c.String("mode")); mode {
+	case node.ModeNetstack, node.ModeTUN:
+		cfg.mode = mode
 	default:
-		return cfg, usagef("--mode %q: want netstack", mode)
+		return cfg, usagef("--mode %q: want netstack or tun", mode)
+	}
+	cfg.ifname, cfg.masquerade = c.String("interface"), c.Bool("masquerade")
+	if cfg.mode != node.ModeTUN && (cfg.ifname != "" || cfg.masquerade) {
+		return cfg, usagef("--interface and --masquerade need --mode tun")
 	}
 	if c.IsSet("listen-port") {
 		switch p := c.Int("listen-port"); {
@@ -191,10 +199,13 @@ func (e *env) up(c *cli.Context) (err error) {
 	}
 
 	n, err := node.New(node.Config{
-		Book:       book,
-		PrivateKey: key,
-		ListenPort: cfg.listenPort,
-		Logger:     e.log,
+		Book:          book,
+		PrivateKey:    key,
+		ListenPort:    cfg.listenPort,
+		Mode:          cfg.mode,
+		InterfaceName: cfg.ifname,
+		Masquerade:    cfg.masquerade,
+		Logger:        e.log,
 	})
 	if err != nil {
 		return err
