@@ -23,13 +23,16 @@ func (n *Node) apply(ctx context.Context, book *peerbook.Book) error {
 	if !ok {
 		return fmt.Errorf("node: this node's public key %s is not in the peer book %s", n.self, book.Source)
 	}
+	resolved := n.resolveChanged(ctx, book)
 	want := make(map[peerbook.Key]*peerConfig, len(book.Peers))
+	entries := make(map[peerbook.Key]*peerbook.Peer, len(book.Peers))
 	for i := range book.Peers {
 		p := &book.Peers[i]
+		entries[p.PublicKey] = p
 		if p.PublicKey == n.self {
 			continue
 		}
-		want[p.PublicKey] = n.peerConfig(ctx, book, self, p)
+		want[p.PublicKey] = n.peerConfig(book, self, p, resolved)
 	}
 
 	var w uapiWriter
@@ -40,6 +43,7 @@ func (n *Node) apply(ctx context.Context, book *peerbook.Book) error {
 			w.updateOnly()
 			w.remove()
 			changes++
+			delete(n.ddns, k)
 			n.log.Info("member removed", "peer", old.name, "key", k.Short())
 		}
 	}
@@ -70,18 +74,19 @@ func (n *Node) apply(ctx context.Context, book *peerbook.Book) error {
 		}
 	}
 	n.applied = want
+	n.entries = entries
 	n.book = book
 	return nil
 }
 
 // peerConfig computes what the device should know about member p.
-func (n *Node) peerConfig(ctx context.Context, book *peerbook.Book, self, p *peerbook.Peer) *peerConfig {
+func (n *Node) peerConfig(book *peerbook.Book, self, p *peerbook.Peer, resolved map[peerbook.Key]netip.AddrPort) *peerConfig {
 	pc := &peerConfig{
 		name:       p.Name,
 		key:        p.PublicKey,
 		allowedIPs: p.AllowedIPs(),
+		endpoint:   n.endpointOf(p, resolved),
 	}
-	pc.endpoint = n.endpointOf(ctx, p)
 	// A keepalive can only be sent where the member's address is known.
 	// Setting it without one would make wireguard-go try a handshake that
 	// cannot leave, and then hold off the real one for the 5 s rekey
@@ -94,7 +99,8 @@ func (n *Node) peerConfig(ctx context.Context, book *peerbook.Book, self, p *pee
 }
 
 // endpointOf returns where to send to member p, or an invalid AddrPort.
-func (n *Node) endpointOf(ctx context.Context, p *peerbook.Peer) netip.AddrPort {
+// Caller holds n.mu.
+func (n *Node) endpointOf(p *peerbook.Peer, resolved map[peerbook.Key]netip.AddrPort) netip.AddrPort {
 	if ap, ok := n.cfg.EndpointOverrides[p.Name]; ok {
 		return ap
 	}
@@ -104,17 +110,18 @@ func (n *Node) endpointOf(ctx context.Context, p *peerbook.Peer) netip.AddrPort 
 	if ap, ok := p.Endpoint.Addr(); ok {
 		return ap
 	}
-	// Keep a previously resolved address while the name does not resolve:
-	// a DNS hiccup must not cut a working tunnel.
-	ap, err := n.resolve(ctx, p.Endpoint)
-	if err != nil {
-		n.log.Warn("cannot resolve member endpoint", "peer", p.Name, "endpoint", p.Endpoint.String(), "err", err)
-		if old, ok := n.applied[p.PublicKey]; ok {
+	if ap, ok := resolved[p.PublicKey]; ok {
+		return ap
+	}
+	// Unchanged hostname (the resolver loop keeps it current), or a name
+	// that does not resolve right now: keep what the device had, so a DNS
+	// hiccup cannot cut a working tunnel.
+	if old, ok := n.applied[p.PublicKey]; ok {
+		if prev, ok := n.entries[p.PublicKey]; ok && prev.Endpoint == p.Endpoint {
 			return old.endpoint
 		}
-		return netip.AddrPort{}
 	}
-	return ap
+	return netip.AddrPort{}
 }
 
 // resolve looks up a hostname endpoint, preferring IPv4 as wg(8) does.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"time"
 
 	"github.com/wgmesh/wgmesh/peerbook"
 )
@@ -30,6 +31,11 @@ type Config struct {
 
 	// Resolver resolves endpoint hostnames. Default: net.DefaultResolver.
 	Resolver Resolver
+
+	// ResolveInterval is how often endpoint hostnames are re-resolved.
+	// Default: DefaultResolveInterval (60 s). Members without a recent
+	// handshake are retried sooner, with back-off.
+	ResolveInterval time.Duration
 
 	// Mode selects the data plane: ModeNetstack (default), a userspace
 	// TCP/IP stack reached through Dial and Listen, needing no privileges;

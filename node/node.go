@@ -24,6 +24,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
@@ -48,9 +49,17 @@ type Node struct {
 	upOnce sync.Once
 	upErr  error
 
-	mu         sync.Mutex
-	book       *peerbook.Book
-	applied    map[peerbook.Key]*peerConfig
+	mu      sync.Mutex
+	book    *peerbook.Book
+	applied map[peerbook.Key]*peerConfig
+	entries map[peerbook.Key]*peerbook.Peer // book entries behind applied
+	ddns    map[peerbook.Key]*ddnsState     // hostname endpoints to re-resolve
+	// endpointChanges counts endpoint changes per member (DNS, book).
+	endpointChanges map[peerbook.Key]uint64
+	// staleAfter overrides staleHandshake in tests.
+	staleAfter time.Duration
+	stopLoops  context.CancelFunc
+	loops      sync.WaitGroup
 	dev        *device.Device
 	stack      *netstack.Stack  // netstack mode only
 	ifname     string           // TUN mode only: the interface's name
@@ -145,6 +154,8 @@ func (n *Node) up(ctx context.Context) error {
 	}
 	n.dev = dev
 	n.applied = map[peerbook.Key]*peerConfig{}
+	n.ddns = map[peerbook.Key]*ddnsState{}
+	n.endpointChanges = map[peerbook.Key]uint64{}
 	if err := n.apply(ctx, book); err != nil {
 		n.teardown()
 		return err
@@ -172,12 +183,27 @@ func (n *Node) up(ctx context.Context) error {
 		}
 	}
 	n.greetPeers()
+	loopCtx, stop := context.WithCancel(context.Background())
+	n.stopLoops = stop
+	n.loops.Add(1)
+	go func() {
+		defer n.loops.Done()
+		n.resolveLoop(loopCtx)
+	}()
 	n.log.Info("mesh node up", "name", self.Name, "key", n.self.Short(), "mode", string(n.cfg.Mode), "interface", n.ifname,
 		"addresses", fmt.Sprint(self.Addresses), "listen_port", bound, "members", len(book.Peers)-1)
 	return nil
 }
 
 func (n *Node) teardown() {
+	if n.stopLoops != nil {
+		n.stopLoops()
+		// The loops take n.mu; let them finish without it.
+		n.mu.Unlock()
+		n.loops.Wait()
+		n.mu.Lock()
+		n.stopLoops = nil
+	}
 	if n.uapi != nil {
 		n.uapi.Close() // also removes the socket file
 	}
@@ -189,7 +215,7 @@ func (n *Node) teardown() {
 	if n.dev != nil {
 		n.dev.Close() // closes the TUN device or stack and the bind too
 	}
-	n.dev, n.stack, n.host, n.uapi, n.applied = nil, nil, nil, nil, nil
+	n.dev, n.stack, n.host, n.uapi, n.applied, n.entries = nil, nil, nil, nil, nil, nil
 }
 
 // Close stops the node and releases its port and goroutines. The first call

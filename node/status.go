@@ -37,5 +37,8 @@ type PeerStatus struct {
 	// (added with wg set); its Name is empty.
 	NotInBook bool   `json:"not_in_book,omitempty"`
 	RxBytes   uint64 `json:"rx_bytes"`
-	TxBytes   uint64 `json:"tx_bytes"`
+	// EndpointChanges counts endpoint changes made by this node (DNS
+	// re-resolution) since it started.
+	EndpointChanges uint64 `json:"endpoint_changes"`
+	TxBytes         uint64 `json:"tx_bytes"`
 }

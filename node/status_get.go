@@ -129,6 +129,7 @@ func (n *Node) Status() Status {
 				ps.LastHandshake = d.lastHandshake
 				ps.RxBytes, ps.TxBytes = d.rx, d.tx
 			}
+			ps.EndpointChanges = n.endpointChanges[p.PublicKey]
 		}
 		s.Peers = append(s.Peers, ps)
 	}

@@ -40,7 +40,9 @@ func TestUAPICannotBeInjected(t *testing.T) {
 		t.Fatal(err)
 	}
 	self, _ := book.PeerByKey(keys[0].Public())
-	pc := n.peerConfig(context.Background(), book, self, &book.Peers[1])
+	n.ddns = map[peerbook.Key]*ddnsState{}
+	resolved := n.resolveChanged(context.Background(), book)
+	pc := n.peerConfig(book, self, &book.Peers[1], resolved)
 	var w uapiWriter
 	w.writePeer(pc, false)
 	for _, line := range strings.Split(strings.TrimSuffix(w.String(), "\n"), "\n") {

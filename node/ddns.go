@@ -1,0 +1,205 @@
+package node
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/wgmesh/wgmesh/peerbook"
+)
+
+// Endpoint hostnames (DDNS names) are resolved at start-up, then again
+// every Config.ResolveInterval, and more often while a member is
+// unreachable. A working endpoint (a recent handshake) is never replaced
+// by a DNS answer, which may be stale: the rule wireguard-tools'
+// reresolve-dns.sh follows.
+
+// DefaultResolveInterval is how often hostnames are re-resolved when
+// Config.ResolveInterval is zero.
+const DefaultResolveInterval = 60 * time.Second
+
+// staleHandshake is the age after which a member's session counts as
+// broken: WireGuard rekeys a live session every 120 s (REKEY_AFTER_TIME),
+// plus its 5 s rekey timeout and some slack, as reresolve-dns.sh uses.
+const staleHandshake = 135 * time.Second
+
+// firstRetry is the first back-off after a failed lookup; it doubles up
+// to the resolve interval.
+const firstRetry = time.Second
+
+// resolveParallel bounds concurrent lookups at start-up and reload.
+const resolveParallel = 16
+
+// ddnsState schedules the next lookup of one member's hostname.
+type ddnsState struct {
+	next    time.Time
+	backoff time.Duration
+}
+
+// resolveChanged resolves, in parallel, the hostname endpoints of members
+// that are new or whose endpoint changed in book. Failures are absent from
+// the result and scheduled for retry. Caller holds n.mu.
+func (n *Node) resolveChanged(ctx context.Context, book *peerbook.Book) map[peerbook.Key]netip.AddrPort {
+	var todo []*peerbook.Peer
+	for i := range book.Peers {
+		p := &book.Peers[i]
+		if p.PublicKey == n.self || p.Endpoint.IsZero() {
+			continue
+		}
+		if _, ok := n.cfg.EndpointOverrides[p.Name]; ok {
+			continue
+		}
+		if _, ok := p.Endpoint.Addr(); ok {
+			delete(n.ddns, p.PublicKey)
+			continue
+		}
+		if prev, ok := n.entries[p.PublicKey]; ok && prev.Endpoint == p.Endpoint {
+			continue
+		}
+		todo = append(todo, p)
+	}
+	out := make(map[peerbook.Key]netip.AddrPort, len(todo))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, resolveParallel)
+	now := time.Now()
+	for _, p := range todo {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			ap, err := n.resolve(ctx, p.Endpoint)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				n.log.Warn("cannot resolve member endpoint; will retry", "peer", p.Name, "endpoint", p.Endpoint.String(), "err", err)
+				n.ddns[p.PublicKey] = &ddnsState{next: now.Add(firstRetry), backoff: firstRetry}
+				return
+			}
+			out[p.PublicKey] = ap
+			n.ddns[p.PublicKey] = &ddnsState{next: now.Add(n.resolveInterval())}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+func (n *Node) resolveInterval() time.Duration {
+	if n.cfg.ResolveInterval > 0 {
+		return n.cfg.ResolveInterval
+	}
+	return DefaultResolveInterval
+}
+
+// resolveLoop re-resolves due hostnames until ctx ends.
+func (n *Node) resolveLoop(ctx context.Context) {
+	tick := min(n.resolveInterval(), time.Second)
+	if n.staleAfter > 0 {
+		tick = min(tick, n.staleAfter/2)
+	}
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			n.reresolveDue(ctx)
+		}
+	}
+}
+
+type dueLookup struct {
+	key   peerbook.Key
+	name  string
+	ep    peerbook.Endpoint
+	fresh bool // a recent handshake: the current endpoint works
+}
+
+func (n *Node) reresolveDue(ctx context.Context) {
+	now := time.Now()
+	n.mu.Lock()
+	if n.dev == nil {
+		n.mu.Unlock()
+		return
+	}
+	var due []dueLookup
+	for k, st := range n.ddns {
+		if now.Before(st.next) {
+			continue
+		}
+		if p, ok := n.entries[k]; ok {
+			due = append(due, dueLookup{key: k, name: p.Name, ep: p.Endpoint})
+		}
+	}
+	var dev *deviceState
+	if len(due) > 0 {
+		dev, _ = n.readDevice()
+	}
+	stale := n.staleAfter
+	if stale == 0 {
+		stale = staleHandshake
+	}
+	for i := range due {
+		if dev == nil {
+			continue
+		}
+		if d, ok := dev.peers[due[i].key]; ok && !d.lastHandshake.IsZero() && now.Sub(d.lastHandshake) < stale {
+			due[i].fresh = true
+			n.ddns[due[i].key].next = now.Add(n.resolveInterval())
+		}
+	}
+	n.mu.Unlock()
+
+	for _, d := range due {
+		if d.fresh {
+			continue
+		}
+		ap, err := n.resolve(ctx, d.ep)
+		if ctx.Err() != nil {
+			return
+		}
+		n.applyResolved(d, ap, err)
+	}
+}
+
+// applyResolved records one lookup's result and, if the address changed,
+// points the device at it with update_only (no new peer, no lost session).
+func (n *Node) applyResolved(d dueLookup, ap netip.AddrPort, err error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	st, ok := n.ddns[d.key]
+	pc, applied := n.applied[d.key]
+	entry, inBook := n.entries[d.key]
+	if !ok || !applied || !inBook || entry.Endpoint != d.ep || n.dev == nil {
+		return // the book changed meanwhile
+	}
+	if err != nil {
+		st.backoff = min(max(2*st.backoff, firstRetry), n.resolveInterval())
+		st.next = time.Now().Add(st.backoff)
+		n.log.Warn("cannot resolve member endpoint; will retry", "peer", d.name, "endpoint", d.ep.String(), "retry_in", st.backoff, "err", err)
+		return
+	}
+	// Stale or unknown session: look again soon if the new address does
+	// not help, backing off up to the interval.
+	st.backoff = min(max(2*st.backoff, firstRetry*5), n.resolveInterval())
+	st.next = time.Now().Add(st.backoff)
+	if ap == pc.endpoint {
+		return
+	}
+	next := *pc
+	next.endpoint = ap
+	self, _ := n.book.PeerByKey(n.self)
+	next.keepalive = n.book.KeepaliveBetween(self, entry)
+	var w uapiWriter
+	w.writePeer(&next, true)
+	if err := n.dev.IpcSet(w.String()); err != nil {
+		n.log.Error("cannot update member endpoint", "peer", d.name, "err", err)
+		return
+	}
+	n.applied[d.key] = &next
+	n.endpointChanges[d.key]++
+	n.log.Info("member endpoint changed by DNS", "peer", d.name, "endpoint", d.ep.String(), "from", addrOrNone(pc.endpoint), "to", ap.String())
+}

@@ -1,0 +1,187 @@
+package node
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/wgmesh/wgmesh/peerbook"
+)
+
+// testDNS is an authoritative DNS server on 127.0.0.1 whose A records the
+// test changes as members move.
+type testDNS struct {
+	mu      sync.Mutex
+	records map[string]netip.Addr
+	addr    string
+}
+
+func newTestDNS(t *testing.T) *testDNS {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &testDNS{records: map[string]netip.Addr{}, addr: pc.LocalAddr().String()}
+	srv := &dns.Server{PacketConn: pc, Handler: d}
+	go srv.ActivateAndServe()
+	t.Cleanup(func() { srv.Shutdown() })
+	return d
+}
+
+func (d *testDNS) set(name string, a netip.Addr) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.records[dns.Fqdn(name)] = a
+}
+
+func (d *testDNS) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
+	m := new(dns.Msg)
+	m.SetReply(r)
+	m.Authoritative = true
+	d.mu.Lock()
+	a, ok := d.records[r.Question[0].Name]
+	d.mu.Unlock()
+	switch {
+	case !ok:
+		m.Rcode = dns.RcodeNameError
+	case r.Question[0].Qtype == dns.TypeA && a.Is4():
+		m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 0}, A: a.AsSlice()})
+	}
+	w.WriteMsg(m)
+}
+
+func (d *testDNS) resolver() *net.Resolver {
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var nd net.Dialer
+		return nd.DialContext(ctx, "udp", d.addr)
+	}}
+}
+
+func (n *Node) deviceEndpoint(k peerbook.Key) netip.AddrPort {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	st, err := n.readDevice()
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	if p, ok := st.peers[k]; ok {
+		return p.endpoint
+	}
+	return netip.AddrPort{}
+}
+
+func TestDDNSEndpoints(t *testing.T) {
+	d := newTestDNS(t)
+	book, keys := testBook(t, 3)
+	const interval = 200 * time.Millisecond
+	var nodes []*Node
+	for i := range 3 {
+		n, err := New(Config{Book: book, PrivateKey: keys[i], ListenPort: EphemeralPort, Resolver: d.resolver(), ResolveInterval: interval})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Up(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		nodes = append(nodes, n)
+	}
+	alpha, beta, gamma := nodes[0], nodes[1], nodes[2]
+	final := *book
+	final.Peers = append([]peerbook.Peer(nil), book.Peers...)
+	for i, n := range nodes {
+		port := n.Status().ListenPort
+		final.Peers[i].ListenPort = port
+		final.Peers[i].Endpoint = peerbook.Endpoint{Host: []string{"127.0.0.1", "beta.test", "gamma.test"}[i], Port: port}
+	}
+	d.set("beta.test", netip.MustParseAddr("127.0.0.1"))
+	// gamma.test does not resolve yet: the rest must come up regardless.
+	for _, n := range nodes {
+		if err := n.Reload(context.Background(), &final); err != nil {
+			t.Fatal(err)
+		}
+	}
+	serveEcho(t, beta, "n1")
+	serveEcho(t, gamma, "n2")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := checkTCP(ctx, alpha, "n1"); err != nil {
+		t.Fatalf("alpha -> beta while gamma does not resolve: %v", err)
+	}
+	gammaKey, betaKey := keys[2].Public(), keys[1].Public()
+	if ep := alpha.deviceEndpoint(gammaKey); ep.IsValid() {
+		t.Fatalf("gamma has endpoint %v before its name resolves", ep)
+	}
+
+	// The name appears: alpha retries with back-off and finds gamma.
+	d.set("gamma.test", netip.MustParseAddr("127.0.0.1"))
+	waitEndpoint(t, alpha, gammaKey, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), final.Peers[2].Endpoint.Port), 5*time.Second)
+	if err := checkTCP(ctx, alpha, "n2"); err != nil {
+		t.Fatalf("alpha -> gamma after its name resolved: %v", err)
+	}
+
+	// beta's record changes while its session works: the working endpoint
+	// is kept, not replaced by the DNS answer.
+	betaPort := final.Peers[1].Endpoint.Port
+	d.set("beta.test", netip.MustParseAddr("127.0.0.2"))
+	time.Sleep(5 * interval)
+	if ep := alpha.deviceEndpoint(betaKey); ep.Addr() != netip.MustParseAddr("127.0.0.1") {
+		t.Fatalf("working endpoint replaced by DNS: %v", ep)
+	}
+
+	// Once the session counts as broken, the new address is applied.
+	alpha.mu.Lock()
+	alpha.staleAfter = time.Nanosecond
+	alpha.mu.Unlock()
+	waitEndpoint(t, alpha, betaKey, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.2"), betaPort), 5*time.Second)
+	if got := alpha.Status(); got.Peers[0].EndpointChanges == 0 {
+		t.Errorf("endpoint change not counted: %+v", got.Peers[0])
+	}
+	if err := checkTCP(ctx, alpha, "n1"); err != nil {
+		t.Fatalf("alpha -> beta at its new address: %v", err)
+	}
+}
+
+func waitEndpoint(t *testing.T, n *Node, k peerbook.Key, want netip.AddrPort, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		ep := n.deviceEndpoint(k)
+		if ep == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("endpoint of %s is %v, want %v within %v", k.Short(), ep, want, within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestUnresolvableMemberDoesNotBlockUp starts a node whose book names a
+// member by a hostname that never resolves.
+func TestUnresolvableMemberDoesNotBlockUp(t *testing.T) {
+	d := newTestDNS(t)
+	book, keys := testBook(t, 2)
+	book.Peers[1].Endpoint = peerbook.Endpoint{Host: "nowhere.test", Port: 51820}
+	n, err := New(Config{Book: book, PrivateKey: keys[0], ListenPort: EphemeralPort, Resolver: d.resolver()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := n.Up(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	if time.Since(start) > 3*time.Second {
+		t.Errorf("Up took %v with an unresolvable member", time.Since(start))
+	}
+	if st := n.Status(); st.Peers[0].Endpoint != "" {
+		t.Errorf("unresolvable member has endpoint %q", st.Peers[0].Endpoint)
+	}
+}
