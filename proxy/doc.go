@@ -17,7 +17,11 @@
 // stand for its first IPv4 address, else its first address. The proxies
 // reach members' addresses and the subnets members route; anything else is
 // refused (SOCKS5 reply 0x02, HTTP 403) unless an Allow prefix covers it.
-// The check happens before any dial. Names are looked up in the book the
+// The check happens before any dial. A name that could be a member but is
+// not in the book ("delta", "delta.mesh") gets SOCKS5 reply 0x04 (host
+// unreachable) or HTTP 502; other names ("example.com") are not resolved
+// at all and are refused like any non-mesh destination. Names are looked
+// up in the book the
 // [Book] func returns at the time of each request, so a reload takes effect
 // for new connections at once.
 //
