@@ -28,14 +28,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 				Usage: "log `LEVEL`: debug, info, warn or error (logs go to stderr)",
 			},
 		},
-		Before: func(c *cli.Context) error {
-			var level slog.Level
-			if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
-				return usagef("--log-level %q: want debug, info, warn or error", c.String("log-level"))
-			}
-			e.log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-			return nil
-		},
+		Before: func(c *cli.Context) error { return e.setLogLevel(c.String("log-level")) },
 		Commands: []*cli.Command{
 			e.keyCommand(),
 			e.bookCommand(),
@@ -54,7 +47,35 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		OnUsageError:   onUsageError,
 	}
 	setUsageErrors(app.Commands)
+	e.acceptLogLevel(app.Commands)
 	return app
+}
+
+func (e *env) setLogLevel(s string) error {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(s)); err != nil {
+		return usagef("--log-level %q: want debug, info, warn or error", s)
+	}
+	e.log = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+	return nil
+}
+
+// acceptLogLevel lets --log-level follow the command too, as in
+// `wgmesh up --log-level debug`, where people naturally put it.
+func (e *env) acceptLogLevel(cmds []*cli.Command) {
+	for _, c := range cmds {
+		if len(c.Subcommands) > 0 {
+			e.acceptLogLevel(c.Subcommands)
+			continue
+		}
+		c.Flags = append(c.Flags, &cli.StringFlag{Name: "log-level", Usage: "log `LEVEL`, as the global option"})
+		c.Before = func(c *cli.Context) error {
+			if v := c.String("log-level"); v != "" {
+				return e.setLogLevel(v)
+			}
+			return nil
+		}
+	}
 }
 
 func onUsageError(c *cli.Context, err error, _ bool) error {
