@@ -229,7 +229,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"book", "check"}, "FILE"},
 		{[]string{"book", "export", "book.toml"}, "--peer"},
 		{[]string{"up", "--key", "k"}, "--book"},
-		{[]string{"up", "--book", "b", "--key", "k", "--mode", "tun"}, "planned"},
+		{[]string{"up", "--book", "b", "--key", "k", "--mode", "bogus"}, "--mode"},
 		{[]string{"up", "--book", "b", "--key", "k", "--listen-port", "70000"}, "--listen-port"},
 		{[]string{"up", "--book", "b", "--key", "k", "--forward", "tcp:8080=beta:80"}, "--forward"},
 		{[]string{"up", "--book", "b", "--key", "k", "--expose", "tcp:127.0.0.1:22=127.0.0.1:22"}, "--expose"},
