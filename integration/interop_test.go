@@ -117,6 +117,8 @@ func TestMixedModes(t *testing.T) {
 		"--expose", "tcp:80=127.0.0.1:8001",
 		"--forward", "tcp:127.0.0.1:8002=alpha:7000")
 
+	// The netstack member answers ICMP echo on its mesh addresses.
+	waitPing(t, alpha.NS, meshAddr4(1))
 	// TUN -> netstack: a kernel socket in alpha's namespace.
 	var got string
 	deadline := time.Now().Add(15 * time.Second)

@@ -46,6 +46,8 @@ type Stack struct {
 	events chan tun.Event
 	mtu    int
 	addrs  []netip.Addr
+	// routing: created with Options.SubnetRouting.
+	routing bool
 
 	// ctx is cancelled by Close to wake a Read blocked on the queue.
 	ctx    context.Context
@@ -56,21 +58,40 @@ type Stack struct {
 
 var _ tun.Device = (*Stack)(nil)
 
+// Options tune a Stack.
+type Options struct {
+	// SubnetRouting prepares the stack to forward flows into subnets (see
+	// RouteSubnets). It must be chosen at creation: a routing stack
+	// accepts packets for any destination, so it cannot also short-cut
+	// traffic to its own addresses (gVisor's HandleLocal).
+	//
+	// Every stack lets in loopback addresses from the mesh, so a member may
+	// publish its host's loopback services by listing a 127.0.0.0/8
+	// subnet. That is safe: wireguard-go only delivers a source address
+	// that the sending member's book entry claims, and a loopback
+	// destination is only accepted by a routing stack whose subnets hold it.
+	SubnetRouting bool
+}
+
 // New creates a stack holding the given local addresses with the given MTU.
-func New(addrs []netip.Addr, mtu int) (*Stack, error) {
+func New(addrs []netip.Addr, mtu int, opts Options) (*Stack, error) {
 	if mtu <= 0 {
 		return nil, fmt.Errorf("netstack: invalid mtu %d", mtu)
 	}
 	s := &Stack{
 		ep: channel.New(queueLen, uint32(mtu), ""),
 		stack: stack.New(stack.Options{
-			NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
+			NetworkProtocols: []stack.NetworkProtocolFactory{
+				ipv4.NewProtocolWithOptions(ipv4.Options{AllowExternalLoopbackTraffic: true}),
+				ipv6.NewProtocolWithOptions(ipv6.Options{AllowExternalLoopbackTraffic: true}),
+			},
 			TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
-			HandleLocal:        true,
+			HandleLocal:        !opts.SubnetRouting,
 		}),
-		events: make(chan tun.Event, 1),
-		mtu:    mtu,
-		addrs:  append([]netip.Addr(nil), addrs...),
+		events:  make(chan tun.Event, 1),
+		mtu:     mtu,
+		addrs:   append([]netip.Addr(nil), addrs...),
+		routing: opts.SubnetRouting,
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if err := s.configure(); err != nil {

@@ -57,7 +57,16 @@ func testBook(t testing.TB, size int) (*peerbook.Book, []peerbook.PrivateKey) {
 
 func newTestMesh(t testing.TB, size int) *testMesh {
 	t.Helper()
+	return newTestMeshWith(t, size, nil)
+}
+
+// newTestMeshWith lets edit change the book before the nodes start.
+func newTestMeshWith(t testing.TB, size int, edit func(*peerbook.Book)) *testMesh {
+	t.Helper()
 	book, keys := testBook(t, size)
+	if edit != nil {
+		edit(book)
+	}
 	m := &testMesh{book: book, keys: keys}
 	ctx := context.Background()
 	for i := range size {

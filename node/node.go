@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -58,15 +59,18 @@ type Node struct {
 	endpointChanges map[peerbook.Key]uint64
 	// staleAfter overrides staleHandshake in tests.
 	staleAfter time.Duration
-	stopLoops  context.CancelFunc
-	loops      sync.WaitGroup
-	dev        *device.Device
-	stack      *netstack.Stack  // netstack mode only
-	ifname     string           // TUN mode only: the interface's name
-	host       *hostnet.Applied // TUN mode only: addresses, routes, rules
-	uapi       net.Listener     // TUN mode only: the wg(8) UAPI socket
-	listenPort uint16
-	closed     bool
+	// routesAtStart: the netstack was created for subnet routing.
+	routesAtStart bool
+	stopLoops     context.CancelFunc
+	loops         sync.WaitGroup
+	dev           *device.Device
+	stack         *netstack.Stack        // netstack mode only
+	subnets       *netstack.SubnetRouter // netstack mode with subnets only
+	ifname        string                 // TUN mode only: the interface's name
+	host          *hostnet.Applied       // TUN mode only: addresses, routes, rules
+	uapi          net.Listener           // TUN mode only: the wg(8) UAPI socket
+	listenPort    uint16
+	closed        bool
 }
 
 // New checks cfg and returns a Node that is not yet running. It fails when
@@ -129,11 +133,12 @@ func (n *Node) up(ctx context.Context) error {
 		}
 		tdev, n.ifname = d, name
 	default:
-		st, err := netstack.New(self.Addresses, book.Mesh.MTU)
+		st, err := netstack.New(self.Addresses, book.Mesh.MTU, netstack.Options{SubnetRouting: len(self.Subnets) > 0})
 		if err != nil {
 			return err
 		}
 		tdev, n.stack = st, st
+		n.routesAtStart = len(self.Subnets) > 0
 	}
 	dev := device.NewDevice(tdev, conn.NewDefaultBind(), wgLogger(n.log))
 
@@ -182,6 +187,12 @@ func (n *Node) up(ctx context.Context) error {
 			return err
 		}
 	}
+	if n.stack != nil {
+		if err := n.routeSubnets(self.Subnets); err != nil {
+			n.teardown()
+			return err
+		}
+	}
 	n.greetPeers()
 	loopCtx, stop := context.WithCancel(context.Background())
 	n.stopLoops = stop
@@ -206,6 +217,10 @@ func (n *Node) teardown() {
 	}
 	if n.uapi != nil {
 		n.uapi.Close() // also removes the socket file
+	}
+	if n.subnets != nil {
+		n.subnets.Close()
+		n.subnets = nil
 	}
 	if n.host != nil {
 		if err := n.host.Undo(); err != nil {
@@ -294,4 +309,26 @@ func (n *Node) greetPeers() {
 			p.SendHandshakeInitiation(false)
 		}
 	}
+}
+
+// routeSubnets, in netstack mode, forwards flows from the mesh into this
+// member's subnets through host sockets. Caller holds n.mu.
+func (n *Node) routeSubnets(subnets []netip.Prefix) error {
+	if n.subnets != nil {
+		n.subnets.SetSubnets(subnets)
+		return nil
+	}
+	if len(subnets) == 0 {
+		return nil
+	}
+	if !n.routesAtStart {
+		return errors.New("node: this member now routes subnets, which in netstack mode needs a restart; the running book stays in force")
+	}
+	r, err := n.stack.RouteSubnets(subnets, &net.Dialer{}, n.log.With("part", "subnet-router"))
+	if err != nil {
+		return fmt.Errorf("node: route subnets: %w", err)
+	}
+	n.subnets = r
+	n.log.Info("routing subnets from the mesh through host sockets", "subnets", fmt.Sprint(subnets))
+	return nil
 }

@@ -37,6 +37,9 @@ func (n *Node) Reload(ctx context.Context, book *peerbook.Book) error {
 	if book.Mesh.MTU != n.book.Mesh.MTU {
 		return fmt.Errorf("node: reload refused: mesh.mtu changed (%d -> %d), which needs a restart; the running book stays in force", n.book.Mesh.MTU, book.Mesh.MTU)
 	}
+	if n.stack != nil && len(newSelf.Subnets) > 0 && !n.routesAtStart {
+		return fmt.Errorf("node: reload refused: this member now routes subnets (%v), which in netstack mode needs a restart; the running book stays in force", newSelf.Subnets)
+	}
 	if n.cfg.ListenPort == 0 {
 		if port := book.ListenPortOf(newSelf); port != n.listenPort {
 			var w uapiWriter
@@ -50,6 +53,11 @@ func (n *Node) Reload(ctx context.Context, book *peerbook.Book) error {
 	}
 	if err := n.apply(ctx, book); err != nil {
 		return err
+	}
+	if n.stack != nil {
+		if err := n.routeSubnets(newSelf.Subnets); err != nil {
+			return err
+		}
 	}
 	if n.host != nil {
 		if err := n.host.SetRoutes(otherSubnets(book, n.self)); err != nil {
