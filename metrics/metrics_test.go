@@ -1,0 +1,214 @@
+package metrics
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/wgmesh/wgmesh/node"
+	"github.com/wgmesh/wgmesh/peerbook"
+)
+
+// twoNodes starts alpha and beta on loopback and makes them talk, so the
+// device counters and handshake times are real.
+func twoNodes(t *testing.T) (alpha, beta *node.Node) {
+	t.Helper()
+	var keys [2]peerbook.PrivateKey
+	book := &peerbook.Book{Format: 1, Serial: 7, Source: "book.toml", Mesh: peerbook.Mesh{
+		Domain: "mesh", Networks: []netip.Prefix{netip.MustParsePrefix("10.42.0.0/24")}, MTU: 1420, PersistentKeepalive: 25,
+	}}
+	for i, name := range []string{"alpha", "beta"} {
+		keys[i], _ = peerbook.GeneratePrivateKey()
+		book.Peers = append(book.Peers, peerbook.Peer{Name: name, PublicKey: keys[i].Public(),
+			Addresses: []netip.Addr{netip.AddrFrom4([4]byte{10, 42, 0, byte(i + 1)})}})
+	}
+	var nodes [2]*node.Node
+	for i := range nodes {
+		n, err := node.New(node.Config{Book: book, PrivateKey: keys[i], ListenPort: node.EphemeralPort})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Up(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		nodes[i] = n
+	}
+	final := *book
+	final.Peers = append([]peerbook.Peer(nil), book.Peers...)
+	for i, n := range nodes {
+		final.Peers[i].Endpoint = peerbook.Endpoint{Host: "127.0.0.1", Port: n.Status().ListenPort}
+	}
+	for _, n := range nodes {
+		if err := n.Reload(context.Background(), &final); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ln, err := nodes[1].Listen("tcp", ":80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			io.WriteString(c, strings.Repeat("x", 100000))
+			c.Close()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := nodes[0].Dial(ctx, "tcp", "beta:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, c)
+	c.Close()
+	return nodes[0], nodes[1]
+}
+
+func scrape(t *testing.T, h http.Handler) map[string]*dto.MetricFamily {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("exposition format does not parse: %v", err)
+	}
+	return mfs
+}
+
+func value(t *testing.T, mfs map[string]*dto.MetricFamily, name, peer string) float64 {
+	t.Helper()
+	mf, ok := mfs[name]
+	if !ok {
+		t.Fatalf("metric %s missing", name)
+	}
+	for _, m := range mf.Metric {
+		match := peer == ""
+		for _, l := range m.Label {
+			if l.GetName() == "peer" && l.GetValue() == peer {
+				match = true
+			}
+		}
+		if !match {
+			continue
+		}
+		switch {
+		case m.Counter != nil:
+			return m.Counter.GetValue()
+		case m.Gauge != nil:
+			return m.Gauge.GetValue()
+		}
+	}
+	t.Fatalf("metric %s{peer=%q} missing", name, peer)
+	return 0
+}
+
+func TestMetricsMatchStatus(t *testing.T) {
+	alpha, _ := twoNodes(t)
+	m := New(alpha)
+	m.Reloaded(true)
+	m.Reloaded(false)
+	m.Reloaded(false)
+	// Closing packets may still trickle in: the scrape must lie between a
+	// status read before it and one after it.
+	before := alpha.Status()
+	mfs := scrape(t, m.Handler())
+	st := alpha.Status()
+	beta := st.Peers[0]
+	if got := value(t, mfs, "wgmesh_peer_receive_bytes_total", "beta"); got < float64(before.Peers[0].RxBytes) || got > float64(beta.RxBytes) || got < 100000 {
+		t.Errorf("rx %v, status %d..%d", got, before.Peers[0].RxBytes, beta.RxBytes)
+	}
+	if got := value(t, mfs, "wgmesh_peer_transmit_bytes_total", "beta"); got < float64(before.Peers[0].TxBytes) || got > float64(beta.TxBytes) {
+		t.Errorf("tx %v, status %d..%d", got, before.Peers[0].TxBytes, beta.TxBytes)
+	}
+	if got := value(t, mfs, "wgmesh_peer_latest_handshake_timestamp_seconds", "beta"); int64(got) != beta.LastHandshake.Unix() {
+		t.Errorf("handshake time %v, status %v", got, beta.LastHandshake)
+	}
+	if age := value(t, mfs, "wgmesh_peer_handshake_age_seconds", "beta"); age < 0 || age > 60 {
+		t.Errorf("handshake age %v", age)
+	}
+	if got := value(t, mfs, "wgmesh_book_serial", ""); got != float64(st.BookSerial) {
+		t.Errorf("serial %v, status %d", got, st.BookSerial)
+	}
+	if got := value(t, mfs, "wgmesh_book_members", ""); got != 2 {
+		t.Errorf("members %v", got)
+	}
+	reloads := map[string]float64{}
+	for _, mm := range mfs["wgmesh_book_reloads_total"].Metric {
+		reloads[mm.Label[0].GetValue()] = mm.Counter.GetValue()
+	}
+	if reloads["applied"] != 1 || reloads["rejected"] != 2 {
+		t.Errorf("reloads %v", reloads)
+	}
+}
+
+func TestHealthAndReady(t *testing.T) {
+	m := New(fakeSource{})
+	srv := httptest.NewServer(m.Handler())
+	defer srv.Close()
+	get := func(path string) int {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if c := get("/healthz"); c != 200 {
+		t.Errorf("healthz %d", c)
+	}
+	if c := get("/readyz"); c != 503 {
+		t.Errorf("readyz before ready: %d", c)
+	}
+	m.SetReady(true)
+	if c := get("/readyz"); c != 200 {
+		t.Errorf("readyz when ready: %d", c)
+	}
+}
+
+type fakeSource struct{}
+
+func (fakeSource) Status() node.Status {
+	return node.Status{Name: "alpha", BookSerial: 3, Peers: []node.PeerStatus{
+		{Name: "never", PublicKey: "k"},
+		{PublicKey: "stranger", NotInBook: true},
+	}}
+}
+
+// A member that never shook hands has a timestamp of 0 and no age, and a
+// peer outside the book is not exported; no metric carries a key.
+func TestMetricsEdgeCases(t *testing.T) {
+	mfs := scrape(t, New(fakeSource{}).Handler())
+	if got := value(t, mfs, "wgmesh_peer_latest_handshake_timestamp_seconds", "never"); got != 0 {
+		t.Errorf("timestamp %v", got)
+	}
+	if _, ok := mfs["wgmesh_peer_handshake_age_seconds"]; ok {
+		t.Error("age exported for a member that never shook hands")
+	}
+	for name, mf := range mfs {
+		for _, m := range mf.Metric {
+			for _, l := range m.Label {
+				if strings.Contains(l.GetValue(), "stranger") {
+					t.Errorf("%s exports a key label: %v", name, l)
+				}
+			}
+		}
+	}
+}
