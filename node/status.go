@@ -32,7 +32,7 @@ type PeerStatus struct {
 	// Endpoint is the address the device currently sends to; empty if none.
 	Endpoint string `json:"endpoint,omitempty"`
 	// LastHandshake is zero when no handshake has completed yet.
-	LastHandshake time.Time `json:"last_handshake,omitempty"`
+	LastHandshake time.Time `json:"last_handshake,omitzero"`
 	// NotInBook marks a peer the device has that the book does not list
 	// (added with wg set); its Name is empty.
 	NotInBook bool   `json:"not_in_book,omitempty"`
