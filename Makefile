@@ -1,7 +1,7 @@
 # The README's commands. `make check test` is what CI runs.
 GO ?= go
 
-.PHONY: all build test check demo fuzz bench
+.PHONY: all build test check demo fuzz bench image
 
 all: check test
 
@@ -25,3 +25,11 @@ fuzz:
 
 bench:
 	$(GO) test -run XXX -bench . ./...
+
+# A FROM scratch image of a static binary, built from local files only.
+IMAGE ?= wgmesh:latest
+image:
+	rm -rf bin/image && mkdir -p bin/image/tmp && chmod 1777 bin/image/tmp
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags="-s -w" -o bin/image/wgmesh .
+	cp Dockerfile bin/image/
+	docker build -t $(IMAGE) bin/image

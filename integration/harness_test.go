@@ -202,7 +202,14 @@ func newMember(t *testing.T, dir, name string, ns *netNS) *member {
 func (m *member) start(t *testing.T, book string, args ...string) {
 	t.Helper()
 	argv := append([]string{"netns", "exec", m.NS.Name, wgmeshBin, "--log-level", "debug", "up", "--book", book, "--key", m.KeyFile, "--control", m.Control}, args...)
-	m.cmd = exec.Command("ip", argv...)
+	m.launch(t, exec.Command("ip", argv...))
+}
+
+// launch starts cmd as the member's process and waits for its control
+// socket to answer.
+func (m *member) launch(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
+	m.cmd = cmd
 	m.stderr = &bytes.Buffer{}
 	m.cmd.Stderr = m.stderr
 	m.cmd.Stdout = m.stderr
