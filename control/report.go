@@ -1,0 +1,137 @@
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/wgmesh/wgmesh/node"
+)
+
+// Rejection describes the last book version a node refused: invalid,
+// badly signed, stale, or not applicable live. The node keeps running its
+// previous book.
+type Rejection struct {
+	Time time.Time `json:"time"`
+	// Error is the reason, one problem per line (FILE:LINE: message).
+	Error string `json:"error"`
+}
+
+// Report is what the status endpoint serves: the node's Status plus facts
+// that only the program around the node knows. Its JSON is node.Status's
+// with extra fields, so a client that decodes a node.Status still works.
+type Report struct {
+	node.Status
+	// LastRejection is set while the latest book version received was
+	// refused; nil once a good book has been applied since.
+	LastRejection *Rejection `json:"last_rejection,omitempty"`
+}
+
+// ReportSource is what ServeReport reports on.
+type ReportSource interface {
+	Report() Report
+}
+
+// ServeReport is Serve for a source that reports more than node.Status.
+// The socket, its directory checks and Close behave exactly as Serve's.
+func ServeReport(ctx context.Context, path string, src ReportSource) (*Server, error) {
+	if path == "" {
+		return nil, errors.New("empty socket path")
+	}
+	if src == nil {
+		return nil, errors.New("nil report source")
+	}
+	if err := Check(path); err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+StatusPath, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(src.Report())
+	})
+	s := &Server{
+		path: path,
+		ln:   ln,
+		http: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second},
+		done: make(chan struct{}),
+	}
+	go func() {
+		defer close(s.done)
+		s.http.Serve(ln)
+	}()
+	go func() {
+		select {
+		case <-ctx.Done():
+			s.Close()
+		case <-s.done:
+		}
+	}()
+	return s, nil
+}
+
+// Report fetches the node's full report, including the fields Status
+// leaves out.
+func (c *Client) Report(ctx context.Context) (Report, error) {
+	var r Report
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://wgmesh"+StatusPath, nil)
+	if err != nil {
+		return r, err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
+			return r, fmt.Errorf("%s: %w", c.path, ErrNoNode)
+		}
+		return r, fmt.Errorf("control socket %s: %w", c.path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return r, fmt.Errorf("control socket %s: %s: %s", c.path, resp.Status, b)
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&r); err != nil {
+		return r, fmt.Errorf("control socket %s: decode status: %w", c.path, err)
+	}
+	return r, nil
+}
+
+// WriteReportTable is WriteTable followed by a line about a refused book,
+// e.g. "book: last update REJECTED 12s ago: book.toml:7: ...", with any
+// further problems indented below it.
+func WriteReportTable(w io.Writer, r Report, now time.Time) error {
+	if err := WriteTable(w, r.Status, now); err != nil {
+		return err
+	}
+	if r.LastRejection == nil {
+		return nil
+	}
+	lines := strings.Split(strings.TrimRight(r.LastRejection.Error, "\n"), "\n")
+	age := strings.TrimSuffix(HandshakeAge(r.LastRejection.Time, now), " ago")
+	_, err := fmt.Fprintf(w, "book: last update REJECTED %s ago, running serial %d: %s\n", age, r.BookSerial, lines[0])
+	for _, l := range lines[1:] {
+		if err != nil {
+			break
+		}
+		_, err = fmt.Fprintf(w, "  %s\n", l)
+	}
+	return err
+}
