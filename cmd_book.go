@@ -3,9 +3,14 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 
 	"github.com/urfave/cli/v2"
+	"golang.org/x/crypto/ssh"
 
+	"github.com/wgmesh/wgmesh/booksign"
 	"github.com/wgmesh/wgmesh/peerbook"
 )
 
@@ -30,6 +35,33 @@ func (e *env) bookCommand() *cli.Command {
 					&cli.StringFlag{Name: "key", Usage: "fill in PrivateKey from `FILE` (mode 0600); without it the line is left to fill in"},
 				},
 				Action: e.bookExport,
+			},
+			{
+				Name:      "import",
+				Usage:     "make a peer book from the wg-quick configs of an existing WireGuard network",
+				ArgsUsage: "FILE.conf...",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "out", Usage: "write the book to `FILE` (never overwriting) instead of printing it"},
+				},
+				Action: e.bookImport,
+			},
+			{
+				Name:      "sign",
+				Usage:     "sign a peer book with an SSH key; writes FILE.sig (as ssh-keygen -Y sign -n " + booksign.Namespace + " does)",
+				ArgsUsage: "FILE",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "key", Usage: "SSH private key `FILE` (ed25519, ECDSA or RSA; unencrypted, mode 0600) (required)"},
+				},
+				Action: e.bookSign,
+			},
+			{
+				Name:      "verify",
+				Usage:     "check FILE.sig against an allowed_signers file",
+				ArgsUsage: "FILE",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "trusted-signers", Usage: "OpenSSH allowed_signers `FILE` (required)"},
+				},
+				Action: e.bookVerify,
 			},
 		},
 	}
@@ -93,4 +125,168 @@ func (e *env) bookExport(c *cli.Context) error {
 	}
 	_, err = e.stdout.Write(conf)
 	return err
+}
+
+func (e *env) bookImport(c *cli.Context) error {
+	if c.NArg() == 0 {
+		return usagef("usage: %s [--out FILE] FILE.conf... (got no files)", c.Command.HelpName)
+	}
+	var files []peerbook.WGQuickFile
+	for _, path := range c.Args().Slice() {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		files = append(files, peerbook.WGQuickFile{Name: path, Data: data})
+	}
+	im, err := peerbook.ImportWGQuick(files)
+	var perr *peerbook.Error
+	if errors.As(err, &perr) {
+		return fmt.Errorf("cannot import, %s:\n%w", plural(len(perr.Problems), "problem"), err)
+	}
+	if err != nil {
+		return err
+	}
+	for _, n := range im.Notes {
+		fmt.Fprintln(e.stderr, "note: "+n)
+	}
+	out := c.String("out")
+	if out == "" {
+		_, err = e.stdout.Write(im.TOML)
+		return err
+	}
+	f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("%s already exists; refusing to overwrite it", out)
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(im.TOML); err != nil {
+		f.Close()
+		os.Remove(out)
+		return err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(out)
+		return err
+	}
+	_, err = fmt.Fprintf(e.stdout, "%s: %d members, serial %d\n", out, len(im.Book.Peers), im.Book.Serial)
+	return err
+}
+
+func (e *env) bookSign(c *cli.Context) error {
+	a, err := args(c, "FILE")
+	if err != nil {
+		return err
+	}
+	keyPath := c.String("key")
+	if keyPath == "" {
+		return usagef("book sign needs --key SSH_PRIVATE_KEY")
+	}
+	signer, err := booksign.LoadSigner(keyPath)
+	if err != nil {
+		return err
+	}
+	path := a[0]
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	// Signing a book that no node would accept helps nobody.
+	book, err := peerbook.Parse(path, data)
+	var perr *peerbook.Error
+	if errors.As(err, &perr) {
+		return fmt.Errorf("peer book %s refused, not signed, %s:\n%w", path, plural(len(perr.Problems), "problem"), err)
+	}
+	if err != nil {
+		return err
+	}
+	sig, err := booksign.Sign(signer, data)
+	if err != nil {
+		return err
+	}
+	sigPath := path + ".sig"
+	if err := writeFileAtomic(sigPath, sig, 0o644); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(e.stdout, "%s: signed serial %d with %s %s\n", sigPath, book.Serial,
+		signer.PublicKey().Type(), ssh.FingerprintSHA256(signer.PublicKey()))
+	return err
+}
+
+func (e *env) bookVerify(c *cli.Context) error {
+	a, err := args(c, "FILE")
+	if err != nil {
+		return err
+	}
+	signersPath := c.String("trusted-signers")
+	if signersPath == "" {
+		return usagef("book verify needs --trusted-signers FILE")
+	}
+	trusted, err := booksign.LoadAllowedSigners(signersPath)
+	if err != nil {
+		return err
+	}
+	path := a[0]
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	sig, err := os.ReadFile(path + ".sig")
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%s: unsigned: %s.sig does not exist (sign with: wgmesh book sign --key KEY %s)", path, path, path)
+	}
+	if err != nil {
+		return err
+	}
+	principal, err := trusted.Verify(data, sig)
+	if err != nil {
+		what := "bad signature"
+		switch {
+		case errors.Is(err, booksign.ErrUnknownSigner):
+			what = "unknown signer"
+		case errors.Is(err, booksign.ErrNoSignature):
+			what = "unsigned"
+		}
+		return fmt.Errorf("%s: %s: %w", path, what, err)
+	}
+	book, err := loadBook(path)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(e.stdout, "%s: good signature by %s, serial %d\n", path, principal, book.Serial)
+	return err
+}
+
+// writeFileAtomic replaces path with data in one step: a reader (a node
+// watching the directory) sees the old file or the new one, never half.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	fail := func(err error) error {
+		f.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := f.Chmod(mode); err != nil {
+		return fail(err)
+	}
+	if _, err := f.Write(data); err != nil {
+		return fail(err)
+	}
+	if err := f.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := f.Close(); err != nil {
+		return fail(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return nil
 }
