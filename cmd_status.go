@@ -58,7 +58,7 @@ func (e *env) status(c *cli.Context) error {
 	path := c.String("control")
 	ctx, cancel := context.WithTimeout(c.Context, 10*time.Second)
 	defer cancel()
-	st, err := control.NewClient(path).Status(ctx)
+	st, err := control.NewClient(path).Report(ctx)
 	if errors.Is(err, control.ErrNoNode) {
 		return fmt.Errorf("no node answers on %s: is `wgmesh up` running? use --control to point at its socket", path)
 	}
@@ -70,5 +70,5 @@ func (e *env) status(c *cli.Context) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(st)
 	}
-	return control.WriteTable(e.stdout, st, time.Now())
+	return control.WriteReportTable(e.stdout, st, time.Now())
 }

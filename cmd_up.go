@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -12,9 +11,11 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/wgmesh/wgmesh/booksource"
 	"github.com/wgmesh/wgmesh/control"
 	"github.com/wgmesh/wgmesh/forward"
 	"github.com/wgmesh/wgmesh/node"
@@ -24,10 +25,10 @@ import (
 func (e *env) upCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "up",
-		Usage:     "join the mesh and run until SIGINT or SIGTERM (SIGHUP reloads the book)",
+		Usage:     "join the mesh and run until SIGINT or SIGTERM (the book is followed live; SIGHUP re-reads it)",
 		ArgsUsage: " ",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "book", Usage: "peer book `FILE` (required)"},
+			&cli.StringFlag{Name: "book", Usage: "peer book `FILE` (watched for changes) or https:// URL (polled) (required)"},
 			&cli.StringFlag{Name: "key", Usage: "private key `FILE`, mode 0600 (required)"},
 			&cli.StringFlag{Name: "mode", Value: "netstack", Usage: "`MODE`: netstack (userspace network stack, no root) or tun (kernel interface; root or CAP_NET_ADMIN)"},
 			&cli.StringFlag{Name: "interface", DefaultText: "wgmesh0; utun on macOS", Usage: "TUN interface `NAME` (--mode tun)"},
@@ -36,6 +37,20 @@ func (e *env) upCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "forward", Usage: "relay a host listener to a mesh target; `SPEC` is PROTO:HOST:PORT=TARGET:PORT, e.g. tcp:127.0.0.1:8080=beta:80 (repeatable)"},
 			&cli.StringSliceFlag{Name: "expose", Usage: "relay a mesh port to a host target; `SPEC` is PROTO:PORT=HOST:PORT, e.g. tcp:22=127.0.0.1:22 (repeatable)"},
 			controlFlag(),
+
+			&cli.StringFlag{Name: "trusted-signers", Usage: "accept only books signed (BOOK.sig) by a key in this OpenSSH allowed_signers `FILE`, never an older serial"},
+			&cli.StringFlag{Name: "state-dir", Value: defaultStateDir(), DefaultText: defaultStateDir(), Usage: "`DIR` keeping the highest accepted serial and the last good remote book"},
+			&cli.DurationFlag{Name: "book-poll", Value: booksource.DefaultPollInterval, Usage: "how often a --book URL is fetched (`DURATION`)"},
+			&cli.BoolFlag{Name: "allow-http", Usage: "allow a plain http:// --book URL (use with --trusted-signers or on a trusted network)"},
+			&cli.StringFlag{Name: "book-ca", Usage: "trust the CA certificates in PEM `FILE` for a --book https:// URL, besides the system's"},
+			&cli.DurationFlag{Name: "resolve-interval", Value: node.DefaultResolveInterval, Usage: "how often endpoint hostnames are re-resolved (`DURATION`)"},
+			&cli.StringFlag{Name: "resolver", DefaultText: "the system's", Usage: "DNS server `HOST:PORT` for endpoint hostnames"},
+			&cli.StringFlag{Name: "metrics", DefaultText: "off", Usage: "serve Prometheus /metrics, /healthz and /readyz on `ADDR` (HOST:PORT; a bare PORT means 127.0.0.1:PORT)"},
+			&cli.StringFlag{Name: "socks", DefaultText: "off", Usage: "serve a SOCKS5 proxy into the mesh on `ADDR` (HOST:PORT or PORT on 127.0.0.1)"},
+			&cli.StringFlag{Name: "http-proxy", DefaultText: "off", Usage: "serve an HTTP proxy into the mesh on `ADDR` (HOST:PORT or PORT on 127.0.0.1)"},
+			&cli.StringFlag{Name: "socks-auth-file", Usage: "require the user:password pairs of `FILE` (mode 0600) on --socks and --http-proxy"},
+			&cli.StringSliceFlag{Name: "proxy-allow", Usage: "let the proxies reach `CIDR` besides members and their subnets (repeatable)"},
+			&cli.StringFlag{Name: "dns", DefaultText: "off", Usage: "answer DNS for member names on `ADDR` (UDP and TCP; HOST:PORT or PORT on 127.0.0.1); in netstack mode also on port 53 of this member's mesh addresses"},
 		},
 		Action: e.up,
 	}
@@ -43,7 +58,8 @@ func (e *env) upCommand() *cli.Command {
 
 // upConfig is the checked command line of `up`.
 type upConfig struct {
-	bookPath    string
+	book        string // a file or a URL
+	bookURL     bool
 	keyPath     string
 	listenPort  int
 	forwards    []forward.Spec
@@ -52,14 +68,26 @@ type upConfig struct {
 	mode        node.Mode
 	ifname      string
 	masquerade  bool
+
+	trustedSigners  string
+	stateDir        string
+	bookPoll        time.Duration
+	allowHTTP       bool
+	bookCA          string
+	resolveInterval time.Duration
+	resolver        string // HOST:PORT, "" for the system's
+
+	metrics, socks, httpProxy, dns string // listen addresses, "" when off
+	authFile                       string
+	proxyAllow                     []netip.Prefix
 }
 
 func upFlags(c *cli.Context) (upConfig, error) {
-	cfg := upConfig{bookPath: c.String("book"), keyPath: c.String("key"), controlPath: c.String("control")}
+	cfg := upConfig{book: c.String("book"), keyPath: c.String("key"), controlPath: c.String("control")}
 	if _, err := args(c); err != nil {
 		return cfg, err
 	}
-	if cfg.bookPath == "" || cfg.keyPath == "" {
+	if cfg.book == "" || cfg.keyPath == "" {
 		return cfg, usagef("up needs --book FILE and --key FILE")
 	}
 	switch mode := node.Mode(c.String("mode")); mode {
@@ -95,6 +123,12 @@ func upFlags(c *cli.Context) (upConfig, error) {
 			return cfg, usageError{err}
 		}
 		cfg.exposes = append(cfg.exposes, s)
+	}
+	if err := bookFlags(c, &cfg); err != nil {
+		return cfg, err
+	}
+	if err := serviceFlags(c, &cfg); err != nil {
+		return cfg, err
 	}
 	return cfg, nil
 }
@@ -152,22 +186,19 @@ func (e *env) up(c *cli.Context) (err error) {
 		return err
 	}
 	ctx := c.Context
+	// SIGHUP re-reads the book. Caught from the start: its default action
+	// would end the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
 	key, err := peerbook.ReadKeyFile(cfg.keyPath)
 	if err != nil {
 		return err
 	}
-	book, err := loadBook(cfg.bookPath)
+	creds, resolver, err := loadServiceFiles(cfg)
 	if err != nil {
 		return err
-	}
-	for _, s := range cfg.forwards {
-		if err := checkTarget(book, s); err != nil {
-			return err
-		}
-	}
-	// Fail before the slow part if another node owns the socket.
-	if err := control.Check(cfg.controlPath); err != nil {
-		return fmt.Errorf("--control: %w", err)
 	}
 
 	// Everything below is undone, in reverse, if start-up fails.
@@ -179,6 +210,24 @@ func (e *env) up(c *cli.Context) (err error) {
 			}
 		}
 	}()
+
+	srcCtx, stopSource := context.WithCancel(ctx)
+	src, err := e.startBookSource(srcCtx, cfg, hup)
+	if err != nil {
+		stopSource()
+		return err
+	}
+	undo = append(undo, func() { stopSource(); src.drain() })
+	book := src.first.Book
+	for _, s := range cfg.forwards {
+		if err := checkTarget(book, s); err != nil {
+			return err
+		}
+	}
+	// Fail before the slow part if another node owns the socket.
+	if err := control.Check(cfg.controlPath); err != nil {
+		return fmt.Errorf("--control: %w", err)
+	}
 
 	// Host listeners first: a port in use is the likeliest mistake and
 	// costs nothing to find before the node starts.
@@ -197,16 +246,26 @@ func (e *env) up(c *cli.Context) (err error) {
 		undo = append(undo, r.close)
 		relays = append(relays, r)
 	}
+	svc, err := bindServices(cfg)
+	if err != nil {
+		return err
+	}
+	undo = append(undo, svc.closeListeners)
 
-	n, err := node.New(node.Config{
-		Book:          book,
-		PrivateKey:    key,
-		ListenPort:    cfg.listenPort,
-		Mode:          cfg.mode,
-		InterfaceName: cfg.ifname,
-		Masquerade:    cfg.masquerade,
-		Logger:        e.log,
-	})
+	ncfg := node.Config{
+		Book:            book,
+		PrivateKey:      key,
+		ListenPort:      cfg.listenPort,
+		ResolveInterval: cfg.resolveInterval,
+		Mode:            cfg.mode,
+		InterfaceName:   cfg.ifname,
+		Masquerade:      cfg.masquerade,
+		Logger:          e.log,
+	}
+	if resolver != nil {
+		ncfg.Resolver = resolver
+	}
+	n, err := node.New(ncfg)
 	if err != nil {
 		return err
 	}
@@ -233,20 +292,22 @@ func (e *env) up(c *cli.Context) (err error) {
 		relays = append(relays, r)
 	}
 
-	ctl, err := control.Serve(ctx, cfg.controlPath, n)
+	if err := svc.start(cfg, n, creds, e.log); err != nil {
+		return err
+	}
+	undo = append(undo, svc.close)
+
+	rep := &reporter{n: n}
+	ctl, err := control.ServeReport(ctx, cfg.controlPath, rep)
 	if err != nil {
 		return fmt.Errorf("--control: %w", err)
 	}
 	undo = append(undo, func() { ctl.Close() })
 
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-
 	serveCtx, stopRelays := context.WithCancel(ctx)
 	defer stopRelays()
 	var wg sync.WaitGroup
-	failed := make(chan error, len(relays))
+	failed := make(chan error, len(relays)+1)
 	for _, r := range relays {
 		wg.Add(1)
 		go func() {
@@ -256,15 +317,25 @@ func (e *env) up(c *cli.Context) (err error) {
 			}
 		}()
 	}
+	svc.serveMetrics(failed)
+	svc.setReady(true)
 
 	st := n.Status()
-	attrs := []any{"name", st.Name, "listen_port", st.ListenPort, "control", cfg.controlPath}
+	attrs := []any{"name", st.Name, "listen_port", st.ListenPort, "control", cfg.controlPath, "book", src.shown, "serial", book.Serial}
+	if src.first.Signer != "" {
+		attrs = append(attrs, "signer", src.first.Signer)
+	}
+	if src.first.FromCache {
+		attrs = append(attrs, "from_cache", true)
+	}
 	for _, r := range relays {
 		attrs = append(attrs, strings.TrimPrefix(r.spec.Flag, "--"), r.String())
 	}
+	attrs = append(attrs, svc.readyAttrs()...)
 	e.log.Info("ready", attrs...)
 
 	var runErr error
+	updates := src.updates
 loop:
 	for {
 		select {
@@ -273,47 +344,24 @@ loop:
 			break loop
 		case runErr = <-failed:
 			break loop
-		case <-hup:
-			e.reload(ctx, n, cfg)
+		case u, ok := <-updates:
+			if !ok {
+				updates = nil // the source has stopped: ctx is ending
+				continue
+			}
+			e.apply(ctx, n, u, cfg, src.shown, rep, svc.metrics)
 		}
 	}
+	svc.setReady(false)
+	stopSource()
+	src.drain()
 	stopRelays()
 	wg.Wait()
+	// The proxies and the DNS server use the node: stop them first.
+	svc.close()
 	n.Close()
 	ctl.Close()
 	return runErr
-}
-
-// reload applies the book file again after SIGHUP. A bad book is logged,
-// problem by problem, and the running one stays in force.
-func (e *env) reload(ctx context.Context, n *node.Node, cfg upConfig) {
-	book, err := peerbook.Load(cfg.bookPath)
-	if err != nil {
-		var perr *peerbook.Error
-		if errors.As(err, &perr) {
-			for _, p := range perr.Problems {
-				e.log.Error("reload refused: "+p.String(), "book", cfg.bookPath)
-			}
-		} else {
-			e.log.Error("reload refused: "+err.Error(), "book", cfg.bookPath)
-		}
-		e.log.Warn("the running peer book stays in force", "serial", n.Book().Serial)
-		return
-	}
-	old := n.Book().Serial
-	if err := n.Reload(ctx, book); err != nil {
-		e.log.Error(err.Error())
-		return
-	}
-	if book.Serial < old {
-		e.log.Warn("reloaded a book with a lower serial than the running one", "from", old, "to", book.Serial)
-	}
-	e.log.Info("book reloaded", "serial", book.Serial, "members", len(book.Peers))
-	for _, s := range cfg.forwards {
-		if err := checkTarget(book, s); err != nil {
-			e.log.Warn(err.Error())
-		}
-	}
 }
 
 // checkTarget makes sure a --forward target names a member of the book or

@@ -1,0 +1,321 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/wgmesh/wgmesh/meshdns"
+	"github.com/wgmesh/wgmesh/metrics"
+	"github.com/wgmesh/wgmesh/node"
+	"github.com/wgmesh/wgmesh/proxy"
+)
+
+// serviceFlags checks the options of the services `up` serves besides
+// forwards: metrics, proxies and DNS, and the endpoint resolver.
+func serviceFlags(c *cli.Context, cfg *upConfig) error {
+	var err error
+	for _, f := range []struct {
+		name string
+		dst  *string
+	}{{"metrics", &cfg.metrics}, {"socks", &cfg.socks}, {"http-proxy", &cfg.httpProxy}, {"dns", &cfg.dns}} {
+		if v := c.String(f.name); v != "" {
+			if *f.dst, err = listenAddr("--"+f.name, v); err != nil {
+				return err
+			}
+		}
+	}
+	if v := c.String("resolver"); v != "" {
+		if cfg.resolver, err = resolverAddr(v); err != nil {
+			return err
+		}
+	}
+	cfg.authFile = c.String("socks-auth-file")
+	for _, v := range c.StringSlice("proxy-allow") {
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			return usagef("--proxy-allow %q: want a CIDR prefix such as 192.168.1.0/24 or 2001:db8::/32", v)
+		}
+		if p != p.Masked() {
+			return usagef("--proxy-allow %s: not a network address; did you mean %s?", p, p.Masked())
+		}
+		cfg.proxyAllow = append(cfg.proxyAllow, p)
+	}
+	proxies := cfg.socks != "" || cfg.httpProxy != ""
+	if !proxies && cfg.authFile != "" {
+		return usagef("--socks-auth-file needs --socks or --http-proxy")
+	}
+	if !proxies && len(cfg.proxyAllow) > 0 {
+		return usagef("--proxy-allow needs --socks or --http-proxy")
+	}
+	return nil
+}
+
+// listenAddr checks a listen address given to flag. A bare port means
+// that port on 127.0.0.1: every listener binds loopback unless told
+// otherwise.
+func listenAddr(flag, v string) (string, error) {
+	if _, err := strconv.ParseUint(v, 10, 16); err == nil {
+		v = "127.0.0.1:" + v
+	}
+	host, port, err := net.SplitHostPort(v)
+	if err == nil {
+		if _, perr := strconv.ParseUint(port, 10, 16); perr != nil {
+			err = perr
+		}
+	}
+	if err == nil && host != "" && host != "localhost" {
+		if _, aerr := netip.ParseAddr(host); aerr != nil {
+			err = aerr
+		}
+	}
+	if err != nil {
+		return "", usagef("%s %q: want HOST:PORT with an IP address, or a PORT on 127.0.0.1", flag, v)
+	}
+	return v, nil
+}
+
+// resolverAddr checks --resolver: HOST:PORT, or an IP address meaning its
+// port 53.
+func resolverAddr(v string) (string, error) {
+	if a, err := netip.ParseAddr(v); err == nil {
+		return netip.AddrPortFrom(a, 53).String(), nil
+	}
+	host, port, err := net.SplitHostPort(v)
+	if err == nil && host == "" {
+		err = errors.New("no host")
+	}
+	if err == nil {
+		if p, perr := strconv.ParseUint(port, 10, 16); perr != nil || p == 0 {
+			err = errors.New("bad port")
+		}
+	}
+	if err != nil {
+		return "", usagef("--resolver %q: want the DNS server as HOST:PORT, e.g. 127.0.0.1:53", v)
+	}
+	return v, nil
+}
+
+// loadServiceFiles reads the proxies' credentials and builds the resolver
+// for endpoint hostnames.
+func loadServiceFiles(cfg upConfig) (*proxy.Credentials, *net.Resolver, error) {
+	var creds *proxy.Credentials
+	if cfg.authFile != "" {
+		var err error
+		if creds, err = proxy.LoadCredentials(cfg.authFile); err != nil {
+			return nil, nil, fmt.Errorf("--socks-auth-file: %w", err)
+		}
+	}
+	// An open proxy on a reachable address is refused before anything
+	// starts.
+	if cfg.socks != "" {
+		if err := proxy.CheckListen(cfg.socks, creds != nil); err != nil {
+			return nil, nil, err
+		}
+	}
+	if cfg.httpProxy != "" {
+		if err := proxy.CheckListenFlag("--http-proxy", "--socks-auth-file", cfg.httpProxy, creds != nil); err != nil {
+			return nil, nil, err
+		}
+	}
+	if cfg.resolver == "" {
+		return creds, nil, nil
+	}
+	server := cfg.resolver
+	r := &net.Resolver{
+		PreferGo: true,
+		Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, server)
+		},
+	}
+	return creds, r, nil
+}
+
+// services are the metrics endpoint, the proxies and the DNS server of a
+// running `up`.
+type services struct {
+	metricsLn, socksLn, httpLn, dnsLn net.Listener
+	dnsPC                             net.PacketConn
+
+	metrics    *metrics.Metrics
+	metricsSrv *http.Server
+	socks      *proxy.SOCKS5
+	httpProxy  *proxy.HTTP
+	httpSrv    *http.Server
+	dns        *meshdns.Server
+	meshDNS    []string // mesh addresses the DNS server answers on
+	bound      []any    // flag name and bound address, for the ready line
+
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// bindServices binds the host listeners of the services, so that a port
+// in use fails start-up before the node starts. Every error names the
+// flag and the address.
+func bindServices(cfg upConfig) (*services, error) {
+	s := &services{}
+	bind := func(flag, addr string, ln *net.Listener) error {
+		if addr == "" {
+			return nil
+		}
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("%s: cannot listen on %s: %w", flag, addr, err)
+		}
+		*ln = l
+		s.bound = append(s.bound, strings.ReplaceAll(strings.TrimPrefix(flag, "--"), "-", "_"), l.Addr().String())
+		return nil
+	}
+	err := errors.Join(
+		bind("--metrics", cfg.metrics, &s.metricsLn),
+		bind("--socks", cfg.socks, &s.socksLn),
+		bind("--http-proxy", cfg.httpProxy, &s.httpLn),
+	)
+	if err == nil && cfg.dns != "" {
+		if s.dnsPC, err = net.ListenPacket("udp", cfg.dns); err != nil {
+			err = fmt.Errorf("--dns: cannot listen on %s (udp): %w", cfg.dns, err)
+		} else {
+			// The TCP side takes the port UDP got, which matters for :0.
+			addr := s.dnsPC.LocalAddr().String()
+			if s.dnsLn, err = net.Listen("tcp", addr); err != nil {
+				err = fmt.Errorf("--dns: cannot listen on %s (tcp): %w", addr, err)
+			}
+			s.bound = append(s.bound, "dns", addr)
+		}
+	}
+	if err != nil {
+		s.closeListeners()
+		return nil, err
+	}
+	return s, nil
+}
+
+// closeListeners releases the listeners of services that never started.
+func (s *services) closeListeners() {
+	for _, ln := range []net.Listener{s.metricsLn, s.socksLn, s.httpLn, s.dnsLn} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+	if s.dnsPC != nil {
+		s.dnsPC.Close()
+	}
+}
+
+// start creates the services on the running node and serves the proxies
+// and DNS. In netstack mode DNS is answered on the mesh too, on port 53 of
+// each of this member's mesh addresses.
+func (s *services) start(cfg upConfig, n *node.Node, creds *proxy.Credentials, log *slog.Logger) error {
+	if s.metricsLn != nil {
+		s.metrics = metrics.New(n)
+		s.metricsSrv = &http.Server{Handler: s.metrics.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	}
+	if s.socksLn != nil {
+		s.socks = &proxy.SOCKS5{Dialer: n, Book: n.Book, Auth: creds, Allow: cfg.proxyAllow, Logger: log.With("proxy", "socks5")}
+		ln := s.socksLn
+		s.goServe(func() { s.socks.Serve(ln) })
+	}
+	if s.httpLn != nil {
+		s.httpProxy = &proxy.HTTP{Dialer: n, Book: n.Book, Auth: creds, Allow: cfg.proxyAllow, Logger: log.With("proxy", "http")}
+		s.httpSrv = &http.Server{Handler: s.httpProxy, ReadHeaderTimeout: 10 * time.Second}
+		ln := s.httpLn
+		s.goServe(func() { s.httpSrv.Serve(ln) })
+	}
+	if s.dnsPC == nil {
+		return nil
+	}
+	s.dns = &meshdns.Server{Book: n.Book, Logger: log.With("service", "dns")}
+	pc, ln := s.dnsPC, s.dnsLn
+	s.goServe(func() { s.dns.ServePacketConn(pc) })
+	s.goServe(func() { s.dns.ServeListener(ln) })
+	if cfg.mode != node.ModeNetstack {
+		return nil
+	}
+	for _, a := range n.Status().Addresses {
+		addr := netip.AddrPortFrom(a, 53).String()
+		mpc, err := n.ListenPacket("udp", addr)
+		if err != nil {
+			return fmt.Errorf("--dns: cannot listen on mesh address %s (udp): %w", addr, err)
+		}
+		s.goServe(func() { s.dns.ServePacketConn(mpc) })
+		s.meshDNS = append(s.meshDNS, addr)
+	}
+	mln, err := n.Listen("tcp", ":53")
+	if err != nil {
+		return fmt.Errorf("--dns: cannot listen on mesh port 53 (tcp): %w", err)
+	}
+	s.goServe(func() { s.dns.ServeListener(mln) })
+	return nil
+}
+
+func (s *services) goServe(f func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+}
+
+// serveMetrics serves the metrics endpoint; a serving error ends `up`
+// through failed.
+func (s *services) serveMetrics(failed chan<- error) {
+	if s.metricsSrv == nil {
+		return
+	}
+	ln := s.metricsLn
+	s.goServe(func() {
+		if err := s.metricsSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			failed <- fmt.Errorf("--metrics: %w", err)
+		}
+	})
+}
+
+func (s *services) setReady(ready bool) {
+	if s.metrics != nil {
+		s.metrics.SetReady(ready)
+	}
+}
+
+// readyAttrs are the bound addresses for the ready log line: with port 0
+// the system chose them.
+func (s *services) readyAttrs() []any {
+	attrs := s.bound
+	if len(s.meshDNS) > 0 {
+		attrs = append(attrs, "mesh_dns", strings.Join(s.meshDNS, ","))
+	}
+	return attrs
+}
+
+// close stops every service and waits for them. It must run before the
+// node closes, as the services use it.
+func (s *services) close() {
+	s.closeOnce.Do(func() {
+		if s.socks != nil {
+			s.socks.Close()
+		}
+		if s.httpSrv != nil {
+			s.httpSrv.Close()
+			s.httpProxy.Close()
+		}
+		if s.dns != nil {
+			s.dns.Close()
+		}
+		if s.metricsSrv != nil {
+			s.metricsSrv.Close()
+		}
+		s.closeListeners()
+		s.wg.Wait()
+	})
+}
