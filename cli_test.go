@@ -28,6 +28,7 @@ type testMember struct {
 	keyPath string
 	addrs   []string
 	port    uint16 // UDP port, 0 while unknown
+	host    string // endpoint host when port is known; "" means 127.0.0.1
 }
 
 func newMembers(t *testing.T, dir string, names ...string) []*testMember {
@@ -56,6 +57,18 @@ func newMembers(t *testing.T, dir string, names ...string) []*testMember {
 // known get an endpoint on 127.0.0.1.
 func writeBook(t *testing.T, path string, serial uint64, members []*testMember) {
 	t.Helper()
+	// Write and rename, so a node reloading on SIGHUP never reads half a file.
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, bookText(serial, members), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// bookText is the text of a valid book for members.
+func bookText(serial uint64, members []*testMember) []byte {
 	b := &peerbook.Book{
 		Format: peerbook.CurrentFormat,
 		Serial: serial,
@@ -71,17 +84,13 @@ func writeBook(t *testing.T, path string, serial uint64, members []*testMember) 
 		}
 		if m.port != 0 {
 			p.Endpoint = peerbook.Endpoint{Host: "127.0.0.1", Port: m.port}
+			if m.host != "" {
+				p.Endpoint.Host = m.host
+			}
 		}
 		b.Peers = append(b.Peers, p)
 	}
-	// Write and rename, so a node reloading on SIGHUP never reads half a file.
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, peerbook.Marshal(b), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
+	return peerbook.Marshal(b)
 }
 
 // badBook has an unknown key on line 3 and no members.
@@ -233,6 +242,24 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"up", "--book", "b", "--key", "k", "--listen-port", "70000"}, "--listen-port"},
 		{[]string{"up", "--book", "b", "--key", "k", "--forward", "tcp:8080=beta:80"}, "--forward"},
 		{[]string{"up", "--book", "b", "--key", "k", "--expose", "tcp:127.0.0.1:22=127.0.0.1:22"}, "--expose"},
+		{[]string{"up", "--book", "b", "--key", "k", "--resolver", "dns.example"}, "--resolver"},
+		{[]string{"up", "--book", "b", "--key", "k", "--resolver", "127.0.0.1:0"}, "--resolver"},
+		{[]string{"up", "--book", "b", "--key", "k", "--metrics", "localhost:http"}, "--metrics"},
+		{[]string{"up", "--book", "b", "--key", "k", "--metrics", "70000"}, "--metrics"},
+		{[]string{"up", "--book", "b", "--key", "k", "--socks", "example.com:1080"}, "--socks"},
+		{[]string{"up", "--book", "b", "--key", "k", "--dns", "127.0.0.1"}, "--dns"},
+		{[]string{"up", "--book", "b", "--key", "k", "--socks", "1080", "--proxy-allow", "192.168.1.1"}, "--proxy-allow"},
+		{[]string{"up", "--book", "b", "--key", "k", "--socks", "1080", "--proxy-allow", "192.168.1.1/24"}, "192.168.1.0/24"},
+		{[]string{"up", "--book", "b", "--key", "k", "--proxy-allow", "10.0.0.0/8"}, "--socks or --http-proxy"},
+		{[]string{"up", "--book", "b", "--key", "k", "--socks-auth-file", "auth"}, "--socks or --http-proxy"},
+		{[]string{"up", "--book", "http://192.0.2.1/book.toml", "--key", "k"}, "--allow-http"},
+		{[]string{"up", "--book", "ftp://192.0.2.1/book.toml", "--key", "k"}, "https://"},
+		{[]string{"up", "--book", "b", "--key", "k", "--book-poll", "10s"}, "--book-poll applies to a --book URL"},
+		{[]string{"up", "--book", "https://192.0.2.1/b", "--key", "k", "--book-poll", "0s"}, "--book-poll"},
+		{[]string{"up", "--book", "b", "--key", "k", "--resolve-interval", "-1s"}, "--resolve-interval"},
+		{[]string{"book", "sign", "book.toml"}, "--key"},
+		{[]string{"book", "verify", "book.toml"}, "--trusted-signers"},
+		{[]string{"book", "import"}, "FILE.conf"},
 	} {
 		code, _, stderr := runCLI(t, "", tc.args...)
 		if code != 2 || !strings.HasPrefix(stderr, "wgmesh: ") || !strings.Contains(stderr, tc.want) {
@@ -272,5 +299,101 @@ func TestDefaultControlPath(t *testing.T) {
 		if p := defaultControlPath(); !strings.HasPrefix(p, os.TempDir()+"/wgmesh-") {
 			t.Errorf("without XDG_RUNTIME_DIR: %s", p)
 		}
+	}
+}
+
+func TestListenAddr(t *testing.T) {
+	for in, want := range map[string]string{
+		"9100":           "127.0.0.1:9100",
+		"0":              "127.0.0.1:0",
+		"127.0.0.1:1080": "127.0.0.1:1080",
+		":9100":          ":9100",
+		"[::1]:53":       "[::1]:53",
+		"localhost:53":   "localhost:53",
+	} {
+		if got, err := listenAddr("--metrics", in); err != nil || got != want {
+			t.Errorf("listenAddr(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+}
+
+// TestProxyRefusesOpenBind: a proxy on a reachable address without
+// authentication is refused before anything starts.
+func TestProxyRefusesOpenBind(t *testing.T) {
+	dir := t.TempDir()
+	ms := newMembers(t, dir, "alpha", "beta")
+	book := filepath.Join(dir, "book.toml")
+	writeBook(t, book, 1, ms)
+	for _, tc := range [][]string{
+		{"--socks", "0.0.0.0:1080"},
+		{"--http-proxy", "0.0.0.0:8080"},
+	} {
+		args := append([]string{"up", "--book", book, "--key", ms[0].keyPath, "--control", filepath.Join(dir, "s.sock")}, tc...)
+		code, _, stderr := runCLI(t, "", args...)
+		if code != 1 || !strings.Contains(stderr, tc[0]) || !strings.Contains(stderr, "--socks-auth-file") || !strings.Contains(stderr, tc[1]) {
+			t.Errorf("up %v: exit %d, stderr %q; want exit 1 naming %s, --socks-auth-file and the address", tc, code, stderr, tc[0])
+		}
+	}
+}
+
+func TestBookImport(t *testing.T) {
+	files, err := filepath.Glob("testdata/wgquick/hub-spoke/*.conf")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no wg-quick files: %v", err)
+	}
+	want, err := os.ReadFile("testdata/wgquick/hub-spoke.book.golden")
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr := runCLI(t, "", append([]string{"book", "import"}, files...)...)
+	if code != 0 || out != string(want) {
+		t.Fatalf("book import: exit %d, stderr %q, stdout:\n%s\nwant:\n%s", code, stderr, out, want)
+	}
+	if !strings.Contains(stderr, "note: ") {
+		t.Errorf("no notes on stderr: %q", stderr)
+	}
+
+	path := filepath.Join(t.TempDir(), "book.toml")
+	code, out, stderr = runCLI(t, "", append([]string{"book", "import", "--out", path}, files...)...)
+	if code != 0 || !strings.Contains(out, path+": 3 members") {
+		t.Fatalf("book import --out: exit %d, stdout %q, stderr %q", code, out, stderr)
+	}
+	if got, _ := os.ReadFile(path); string(got) != string(want) {
+		t.Errorf("--out wrote:\n%s", got)
+	}
+	code, _, stderr = runCLI(t, "", append([]string{"book", "import", "--out", path}, files...)...)
+	if code != 1 || !strings.Contains(stderr, "overwrite") {
+		t.Errorf("second import over the same file: exit %d, stderr %q", code, stderr)
+	}
+
+	// Something a book cannot express is refused with the reason.
+	psk := filepath.Join(t.TempDir(), "psk.conf")
+	k1, _ := peerbook.GeneratePrivateKey()
+	k2, _ := peerbook.GeneratePrivateKey()
+	conf := "[Interface]\nPrivateKey = " + k1.Encode() + "\nAddress = 10.9.0.1/24\n\n[Peer]\nPublicKey = " + k2.Public().String() +
+		"\nPresharedKey = " + k2.Encode() + "\nAllowedIPs = 10.9.0.2/32\n"
+	if err := os.WriteFile(psk, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr = runCLI(t, "", "book", "import", psk)
+	if code != 1 || out != "" || !strings.Contains(stderr, psk+":") || !strings.Contains(stderr, "PresharedKey") {
+		t.Errorf("import with a PresharedKey: exit %d, stdout %q, stderr %q", code, out, stderr)
+	}
+}
+
+func TestBookSignRefusesInvalidBook(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.toml")
+	if err := os.WriteFile(bad, []byte(badBook), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	key := filepath.Join(dir, "id_ed25519")
+	sshKeygen(t, "", "-q", "-t", "ed25519", "-N", "", "-f", key)
+	code, _, stderr := runCLI(t, "", "book", "sign", "--key", key, bad)
+	if code != 1 || !strings.Contains(stderr, bad+":3: ") {
+		t.Errorf("signing an invalid book: exit %d, stderr %q", code, stderr)
+	}
+	if _, err := os.Stat(bad + ".sig"); err == nil {
+		t.Error("a signature was written for an invalid book")
 	}
 }
