@@ -34,6 +34,7 @@ func (n *Node) apply(ctx context.Context, book *peerbook.Book) error {
 		}
 		want[p.PublicKey] = n.peerConfig(book, self, p, resolved)
 	}
+	n.routeRelays(book, want)
 
 	var w uapiWriter
 	changes := 0
@@ -82,11 +83,12 @@ func (n *Node) apply(ctx context.Context, book *peerbook.Book) error {
 // peerConfig computes what the device should know about member p.
 func (n *Node) peerConfig(book *peerbook.Book, self, p *peerbook.Peer, resolved map[peerbook.Key]netip.AddrPort) *peerConfig {
 	pc := &peerConfig{
-		name:       p.Name,
-		key:        p.PublicKey,
-		allowedIPs: p.AllowedIPs(),
-		endpoint:   n.endpointOf(p, resolved),
+		name:     p.Name,
+		key:      p.PublicKey,
+		own:      p.AllowedIPs(),
+		endpoint: n.endpointOf(p, resolved),
 	}
+	pc.allowedIPs = pc.own
 	// A keepalive can only be sent where the member's address is known.
 	// Setting it without one would make wireguard-go try a handshake that
 	// cannot leave, and then hold off the real one for the 5 s rekey
@@ -105,7 +107,8 @@ func (n *Node) endpointOf(p *peerbook.Peer, resolved map[peerbook.Key]netip.Addr
 		return ap
 	}
 	if p.Endpoint.IsZero() {
-		return netip.AddrPort{}
+		// A member behind NAT: whatever a registry last told us.
+		return n.discovered[p.PublicKey]
 	}
 	if ap, ok := p.Endpoint.Addr(); ok {
 		return ap

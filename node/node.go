@@ -55,10 +55,20 @@ type Node struct {
 	applied map[peerbook.Key]*peerConfig
 	entries map[peerbook.Key]*peerbook.Peer // book entries behind applied
 	ddns    map[peerbook.Key]*ddnsState     // hostname endpoints to re-resolve
+	// discovered holds endpoints learnt from registries, for members
+	// with no endpoint in the book.
+	discovered map[peerbook.Key]netip.AddrPort
+	// relayVia maps a member reached through a relay to that relay.
+	relayVia map[peerbook.Key]peerbook.Key
+	paths    map[peerbook.Key]*pathState
+	// relay wraps the device when this member is a relay.
+	relay *relayDevice
 	// endpointChanges counts endpoint changes per member (DNS, book).
 	endpointChanges map[peerbook.Key]uint64
-	// staleAfter overrides staleHandshake in tests.
+	// staleAfter and relayAfter override staleHandshake and the package's
+	// relayAfter in tests.
 	staleAfter time.Duration
+	relayAfter time.Duration
 	// routesAtStart: the netstack was created for subnet routing.
 	routesAtStart bool
 	stopLoops     context.CancelFunc
@@ -140,6 +150,11 @@ func (n *Node) up(ctx context.Context) error {
 		tdev, n.stack = st, st
 		n.routesAtStart = len(self.Subnets) > 0
 	}
+	if self.Relay {
+		n.relay = newRelayDevice(tdev)
+		n.relay.setMembers(relayPrefixes(book, n.self))
+		tdev = n.relay
+	}
 	dev := device.NewDevice(tdev, conn.NewDefaultBind(), wgLogger(n.log))
 
 	port := book.ListenPortOf(self)
@@ -160,6 +175,9 @@ func (n *Node) up(ctx context.Context) error {
 	n.dev = dev
 	n.applied = map[peerbook.Key]*peerConfig{}
 	n.ddns = map[peerbook.Key]*ddnsState{}
+	n.discovered = map[peerbook.Key]netip.AddrPort{}
+	n.relayVia = map[peerbook.Key]peerbook.Key{}
+	n.paths = map[peerbook.Key]*pathState{}
 	n.endpointChanges = map[peerbook.Key]uint64{}
 	if err := n.apply(ctx, book); err != nil {
 		n.teardown()
@@ -201,6 +219,11 @@ func (n *Node) up(ctx context.Context) error {
 		defer n.loops.Done()
 		n.resolveLoop(loopCtx)
 	}()
+	n.loops.Add(1)
+	go func() {
+		defer n.loops.Done()
+		n.pathLoop(loopCtx)
+	}()
 	n.log.Info("mesh node up", "name", self.Name, "key", n.self.Short(), "mode", string(n.cfg.Mode), "interface", n.ifname,
 		"addresses", fmt.Sprint(self.Addresses), "listen_port", bound, "members", len(book.Peers)-1)
 	return nil
@@ -230,7 +253,7 @@ func (n *Node) teardown() {
 	if n.dev != nil {
 		n.dev.Close() // closes the TUN device or stack and the bind too
 	}
-	n.dev, n.stack, n.host, n.uapi, n.applied, n.entries = nil, nil, nil, nil, nil, nil
+	n.dev, n.stack, n.host, n.uapi, n.applied, n.entries, n.relay = nil, nil, nil, nil, nil, nil, nil
 }
 
 // Close stops the node and releases its port and goroutines. The first call

@@ -40,6 +40,9 @@ func (n *Node) Reload(ctx context.Context, book *peerbook.Book) error {
 	if n.stack != nil && len(newSelf.Subnets) > 0 && !n.routesAtStart {
 		return fmt.Errorf("node: reload refused: this member now routes subnets (%v), which in netstack mode needs a restart; the running book stays in force", newSelf.Subnets)
 	}
+	if newSelf.Relay != oldSelf.Relay {
+		return fmt.Errorf("node: reload refused: this member's relay setting changed, which needs a restart; the running book stays in force")
+	}
 	if n.cfg.ListenPort == 0 {
 		if port := book.ListenPortOf(newSelf); port != n.listenPort {
 			var w uapiWriter
@@ -53,6 +56,9 @@ func (n *Node) Reload(ctx context.Context, book *peerbook.Book) error {
 	}
 	if err := n.apply(ctx, book); err != nil {
 		return err
+	}
+	if n.relay != nil {
+		n.relay.setMembers(relayPrefixes(book, n.self))
 	}
 	if n.stack != nil {
 		if err := n.routeSubnets(newSelf.Subnets); err != nil {

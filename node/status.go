@@ -37,6 +37,15 @@ type PeerStatus struct {
 	// (added with wg set); its Name is empty.
 	NotInBook bool   `json:"not_in_book,omitempty"`
 	RxBytes   uint64 `json:"rx_bytes"`
+	// Path is "direct" (a recent handshake), "relayed via NAME", or
+	// "no path".
+	Path string `json:"path"`
+	// PathSince is when Path last changed.
+	PathSince time.Time `json:"path_since,omitzero"`
+	// EndpointSource says where the endpoint came from: "book", "dns",
+	// "registry", "roaming" (the member's packets came from elsewhere and
+	// WireGuard followed), or "" when there is none.
+	EndpointSource string `json:"endpoint_source,omitempty"`
 	// EndpointChanges counts endpoint changes made by this node (DNS
 	// re-resolution) since it started.
 	EndpointChanges uint64 `json:"endpoint_changes"`

@@ -130,6 +130,11 @@ func (n *Node) Status() Status {
 				ps.RxBytes, ps.TxBytes = d.rx, d.tx
 			}
 			ps.EndpointChanges = n.endpointChanges[p.PublicKey]
+			ps.Path = PathNone
+			if st, ok := n.paths[p.PublicKey]; ok {
+				ps.Path, ps.PathSince = st.path, st.changed
+			}
+			ps.EndpointSource = n.endpointSource(p, dev)
 		}
 		s.Peers = append(s.Peers, ps)
 	}
@@ -148,4 +153,27 @@ func (n *Node) Status() Status {
 		}
 	}
 	return s
+}
+
+// endpointSource says where the endpoint the device uses for p came from.
+// Caller holds n.mu.
+func (n *Node) endpointSource(p *peerbook.Peer, dev *deviceState) string {
+	d, ok := dev.peers[p.PublicKey]
+	if !ok || !d.endpoint.IsValid() {
+		return ""
+	}
+	pc, ok := n.applied[p.PublicKey]
+	if !ok || pc.endpoint != d.endpoint {
+		return "roaming"
+	}
+	switch {
+	case n.cfg.EndpointOverrides[p.Name] == d.endpoint:
+		return "config"
+	case p.Endpoint.IsZero():
+		return "registry"
+	}
+	if _, literal := p.Endpoint.Addr(); literal {
+		return "book"
+	}
+	return "dns"
 }

@@ -62,11 +62,16 @@ func (w *uapiWriter) String() string { return w.b.String() }
 // peerConfig is everything the device is told about one member. It is the
 // unit of comparison between two applied books.
 type peerConfig struct {
-	name       string
-	key        peerbook.Key
-	endpoint   netip.AddrPort // invalid when unknown
-	keepalive  uint16
+	name      string
+	key       peerbook.Key
+	endpoint  netip.AddrPort // invalid when unknown
+	keepalive uint16
+	// allowedIPs is what the device routes to this member: its book
+	// prefixes, plus those of members relayed through it, or nothing
+	// while it is itself reached through a relay.
 	allowedIPs []netip.Prefix
+	// own are the member's book prefixes (addresses and subnets).
+	own []netip.Prefix
 }
 
 func (p *peerConfig) equal(q *peerConfig) bool {

@@ -1,0 +1,219 @@
+package node
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/wgmesh/wgmesh/peerbook"
+)
+
+// Paths. A member is reached directly when a handshake with it succeeded
+// recently. When its endpoint has been known for relayAfter without any
+// handshake (both sides behind NATs that punching cannot open), traffic to
+// it goes through a relay member instead: its prefixes move to the relay's
+// peer entry, and the relay forwards in userspace (relayDevice). The other
+// side comes to the same conclusion on its own and picks the same relay,
+// the first relay member in book order that it reaches, so both directions
+// agree. The direct entry keeps its endpoint and keepalive, so the moment
+// a direct handshake succeeds the member is routed directly again.
+
+// relayAfter bounds how long a member with a known endpoint may stay
+// without a handshake before it is relayed. WireGuard retries a handshake
+// every 5 s, so this allows two retries.
+const relayAfter = 12 * time.Second
+
+// pathTick is how often paths are re-evaluated.
+const pathTick = time.Second
+
+// pathState is what the node knows about the path to one member.
+type pathState struct {
+	// endpointSince is when the device first had an endpoint for the
+	// member; zero while it has none.
+	endpointSince time.Time
+	// changed is when the path last changed (direct, relayed, none).
+	changed time.Time
+	path    string
+	// source says where the configured endpoint came from.
+	source string
+}
+
+// Path descriptions in Status.
+const (
+	PathDirect = "direct"
+	PathNone   = "no path"
+	pathRelay  = "relayed via "
+)
+
+// routeRelays rewrites want's allowed IPs for the members currently
+// relayed: their prefixes move to their relay's entry. Relays that are no
+// longer usable under book are dropped. Caller holds n.mu.
+func (n *Node) routeRelays(book *peerbook.Book, want map[peerbook.Key]*peerConfig) {
+	for k, via := range n.relayVia {
+		relayed, ok1 := want[k]
+		relay, ok2 := want[via]
+		entry, ok3 := book.PeerByKey(via)
+		if !ok1 || !ok2 || !ok3 || !entry.Relay {
+			delete(n.relayVia, k)
+			continue
+		}
+		relayed.allowedIPs = nil
+		relay.allowedIPs = append(slices.Clip(relay.allowedIPs), relayed.own...)
+	}
+}
+
+// pathLoop re-evaluates paths until ctx ends.
+func (n *Node) pathLoop(ctx context.Context) {
+	t := time.NewTicker(pathTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			n.updatePaths(time.Now())
+		}
+	}
+}
+
+// direct reports whether the device has a recent handshake with k.
+func direct(dev *deviceState, k peerbook.Key, now time.Time) bool {
+	d, ok := dev.peers[k]
+	return ok && !d.lastHandshake.IsZero() && now.Sub(d.lastHandshake) < staleHandshake
+}
+
+func (n *Node) updatePaths(now time.Time) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.dev == nil || n.book == nil {
+		return
+	}
+	dev, err := n.readDevice()
+	if err != nil {
+		return
+	}
+	changed := false
+	for k := range n.applied {
+		ps := n.paths[k]
+		if ps == nil {
+			ps = &pathState{changed: now, path: PathNone}
+			n.paths[k] = ps
+		}
+		d := dev.peers[k]
+		if d != nil && d.endpoint.IsValid() {
+			if ps.endpointSince.IsZero() {
+				ps.endpointSince = now
+			}
+		} else {
+			ps.endpointSince = time.Time{}
+		}
+		via, relayed := n.relayVia[k]
+		switch {
+		case direct(dev, k, now):
+			if relayed {
+				delete(n.relayVia, k)
+				changed = true
+				n.log.Info("member reached directly again", "peer", n.applied[k].name)
+			}
+		case relayed:
+			if !direct(dev, via, now) {
+				delete(n.relayVia, k)
+				changed = true
+				n.log.Warn("relay lost", "peer", n.applied[k].name, "relay", n.applied[via].name)
+			}
+		case !ps.endpointSince.IsZero() && now.Sub(ps.endpointSince) >= n.relayWait():
+			if r, ok := n.pickRelay(dev, k, now); ok {
+				n.relayVia[k] = r
+				changed = true
+				n.log.Info("no direct handshake; relaying", "peer", n.applied[k].name, "relay", n.applied[r].name, "waited", now.Sub(ps.endpointSince).Round(time.Second))
+			}
+		}
+	}
+	if changed {
+		n.rerouteLocked()
+	}
+	for k, ps := range n.paths {
+		if _, ok := n.applied[k]; !ok {
+			delete(n.paths, k)
+			continue
+		}
+		path := PathNone
+		if via, ok := n.relayVia[k]; ok {
+			path = pathRelay + n.applied[via].name
+		} else if direct(dev, k, now) {
+			path = PathDirect
+		}
+		if path != ps.path {
+			ps.path, ps.changed = path, now
+		}
+	}
+}
+
+// pickRelay chooses the relay for k: the first relay member in book order,
+// other than this node and k, that this node reaches directly.
+func (n *Node) pickRelay(dev *deviceState, k peerbook.Key, now time.Time) (peerbook.Key, bool) {
+	for i := range n.book.Peers {
+		p := &n.book.Peers[i]
+		if !p.Relay || p.PublicKey == n.self || p.PublicKey == k {
+			continue
+		}
+		if _, ok := n.applied[p.PublicKey]; ok && direct(dev, p.PublicKey, now) {
+			return p.PublicKey, true
+		}
+	}
+	return peerbook.Key{}, false
+}
+
+// rerouteLocked recomputes every member's allowed IPs from n.relayVia and
+// writes the entries that changed, with update_only so sessions stay.
+// Caller holds n.mu.
+func (n *Node) rerouteLocked() {
+	next := make(map[peerbook.Key]*peerConfig, len(n.applied))
+	for k, pc := range n.applied {
+		c := *pc
+		c.allowedIPs = c.own
+		next[k] = &c
+	}
+	n.routeRelays(n.book, next)
+	var w uapiWriter
+	changes := 0
+	for i := range n.book.Peers {
+		k := n.book.Peers[i].PublicKey
+		pc, ok := next[k]
+		if !ok || n.applied[k].equal(pc) {
+			continue
+		}
+		w.peer(k)
+		w.updateOnly()
+		w.allowedIPs(pc.allowedIPs)
+		changes++
+	}
+	if changes == 0 {
+		return
+	}
+	if err := n.dev.IpcSet(w.String()); err != nil {
+		n.log.Error("cannot reroute members", "err", err)
+		return
+	}
+	n.applied = next
+}
+
+// relayPrefixes are the prefixes a relay node forwards to: every other
+// member's addresses and subnets.
+func relayPrefixes(book *peerbook.Book, self peerbook.Key) []netip.Prefix {
+	var out []netip.Prefix
+	for i := range book.Peers {
+		if book.Peers[i].PublicKey != self {
+			out = append(out, book.Peers[i].AllowedIPs()...)
+		}
+	}
+	return out
+}
+
+func (n *Node) relayWait() time.Duration {
+	if n.relayAfter > 0 {
+		return n.relayAfter
+	}
+	return relayAfter
+}
