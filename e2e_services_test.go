@@ -166,13 +166,18 @@ func TestEndToEndServices(t *testing.T) {
 	resolver := testDNS(t, map[string]string{"beta.test.": "127.0.0.1"})
 	meshDNSForward := "127.0.0.1:" + strconv.Itoa(freePort(t, "udp"))
 
+	users := filepath.Join(dir, "proxy-users")
+	if err := os.WriteFile(users, []byte("# proxy users\nalice:s3cret-Pass\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	ctl := func(name string) string { return filepath.Join(dir, "run", name, "wgmesh.sock") }
 	beta := startUp(t, bin, "beta", ctl("beta"), "--book", bookPath, "--key", ms[1].keyPath, "--listen-port", "0",
 		"--expose", "tcp:80="+page.Listener.Addr().String(),
 		"--forward", "udp:"+meshDNSForward+"=alpha:53")
 	alpha := startUp(t, bin, "alpha", ctl("alpha"), "--book", bookPath, "--key", ms[0].keyPath, "--listen-port", "0",
 		"--resolver", resolver, "--resolve-interval", "1s",
-		"--socks", "127.0.0.1:0", "--http-proxy", "127.0.0.1:0", "--dns", "127.0.0.1:0", "--metrics", "127.0.0.1:0")
+		"--socks", "127.0.0.1:0", "--http-proxy", "127.0.0.1:0", "--socks-auth-file", users,
+		"--dns", "127.0.0.1:0", "--metrics", "127.0.0.1:0")
 	socks, httpProxy := alpha.readyAttr(t, "socks"), alpha.readyAttr(t, "http_proxy")
 	dnsAddr, metricsAddr := alpha.readyAttr(t, "dns"), alpha.readyAttr(t, "metrics")
 	if got := alpha.readyAttr(t, "mesh_dns"); got != "10.42.0.1:53,[fd42:42::1]:53" {
@@ -194,23 +199,31 @@ func TestEndToEndServices(t *testing.T) {
 	})
 
 	t.Run("curl through SOCKS5", func(t *testing.T) {
-		if got := curl(t, "--socks5-hostname", socks, "http://beta/socks"); got != "hello from beta, GET /socks\n" {
+		if got := curl(t, "--socks5-hostname", socks, "--proxy-user", "alice:s3cret-Pass", "http://beta/socks"); got != "hello from beta, GET /socks\n" {
 			t.Errorf("got %q", got)
 		}
-		if got := curl(t, "--socks5-hostname", socks, "http://beta.mesh/"); !strings.HasPrefix(got, "hello from beta") {
+		if got := curl(t, "-x", "socks5h://alice:s3cret-Pass@"+socks, "http://beta.mesh/"); !strings.HasPrefix(got, "hello from beta") {
 			t.Errorf("beta.mesh: got %q", got)
+		}
+		out, err := exec.Command("curl", "-sS", "--max-time", "20", "--socks5-hostname", socks, "--proxy-user", "alice:wrong", "http://beta/").CombinedOutput()
+		if err == nil {
+			t.Errorf("curl with a wrong password got through: %s", out)
 		}
 	})
 
 	t.Run("curl through the HTTP proxy", func(t *testing.T) {
-		if got := curl(t, "-x", "http://"+httpProxy, "http://beta.mesh/plain"); got != "hello from beta, GET /plain\n" {
+		proxyURL := "http://alice:s3cret-Pass@" + httpProxy
+		if got := curl(t, "-x", proxyURL, "http://beta.mesh/plain"); got != "hello from beta, GET /plain\n" {
 			t.Errorf("absolute-form GET: got %q", got)
 		}
-		if got := curl(t, "-p", "-x", "http://"+httpProxy, "http://beta/tunnel"); got != "hello from beta, GET /tunnel\n" {
+		if got := curl(t, "-p", "-x", proxyURL, "http://beta/tunnel"); got != "hello from beta, GET /tunnel\n" {
 			t.Errorf("CONNECT: got %q", got)
 		}
+		if code := curl(t, "-o", "/dev/null", "-w", "%{http_code}", "-x", "http://"+httpProxy, "http://beta/"); code != "407" {
+			t.Errorf("without credentials: status %s, want 407", code)
+		}
 		// Outside the mesh: refused with 403 before any dial.
-		code := curl(t, "-o", "/dev/null", "-w", "%{http_code}", "-x", "http://"+httpProxy, "http://"+page.Listener.Addr().String()+"/")
+		code := curl(t, "-o", "/dev/null", "-w", "%{http_code}", "-x", proxyURL, "http://"+page.Listener.Addr().String()+"/")
 		if code != "403" {
 			t.Errorf("a host outside the mesh through the HTTP proxy: status %s, want 403", code)
 		}
