@@ -4,9 +4,10 @@
 # compiles the binary and prepares this build context in bin/image/.
 FROM scratch
 COPY wgmesh /wgmesh
-# A sticky, world-writable /tmp for the control socket and state; the
-# context's tmp/ directory carries mode 1777.
-COPY tmp /tmp
+# A sticky, world-writable /tmp for the control socket and state, so any
+# --user works: the context's rootfs/tmp carries mode 1777 (copying the
+# rootfs/ tree keeps the mode of the directories inside it).
+COPY rootfs/ /
 ENV HOME=/tmp XDG_RUNTIME_DIR=/tmp
 USER 65534:65534
 ENTRYPOINT ["/wgmesh"]

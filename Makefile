@@ -31,7 +31,7 @@ bench:
 # A FROM scratch image of a static binary, built from local files only.
 IMAGE ?= wgmesh:latest
 image:
-	rm -rf bin/image && mkdir -p bin/image/tmp && chmod 1777 bin/image/tmp
+	rm -rf bin/image && mkdir -p bin/image/rootfs/tmp && chmod 1777 bin/image/rootfs/tmp
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags="-s -w" -o bin/image/wgmesh .
 	cp Dockerfile bin/image/
 	docker build -t $(IMAGE) bin/image

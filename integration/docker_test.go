@@ -80,7 +80,7 @@ func TestNonRootContainers(t *testing.T) {
 		t.Helper()
 		return strings.TrimSpace(run(t, append([]string{"docker"}, args...)...))
 	}
-	common := []string{"run", "-d", "--rm", "--user", "65534:65534", "--cap-drop", "ALL",
+	common := []string{"run", "-d", "--user", "65534:65534", "--cap-drop", "ALL",
 		"--security-opt", "no-new-privileges", "--network", network, "-v", dir + ":/etc/wgmesh:ro"}
 	var ids []string
 	t.Cleanup(func() {
@@ -94,14 +94,14 @@ func TestNonRootContainers(t *testing.T) {
 	})
 	ids = append(ids, docker(append(common, "--name", tag+"-beta", "--ip", ctrs[1].ip.String(), image,
 		"up", "--book", "/etc/wgmesh/book.toml", "--key", "/etc/wgmesh/beta.key",
-		"--control", "/tmp/wgmesh.sock", "--state-dir", "/tmp/state",
+		"--state-dir", "/tmp/state",
 		"--expose", "tcp:80=127.0.0.1:8080")...))
-	ids = append(ids, docker("run", "-d", "--rm", "--user", "65534:65534", "--cap-drop", "ALL",
+	ids = append(ids, docker("run", "-d", "--user", "65534:65534", "--cap-drop", "ALL",
 		"--network", "container:"+tag+"-beta", httpdImage, "--listen", "127.0.0.1:8080", "--say", "hello from beta's container"))
 	ids = append(ids, docker(append(common, "--name", tag+"-alpha", "--ip", ctrs[0].ip.String(),
 		"-p", "127.0.0.1::1080", image,
 		"up", "--book", "/etc/wgmesh/book.toml", "--key", "/etc/wgmesh/alpha.key",
-		"--control", "/tmp/wgmesh.sock", "--state-dir", "/tmp/state",
+		"--state-dir", "/tmp/state",
 		"--socks", "0.0.0.0:1080", "--socks-auth-file", "/etc/wgmesh/socks.auth")...))
 	// One line per published address family; take the IPv4 one.
 	hostPort := strings.Split(docker("port", tag+"-alpha", "1080/tcp"), "\n")[0]
