@@ -1,0 +1,289 @@
+package registry
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+
+	"github.com/miekg/dns"
+
+	"github.com/wgmesh/wgmesh/peerbook"
+)
+
+// ednsSize is the largest UDP reply sent to EDNS clients and the size
+// advertised back: the DNS flag day 2020 value, which avoids IP
+// fragmentation.
+const ednsSize = 1232
+
+// txtMax is the longest character-string a TXT record can hold.
+const txtMax = 255
+
+// Member is what a registry publishes about one member of the mesh.
+type Member struct {
+	// PublicKey identifies the member; its Label names the instance.
+	PublicKey peerbook.Key
+	// Endpoint is the address and port the registry observes the member
+	// sending from (its NAT's public mapping). A member without a valid
+	// endpoint, with port 0 or with an unspecified address is not
+	// published.
+	Endpoint netip.AddrPort
+	// AllowedIPs are the member's mesh addresses and routed subnets,
+	// published in the TXT record.
+	AllowedIPs []netip.Prefix
+}
+
+// published reports whether m has an endpoint worth publishing.
+func (m *Member) published() bool {
+	return m.Endpoint.IsValid() && m.Endpoint.Port() != 0 && !m.Endpoint.Addr().IsUnspecified()
+}
+
+// Server answers DNS-SD queries about the members that Members returns, in
+// the record format of the wgsd CoreDNS plugin. Its ServeDNS method is a
+// dns.Handler; ServePacketConn and ServeListener run it on sockets. Set
+// the fields before serving; they must not change afterwards.
+type Server struct {
+	// Zone the server is authoritative for, e.g. "mesh." (case and the
+	// trailing dot do not matter). Empty means "mesh.".
+	Zone string
+	// Members returns the members to publish. Required; it is called on
+	// every query, so answers follow the live state at once. When it is
+	// nil every query gets SERVFAIL. If a key repeats, the first member
+	// with it wins.
+	Members func() []Member
+	// Logger receives one debug line per query and warnings for serving
+	// errors. Nil discards them.
+	Logger *slog.Logger
+
+	sockets sockets
+}
+
+func (s *Server) log() *slog.Logger {
+	if s.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.Logger
+}
+
+// ServeDNS implements dns.Handler. Replies over UDP fit the client's
+// buffer: 512 bytes, or the EDNS0 size it advertises up to 1232 bytes;
+// what does not fit is cut off and the TC bit tells the client to ask
+// again over TCP.
+func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
+	m := s.Answer(req)
+	size := dns.MinMsgSize
+	if a := w.RemoteAddr(); a != nil && strings.HasPrefix(a.Network(), "tcp") {
+		size = dns.MaxMsgSize
+	} else if opt := req.IsEdns0(); opt != nil {
+		size = int(max(min(opt.UDPSize(), ednsSize), dns.MinMsgSize))
+	}
+	m.Truncate(size)
+	if log := s.log(); log.Enabled(context.Background(), slog.LevelDebug) {
+		q := "(none)"
+		if len(req.Question) > 0 {
+			q = req.Question[0].Name + " " + dns.TypeToString[req.Question[0].Qtype]
+		}
+		log.Debug("registry query", "client", addrString(w.RemoteAddr()), "question", q,
+			"rcode", dns.RcodeToString[m.Rcode], "answers", len(m.Answer), "truncated", m.Truncated)
+	}
+	if err := w.WriteMsg(m); err != nil {
+		s.log().Debug("registry reply not sent", "client", addrString(w.RemoteAddr()), "err", err)
+	}
+}
+
+// Answer returns the reply to req, before any truncation. It is ServeDNS
+// without the transport, for callers that have their own.
+func (s *Server) Answer(req *dns.Msg) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetReply(req)
+	m.Compress = true
+	if opt := req.IsEdns0(); opt != nil {
+		m.SetEdns0(ednsSize, false)
+		if opt.Version() != 0 {
+			m.MsgHdr.Rcode = dns.RcodeBadVers
+			return m
+		}
+	}
+	switch {
+	case req.Opcode != dns.OpcodeQuery:
+		m.Rcode = dns.RcodeNotImplemented
+		return m
+	case len(req.Question) != 1:
+		m.Rcode = dns.RcodeFormatError
+		return m
+	case s.Members == nil:
+		m.Rcode = dns.RcodeServerFailure
+		return m
+	}
+	q := req.Question[0]
+	if q.Qclass != dns.ClassINET && q.Qclass != dns.ClassANY {
+		m.Rcode = dns.RcodeRefused
+		return m
+	}
+	zone := normalizeZone(s.Zone)
+	name := strings.ToLower(dns.Fqdn(q.Name))
+	if name != zone && !strings.HasSuffix(name, "."+zone) {
+		m.Rcode = dns.RcodeRefused
+		return m
+	}
+	m.Authoritative = true
+	service := Service + zone
+	switch {
+	case name == zone:
+		if q.Qtype == dns.TypeSOA || q.Qtype == dns.TypeANY {
+			soa := soaRecord(zone)
+			soa.Hdr.Name = q.Name
+			m.Answer = append(m.Answer, soa)
+			return m
+		}
+		negative(m, zone, dns.RcodeSuccess)
+	case name == service:
+		if q.Qtype == dns.TypePTR || q.Qtype == dns.TypeANY {
+			for _, mb := range s.published() {
+				m.Answer = append(m.Answer, &dns.PTR{
+					Hdr: header(q.Name, dns.TypePTR),
+					Ptr: InstanceName(zone, mb.PublicKey),
+				})
+			}
+		}
+		if len(m.Answer) == 0 {
+			negative(m, zone, dns.RcodeSuccess)
+		}
+	case name == "_udp."+zone:
+		negative(m, zone, dns.RcodeSuccess) // an empty non-terminal
+	default:
+		k, ok := instanceKey(name, zone)
+		if !ok {
+			negative(m, zone, dns.RcodeNameError)
+			return m
+		}
+		var mb *Member
+		for _, c := range s.published() {
+			if c.PublicKey == k {
+				mb = &c
+				break
+			}
+		}
+		if mb == nil {
+			negative(m, zone, dns.RcodeNameError)
+			return m
+		}
+		instance(m, zone, q, mb)
+	}
+	return m
+}
+
+// instance answers a query for a member's instance name.
+func instance(m *dns.Msg, zone string, q dns.Question, mb *Member) {
+	target := InstanceName(zone, mb.PublicKey)
+	host := hostRecord(target, mb.Endpoint.Addr())
+	switch q.Qtype {
+	case dns.TypeSRV:
+		m.Answer = append(m.Answer, srvRecord(q.Name, target, mb.Endpoint.Port()))
+		// wgsd-client reads the address from the first additional
+		// record, so the host record goes before the TXT.
+		m.Extra = append(m.Extra, host, txtRecord(target, mb))
+	case dns.TypeA, dns.TypeAAAA:
+		if host.Header().Rrtype == q.Qtype {
+			host.Header().Name = q.Name
+			m.Answer = append(m.Answer, host)
+		}
+	case dns.TypeTXT:
+		m.Answer = append(m.Answer, txtRecord(q.Name, mb))
+	case dns.TypeANY:
+		host.Header().Name = q.Name
+		m.Answer = append(m.Answer, srvRecord(q.Name, target, mb.Endpoint.Port()), host, txtRecord(q.Name, mb))
+	}
+	if len(m.Answer) == 0 {
+		negative(m, zone, dns.RcodeSuccess) // NODATA
+	}
+}
+
+// published returns the members that have an endpoint, without repeated
+// keys, in the order Members gave them.
+func (s *Server) published() []Member {
+	all := s.Members()
+	out := make([]Member, 0, len(all))
+	seen := make(map[peerbook.Key]bool, len(all))
+	for _, mb := range all {
+		if seen[mb.PublicKey] {
+			continue
+		}
+		seen[mb.PublicKey] = true
+		if mb.published() {
+			out = append(out, mb)
+		}
+	}
+	return out
+}
+
+func header(name string, rrtype uint16) dns.RR_Header {
+	// TTL 0: endpoints behind a NAT change without notice, and a cached
+	// one is worse than asking again.
+	return dns.RR_Header{Name: name, Rrtype: rrtype, Class: dns.ClassINET, Ttl: 0}
+}
+
+func srvRecord(name, target string, port uint16) *dns.SRV {
+	return &dns.SRV{Hdr: header(name, dns.TypeSRV), Priority: 0, Weight: 0, Port: port, Target: target}
+}
+
+// hostRecord is the A or AAAA record of an endpoint address, by its
+// family (an IPv4-mapped IPv6 address is IPv4).
+func hostRecord(name string, a netip.Addr) dns.RR {
+	a = a.Unmap()
+	if a.Is4() {
+		return &dns.A{Hdr: header(name, dns.TypeA), A: a.AsSlice()}
+	}
+	return &dns.AAAA{Hdr: header(name, dns.TypeAAAA), AAAA: a.AsSlice()}
+}
+
+// txtRecord holds txtvers=1, pub=KEY and allowed=CIDR,CIDR,... in that
+// order. A character-string holds at most 255 bytes, so a list longer
+// than that continues in further allowed= strings, split at commas.
+func txtRecord(name string, mb *Member) *dns.TXT {
+	txt := []string{"txtvers=1", "pub=" + mb.PublicKey.String()}
+	const key = "allowed="
+	cur := key
+	for _, p := range mb.AllowedIPs {
+		s := p.String()
+		switch {
+		case cur == key:
+			cur += s
+		case len(cur)+1+len(s) <= txtMax:
+			cur += "," + s
+		default:
+			txt = append(txt, cur)
+			cur = key + s
+		}
+	}
+	txt = append(txt, cur)
+	return &dns.TXT{Hdr: header(name, dns.TypeTXT), Txt: txt}
+}
+
+// negative sets rcode with the zone's SOA in the authority section
+// (RFC 2308), so that NXDOMAIN and NODATA are told apart.
+func negative(m *dns.Msg, zone string, rcode int) {
+	m.Rcode = rcode
+	m.Ns = append(m.Ns, soaRecord(zone))
+}
+
+func soaRecord(zone string) *dns.SOA {
+	return &dns.SOA{
+		Hdr:     header(zone, dns.TypeSOA),
+		Ns:      zone,
+		Mbox:    "hostmaster." + zone,
+		Serial:  1,
+		Refresh: 3600,
+		Retry:   600,
+		Expire:  86400,
+		Minttl:  0, // negative answers are not cached either
+	}
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return "unknown"
+	}
+	return a.String()
+}
