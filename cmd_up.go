@@ -40,10 +40,10 @@ func (e *env) upCommand() *cli.Command {
 
 			&cli.StringFlag{Name: "trusted-signers", Usage: "accept only books signed (BOOK.sig) by a key in this OpenSSH allowed_signers `FILE`, never an older serial"},
 			&cli.StringFlag{Name: "state-dir", Value: defaultStateDir(), DefaultText: defaultStateDir(), Usage: "`DIR` keeping the highest accepted serial and the last good remote book"},
-			&cli.DurationFlag{Name: "book-poll", Value: booksource.DefaultPollInterval, Usage: "how often a --book URL is fetched (`DURATION`)"},
+			&cli.DurationFlag{Name: "book-poll", Value: booksource.DefaultPollInterval, Usage: "fetch a --book URL every `DURATION`"},
 			&cli.BoolFlag{Name: "allow-http", Usage: "allow a plain http:// --book URL (use with --trusted-signers or on a trusted network)"},
 			&cli.StringFlag{Name: "book-ca", Usage: "trust the CA certificates in PEM `FILE` for a --book https:// URL, besides the system's"},
-			&cli.DurationFlag{Name: "resolve-interval", Value: node.DefaultResolveInterval, Usage: "how often endpoint hostnames are re-resolved (`DURATION`)"},
+			&cli.DurationFlag{Name: "resolve-interval", Value: node.DefaultResolveInterval, Usage: "re-resolve endpoint hostnames every `DURATION`"},
 			&cli.StringFlag{Name: "resolver", DefaultText: "the system's", Usage: "DNS server `HOST:PORT` for endpoint hostnames"},
 			&cli.StringFlag{Name: "metrics", DefaultText: "off", Usage: "serve Prometheus /metrics, /healthz and /readyz on `ADDR` (HOST:PORT; a bare PORT means 127.0.0.1:PORT)"},
 			&cli.StringFlag{Name: "socks", DefaultText: "off", Usage: "serve a SOCKS5 proxy into the mesh on `ADDR` (HOST:PORT or PORT on 127.0.0.1)"},
