@@ -13,13 +13,10 @@ import (
 	"net/netip"
 	"os"
 	"sync"
-	"syscall"
 
 	"golang.zx2c4.com/wireguard/tun"
-	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -30,18 +27,10 @@ import (
 
 const nicID tcpip.NICID = 1
 
-// batchSize is how many packets one Read may hand to wireguard-go. It lets
-// wireguard-go encrypt and send several packets per call instead of one.
-const batchSize = 64
-
-// queueLen is the depth of the outbound queue between the stack and
-// wireguard-go; packets beyond it are dropped like on a full NIC ring.
-const queueLen = 1024
-
 // Stack is a userspace TCP/IP stack that is also a tun.Device: wireguard-go
 // reads the packets the stack sends and writes the packets it decrypts.
 type Stack struct {
-	ep     *channel.Endpoint
+	ep     *linkEndpoint
 	stack  *stack.Stack
 	events chan tun.Event
 	mtu    int
@@ -79,7 +68,7 @@ func New(addrs []netip.Addr, mtu int, opts Options) (*Stack, error) {
 		return nil, fmt.Errorf("netstack: invalid mtu %d", mtu)
 	}
 	s := &Stack{
-		ep: channel.New(queueLen, uint32(mtu), ""),
+		ep: newLinkEndpoint(mtu),
 		stack: stack.New(stack.Options{
 			NetworkProtocols: []stack.NetworkProtocolFactory{
 				ipv4.NewProtocolWithOptions(ipv4.Options{AllowExternalLoopbackTraffic: true}),
@@ -156,58 +145,22 @@ func (s *Stack) Events() <-chan tun.Event { return s.events }
 func (s *Stack) MTU() (int, error) { return s.mtu, nil }
 
 // BatchSize implements tun.Device.
-func (s *Stack) BatchSize() int { return batchSize }
+func (s *Stack) BatchSize() int { return linkBatchSize }
 
 // Read implements tun.Device: it blocks for the first outbound packet, then
-// drains whatever else is queued into the rest of the batch.
+// drains whatever else is ready into the rest of the batch, cutting TCP
+// super-segments into MTU-sized packets.
 func (s *Stack) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
-	pkt := s.ep.ReadContext(s.ctx)
-	if pkt == nil {
-		return 0, os.ErrClosed
-	}
-	n := 0
-	for {
-		size := 0
-		dst := bufs[n][offset:]
-		for _, v := range pkt.AsSlices() {
-			size += copy(dst[size:], v)
-		}
-		pkt.DecRef()
-		sizes[n] = size
-		n++
-		if n == len(bufs) {
-			return n, nil
-		}
-		if pkt = s.ep.Read(); pkt == nil {
-			return n, nil
-		}
-	}
+	return s.ep.read(bufs, sizes, offset)
 }
 
-// Write implements tun.Device: it injects decrypted packets into the stack.
+// Write implements tun.Device: it injects a batch of decrypted packets into
+// the stack, coalescing consecutive TCP segments of a flow.
 func (s *Stack) Write(bufs [][]byte, offset int) (int, error) {
 	if s.ctx.Err() != nil {
 		return 0, os.ErrClosed
 	}
-	for _, b := range bufs {
-		packet := b[offset:]
-		if len(packet) == 0 {
-			continue
-		}
-		var proto tcpip.NetworkProtocolNumber
-		switch packet[0] >> 4 {
-		case 4:
-			proto = header.IPv4ProtocolNumber
-		case 6:
-			proto = header.IPv6ProtocolNumber
-		default:
-			return 0, syscall.EAFNOSUPPORT
-		}
-		pkb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(packet)})
-		s.ep.InjectInbound(proto, pkb)
-		pkb.DecRef()
-	}
-	return len(bufs), nil
+	return s.ep.write(bufs, offset)
 }
 
 // Close implements tun.Device. It is safe to call more than once.

@@ -1,0 +1,183 @@
+package netstack
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/curve25519"
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/device"
+)
+
+// wgKey returns a fresh private key and its public key, hex encoded for UAPI.
+func wgKey(tb testing.TB) (priv, pub string) {
+	tb.Helper()
+	var k [32]byte
+	if _, err := rand.Read(k[:]); err != nil {
+		tb.Fatal(err)
+	}
+	k[0] &= 248
+	k[31] = (k[31] & 127) | 64
+	p, err := curve25519.X25519(k[:], curve25519.Basepoint)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return hex.EncodeToString(k[:]), hex.EncodeToString(p)
+}
+
+// wgPair is two stacks joined by two wireguard-go devices over UDP on
+// 127.0.0.1, as two members of a mesh are.
+type wgPair struct {
+	a, b       *Stack
+	addrA      netip.Addr
+	addrB      netip.Addr
+	devA, devB *device.Device
+}
+
+func newWGPair(tb testing.TB, v6 bool) *wgPair {
+	tb.Helper()
+	p := &wgPair{addrA: netip.MustParseAddr("10.99.0.1"), addrB: netip.MustParseAddr("10.99.0.2")}
+	if v6 {
+		p.addrA, p.addrB = netip.MustParseAddr("fd99::1"), netip.MustParseAddr("fd99::2")
+	}
+	var err error
+	if p.a, err = New([]netip.Addr{p.addrA}, 1420, Options{}); err != nil {
+		tb.Fatal(err)
+	}
+	if p.b, err = New([]netip.Addr{p.addrB}, 1420, Options{}); err != nil {
+		tb.Fatal(err)
+	}
+	logger := device.NewLogger(device.LogLevelError, "")
+	p.devA = device.NewDevice(p.a, conn.NewDefaultBind(), logger)
+	p.devB = device.NewDevice(p.b, conn.NewDefaultBind(), logger)
+	tb.Cleanup(func() {
+		p.devA.Close()
+		p.devB.Close()
+	})
+	// The port is bound only once a device is up.
+	if err := p.devA.Up(); err != nil {
+		tb.Fatal(err)
+	}
+	if err := p.devB.Up(); err != nil {
+		tb.Fatal(err)
+	}
+	privA, pubA := wgKey(tb)
+	privB, pubB := wgKey(tb)
+	portA := setKey(tb, p.devA, privA)
+	portB := setKey(tb, p.devB, privB)
+	bits := 32
+	if v6 {
+		bits = 128
+	}
+	setPeer(tb, p.devA, pubB, portB, fmt.Sprintf("%s/%d", p.addrB, bits))
+	setPeer(tb, p.devB, pubA, portA, fmt.Sprintf("%s/%d", p.addrA, bits))
+	return p
+}
+
+func setKey(tb testing.TB, dev *device.Device, priv string) int {
+	tb.Helper()
+	if err := dev.IpcSet("private_key=" + priv + "\nlisten_port=0\n"); err != nil {
+		tb.Fatal(err)
+	}
+	get, err := dev.IpcGet()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, line := range strings.Split(get, "\n") {
+		if v, ok := strings.CutPrefix(line, "listen_port="); ok {
+			port, err := strconv.Atoi(v)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			return port
+		}
+	}
+	tb.Fatal("no listen_port in UAPI")
+	return 0
+}
+
+func setPeer(tb testing.TB, dev *device.Device, pub string, port int, allowed string) {
+	tb.Helper()
+	cfg := fmt.Sprintf("public_key=%s\nendpoint=127.0.0.1:%d\nallowed_ip=%s\n", pub, port, allowed)
+	if err := dev.IpcSet(cfg); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// stream opens a TCP connection from a to b and returns both ends.
+func (p *wgPair) stream(tb testing.TB) (client, server net.Conn) {
+	tb.Helper()
+	ln, err := p.b.ListenTCP(netip.AddrPortFrom(p.addrB, 5201))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			accepted <- nil
+			return
+		}
+		accepted <- c
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	client, err = p.a.DialTCP(ctx, netip.AddrPortFrom(p.addrB, 5201))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	server = <-accepted
+	if server == nil {
+		client.Close()
+		tb.Fatal("accept failed")
+	}
+	tb.Cleanup(func() {
+		client.Close()
+		server.Close()
+	})
+	return client, server
+}
+
+// BenchmarkNetstackPair moves one TCP stream through two stacks joined by
+// wireguard-go on loopback UDP; the figure is the stream's throughput.
+func BenchmarkNetstackPair(b *testing.B) {
+	for _, fam := range []struct {
+		name string
+		v6   bool
+	}{{"v4", false}, {"v6", true}} {
+		b.Run(fam.name, func(b *testing.B) {
+			p := newWGPair(b, fam.v6)
+			client, server := p.stream(b)
+			const chunk = 1 << 20
+			done := make(chan int64, 1)
+			go func() {
+				n, _ := io.CopyBuffer(io.Discard, server, make([]byte, 256<<10))
+				done <- n
+			}()
+			buf := make([]byte, chunk)
+			b.SetBytes(chunk)
+			b.ResetTimer()
+			for range b.N {
+				if _, err := client.Write(buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+			client.Close()
+			n := <-done
+			b.StopTimer()
+			if n != int64(b.N)*chunk {
+				b.Fatalf("received %d bytes, sent %d", n, int64(b.N)*chunk)
+			}
+		})
+	}
+}
