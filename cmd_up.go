@@ -18,6 +18,7 @@ import (
 	"github.com/wgmesh/wgmesh/booksource"
 	"github.com/wgmesh/wgmesh/control"
 	"github.com/wgmesh/wgmesh/forward"
+	"github.com/wgmesh/wgmesh/meshdns"
 	"github.com/wgmesh/wgmesh/node"
 	"github.com/wgmesh/wgmesh/peerbook"
 )
@@ -45,12 +46,15 @@ func (e *env) upCommand() *cli.Command {
 			&cli.StringFlag{Name: "book-ca", Usage: "trust the CA certificates in PEM `FILE` for a --book https:// URL, besides the system's"},
 			&cli.DurationFlag{Name: "resolve-interval", Value: node.DefaultResolveInterval, Usage: "re-resolve endpoint hostnames every `DURATION`"},
 			&cli.StringFlag{Name: "resolver", DefaultText: "the system's", Usage: "DNS server `HOST:PORT` for endpoint hostnames"},
+			&cli.StringFlag{Name: "registry", DefaultText: "the book's registry members", Usage: "also ask this DNS-SD registry outside the mesh for endpoints of members behind NAT, as dns://`HOST:PORT` (e.g. CoreDNS with the wgsd plugin)"},
+			&cli.StringFlag{Name: "registry-zone", DefaultText: "the mesh domain", Usage: "`ZONE` of --registry"},
+			&cli.IntFlag{Name: "registry-listen", Value: 53, Usage: "`PORT` on mesh addresses where registry members answer (and are asked)"},
 			&cli.StringFlag{Name: "metrics", DefaultText: "off", Usage: "serve Prometheus /metrics, /healthz and /readyz on `ADDR` (HOST:PORT; a bare PORT means 127.0.0.1:PORT)"},
 			&cli.StringFlag{Name: "socks", DefaultText: "off", Usage: "serve a SOCKS5 proxy into the mesh on `ADDR` (HOST:PORT or PORT on 127.0.0.1)"},
 			&cli.StringFlag{Name: "http-proxy", DefaultText: "off", Usage: "serve an HTTP proxy into the mesh on `ADDR` (HOST:PORT or PORT on 127.0.0.1)"},
 			&cli.StringFlag{Name: "socks-auth-file", Usage: "require the user:password pairs of `FILE` (mode 0600) on --socks and --http-proxy"},
 			&cli.StringSliceFlag{Name: "proxy-allow", Usage: "let the proxies reach `CIDR` besides members and their subnets (repeatable)"},
-			&cli.StringFlag{Name: "dns", DefaultText: "off", Usage: "answer DNS for member names on `ADDR` (UDP and TCP; HOST:PORT or PORT on 127.0.0.1); in netstack mode also on port 53 of this member's mesh addresses"},
+			&cli.StringFlag{Name: "dns", DefaultText: "off", Usage: "answer DNS for member names on `ADDR` (UDP and TCP; HOST:PORT or PORT on 127.0.0.1), and on port 53 of this member's mesh addresses"},
 		},
 		Action: e.up,
 	}
@@ -76,6 +80,9 @@ type upConfig struct {
 	bookCA          string
 	resolveInterval time.Duration
 	resolver        string // HOST:PORT, "" for the system's
+	registry        string // HOST:PORT of a registry outside the mesh
+	registryZone    string
+	registryPort    uint16
 
 	metrics, socks, httpProxy, dns string // listen addresses, "" when off
 	authFile                       string
@@ -257,6 +264,9 @@ func (e *env) up(c *cli.Context) (err error) {
 		PrivateKey:      key,
 		ListenPort:      cfg.listenPort,
 		ResolveInterval: cfg.resolveInterval,
+		Registry:        cfg.registry,
+		RegistryZone:    cfg.registryZone,
+		RegistryPort:    cfg.registryPort,
 		Mode:            cfg.mode,
 		InterfaceName:   cfg.ifname,
 		Masquerade:      cfg.masquerade,
@@ -265,9 +275,19 @@ func (e *env) up(c *cli.Context) (err error) {
 	if resolver != nil {
 		ncfg.Resolver = resolver
 	}
+	if svc.dnsPC != nil {
+		// One name server for the host socket and, served by the node,
+		// for port 53 of the mesh addresses (beside the registry zone on
+		// a registry member). Its Book is set once the node exists.
+		svc.dns = &meshdns.Server{Logger: e.log.With("service", "dns")}
+		ncfg.MeshDNS = svc.dns
+	}
 	n, err := node.New(ncfg)
 	if err != nil {
 		return err
+	}
+	if svc.dns != nil {
+		svc.dns.Book = n.Book
 	}
 	undo = append(undo, func() { n.Close() })
 	if err := n.Up(ctx); err != nil {

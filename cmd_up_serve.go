@@ -40,6 +40,26 @@ func serviceFlags(c *cli.Context, cfg *upConfig) error {
 			return err
 		}
 	}
+	if v := c.String("registry"); v != "" {
+		addr, ok := strings.CutPrefix(v, "dns://")
+		if !ok {
+			return usagef("--registry %q: want dns://HOST:PORT, e.g. dns://203.0.113.5:53", v)
+		}
+		if cfg.registry, err = resolverAddr(addr); err != nil {
+			return usagef("--registry %q: want dns://HOST:PORT, e.g. dns://203.0.113.5:53", v)
+		}
+	}
+	cfg.registryZone = c.String("registry-zone")
+	if cfg.registryZone != "" && cfg.registry == "" {
+		return usagef("--registry-zone needs --registry")
+	}
+	if c.IsSet("registry-listen") {
+		p := c.Int("registry-listen")
+		if p < 1 || p > 65535 {
+			return usagef("--registry-listen %d: want a port from 1 to 65535", p)
+		}
+		cfg.registryPort = uint16(p)
+	}
 	cfg.authFile = c.String("socks-auth-file")
 	for _, v := range c.StringSlice("proxy-allow") {
 		p, err := netip.ParsePrefix(v)
@@ -236,27 +256,17 @@ func (s *services) start(cfg upConfig, n *node.Node, creds *proxy.Credentials, l
 	if s.dnsPC == nil {
 		return nil
 	}
-	s.dns = &meshdns.Server{Book: n.Book, Logger: log.With("service", "dns")}
 	pc, ln := s.dnsPC, s.dnsLn
 	s.goServe(func() { s.dns.ServePacketConn(pc) })
 	s.goServe(func() { s.dns.ServeListener(ln) })
-	if cfg.mode != node.ModeNetstack {
-		return nil
+	// The node itself answers on its mesh addresses (Config.MeshDNS).
+	port := uint16(node.DefaultRegistryPort)
+	if cfg.registryPort != 0 {
+		port = cfg.registryPort
 	}
 	for _, a := range n.Status().Addresses {
-		addr := netip.AddrPortFrom(a, 53).String()
-		mpc, err := n.ListenPacket("udp", addr)
-		if err != nil {
-			return fmt.Errorf("--dns: cannot listen on mesh address %s (udp): %w", addr, err)
-		}
-		s.goServe(func() { s.dns.ServePacketConn(mpc) })
-		s.meshDNS = append(s.meshDNS, addr)
+		s.meshDNS = append(s.meshDNS, netip.AddrPortFrom(a, port).String())
 	}
-	mln, err := n.Listen("tcp", ":53")
-	if err != nil {
-		return fmt.Errorf("--dns: cannot listen on mesh port 53 (tcp): %w", err)
-	}
-	s.goServe(func() { s.dns.ServeListener(mln) })
 	return nil
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+
+	"github.com/miekg/dns"
 	"time"
 
 	"github.com/wgmesh/wgmesh/peerbook"
@@ -51,6 +53,25 @@ type Config struct {
 	// mesh traffic into those LANs, for LAN routers with no route back to
 	// the mesh. Default: off.
 	Masquerade bool
+
+	// Registry is a DNS-SD registry outside the mesh, ADDR:PORT, asked for
+	// the endpoints of members that have none in the book, after the
+	// book's registry members: e.g. CoreDNS with the wgsd plugin. Default:
+	// none.
+	Registry string
+
+	// RegistryZone is Registry's zone. Default: the mesh domain.
+	RegistryZone string
+
+	// RegistryPort is the port on mesh addresses where registry members
+	// answer, both when this node is one and when it asks one. Default:
+	// DefaultRegistryPort (53).
+	RegistryPort uint16
+
+	// MeshDNS, if set, answers DNS queries that reach this node's mesh
+	// addresses on RegistryPort (member names, say), next to the registry
+	// zone when this member is a registry. Default: none.
+	MeshDNS dns.Handler
 
 	// Logger receives the node's logs. Default: discard.
 	Logger *slog.Logger

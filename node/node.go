@@ -27,6 +27,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/miekg/dns"
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun"
@@ -34,6 +35,7 @@ import (
 	"github.com/wgmesh/wgmesh/hostnet"
 	"github.com/wgmesh/wgmesh/netstack"
 	"github.com/wgmesh/wgmesh/peerbook"
+	"github.com/wgmesh/wgmesh/registry"
 )
 
 // ErrNotUp is returned by methods that need a running node before Up has
@@ -61,6 +63,10 @@ type Node struct {
 	// relayVia maps a member reached through a relay to that relay.
 	relayVia map[peerbook.Key]peerbook.Key
 	paths    map[peerbook.Key]*pathState
+	// discoverNext schedules the next registry lookup per member.
+	discoverNext map[peerbook.Key]time.Time
+	registry     *registry.Server
+	dnsServers   []*dns.Server
 	// relay wraps the device when this member is a relay.
 	relay *relayDevice
 	// endpointChanges counts endpoint changes per member (DNS, book).
@@ -178,6 +184,7 @@ func (n *Node) up(ctx context.Context) error {
 	n.discovered = map[peerbook.Key]netip.AddrPort{}
 	n.relayVia = map[peerbook.Key]peerbook.Key{}
 	n.paths = map[peerbook.Key]*pathState{}
+	n.discoverNext = map[peerbook.Key]time.Time{}
 	n.endpointChanges = map[peerbook.Key]uint64{}
 	if err := n.apply(ctx, book); err != nil {
 		n.teardown()
@@ -211,6 +218,10 @@ func (n *Node) up(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := n.serveMeshDNS(self); err != nil {
+		n.teardown()
+		return err
+	}
 	n.greetPeers()
 	loopCtx, stop := context.WithCancel(context.Background())
 	n.stopLoops = stop
@@ -219,10 +230,14 @@ func (n *Node) up(ctx context.Context) error {
 		defer n.loops.Done()
 		n.resolveLoop(loopCtx)
 	}()
-	n.loops.Add(1)
+	n.loops.Add(2)
 	go func() {
 		defer n.loops.Done()
 		n.pathLoop(loopCtx)
+	}()
+	go func() {
+		defer n.loops.Done()
+		n.discoveryLoop(loopCtx)
 	}()
 	n.log.Info("mesh node up", "name", self.Name, "key", n.self.Short(), "mode", string(n.cfg.Mode), "interface", n.ifname,
 		"addresses", fmt.Sprint(self.Addresses), "listen_port", bound, "members", len(book.Peers)-1)
@@ -230,14 +245,18 @@ func (n *Node) up(ctx context.Context) error {
 }
 
 func (n *Node) teardown() {
-	if n.stopLoops != nil {
-		n.stopLoops()
-		// The loops take n.mu; let them finish without it.
-		n.mu.Unlock()
-		n.loops.Wait()
-		n.mu.Lock()
-		n.stopLoops = nil
+	// The loops and the DNS handlers take n.mu; let them finish without it.
+	stop, servers := n.stopLoops, n.dnsServers
+	n.stopLoops, n.dnsServers, n.registry = nil, nil, nil
+	n.mu.Unlock()
+	if stop != nil {
+		stop()
 	}
+	for _, s := range servers {
+		s.Shutdown()
+	}
+	n.loops.Wait()
+	n.mu.Lock()
 	if n.uapi != nil {
 		n.uapi.Close() // also removes the socket file
 	}

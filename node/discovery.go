@@ -1,0 +1,252 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/wgmesh/wgmesh/peerbook"
+	"github.com/wgmesh/wgmesh/registry"
+)
+
+// NAT traversal. Registry members (registry = true) publish, over DNS-SD
+// on their mesh address, the endpoint they observe for every member: for a
+// member behind NAT, its NAT's public mapping. A member with no endpoint in
+// the book is looked up there; both sides then send to each other's
+// mapping at about the same time, keepalives on, and a cone NAT lets the
+// handshake through. Where it does not, the path logic falls back to a
+// relay.
+
+const (
+	// DefaultRegistryPort is the port registries answer on.
+	DefaultRegistryPort = 53
+	// discoverUnreachable is how often a member without a working path is
+	// looked up; discoverReachable how often once it is reached directly.
+	discoverUnreachable = 2 * time.Second
+	discoverReachable   = 60 * time.Second
+	discoverTimeout     = 2 * time.Second
+)
+
+// discoveryLoop looks members up in registries until ctx ends.
+func (n *Node) discoveryLoop(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			n.discoverDue(ctx, time.Now())
+		}
+	}
+}
+
+// registryTarget is one registry to ask.
+type registryTarget struct {
+	ex   registry.Exchanger
+	zone string
+	name string
+}
+
+type discoverJob struct {
+	key    peerbook.Key
+	name   string
+	direct bool
+}
+
+func (n *Node) discoverDue(ctx context.Context, now time.Time) {
+	n.mu.Lock()
+	if n.dev == nil || n.book == nil {
+		n.mu.Unlock()
+		return
+	}
+	targets := n.registryTargets()
+	if len(targets) == 0 {
+		n.mu.Unlock()
+		return
+	}
+	dev, err := n.readDevice()
+	if err != nil {
+		n.mu.Unlock()
+		return
+	}
+	var jobs []discoverJob
+	for k, pc := range n.applied {
+		entry := n.entries[k]
+		if entry == nil || !entry.Endpoint.IsZero() {
+			continue // the book says where it is
+		}
+		if _, ok := n.cfg.EndpointOverrides[pc.name]; ok {
+			continue
+		}
+		if next, ok := n.discoverNext[k]; ok && now.Before(next) {
+			continue
+		}
+		d := direct(dev, k, now)
+		interval := discoverUnreachable
+		if d {
+			interval = discoverReachable
+		}
+		n.discoverNext[k] = now.Add(interval)
+		jobs = append(jobs, discoverJob{key: k, name: pc.name, direct: d})
+	}
+	n.mu.Unlock()
+
+	for _, j := range jobs {
+		for _, t := range targets {
+			qctx, cancel := context.WithTimeout(ctx, discoverTimeout)
+			ap, err := registry.Lookup(qctx, t.ex, t.zone, j.key)
+			cancel()
+			if ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				if !errors.Is(err, registry.ErrNotFound) {
+					n.log.Debug("registry lookup failed", "registry", t.name, "peer", j.name, "err", err)
+				}
+				continue
+			}
+			n.applyDiscovered(j, ap, t.name)
+			break
+		}
+	}
+}
+
+// registryTargets lists the registries to ask: registry members of the
+// book, reached through the mesh, then Config.Registry. Caller holds n.mu.
+func (n *Node) registryTargets() []registryTarget {
+	var out []registryTarget
+	zone := dns.Fqdn(n.book.Mesh.Domain)
+	port := n.registryPort()
+	for i := range n.book.Peers {
+		p := &n.book.Peers[i]
+		if !p.Registry || p.PublicKey == n.self || len(p.Addresses) == 0 {
+			continue
+		}
+		addr := netip.AddrPortFrom(p.Addresses[0], port).String()
+		out = append(out, registryTarget{ex: registry.DialExchanger{Dial: n.Dial, Addr: addr}, zone: zone, name: p.Name})
+	}
+	if n.cfg.Registry != "" {
+		rz := n.cfg.RegistryZone
+		if rz == "" {
+			rz = zone
+		}
+		out = append(out, registryTarget{ex: registry.DialExchanger{Addr: n.cfg.Registry}, zone: dns.Fqdn(rz), name: n.cfg.Registry})
+	}
+	return out
+}
+
+func (n *Node) registryPort() uint16 {
+	if n.cfg.RegistryPort != 0 {
+		return n.cfg.RegistryPort
+	}
+	return DefaultRegistryPort
+}
+
+// applyDiscovered points the device at a member's registry-observed
+// endpoint. A member reached directly keeps the endpoint that works.
+func (n *Node) applyDiscovered(j discoverJob, ap netip.AddrPort, from string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	pc, ok := n.applied[j.key]
+	entry := n.entries[j.key]
+	if !ok || entry == nil || !entry.Endpoint.IsZero() || n.dev == nil {
+		return
+	}
+	n.discovered[j.key] = ap
+	if j.direct || pc.endpoint == ap {
+		return
+	}
+	next := *pc
+	next.endpoint = ap
+	self, _ := n.book.PeerByKey(n.self)
+	next.keepalive = n.book.KeepaliveBetween(self, entry)
+	var w uapiWriter
+	w.writePeer(&next, true)
+	if err := n.dev.IpcSet(w.String()); err != nil {
+		n.log.Error("cannot set discovered endpoint", "peer", j.name, "err", err)
+		return
+	}
+	n.applied[j.key] = &next
+	n.endpointChanges[j.key]++
+	n.log.Info("member endpoint from registry", "peer", j.name, "registry", from, "endpoint", ap.String())
+}
+
+// observedMembers is what this node publishes as a registry: every other
+// member's endpoint as the device sees it.
+func (n *Node) observedMembers() []registry.Member {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.dev == nil || n.book == nil {
+		return nil
+	}
+	dev, err := n.readDevice()
+	if err != nil {
+		return nil
+	}
+	var out []registry.Member
+	for i := range n.book.Peers {
+		p := &n.book.Peers[i]
+		d, ok := dev.peers[p.PublicKey]
+		if p.PublicKey == n.self || !ok || !d.endpoint.IsValid() {
+			continue
+		}
+		out = append(out, registry.Member{PublicKey: p.PublicKey, Endpoint: d.endpoint, AllowedIPs: p.AllowedIPs()})
+	}
+	return out
+}
+
+// serveMeshDNS answers DNS on this node's mesh addresses: the registry
+// zone when this member is a registry, Config.MeshDNS for everything else.
+// Caller holds n.mu.
+func (n *Node) serveMeshDNS(self *peerbook.Peer) error {
+	if !self.Registry && n.cfg.MeshDNS == nil {
+		return nil
+	}
+	mux := dns.NewServeMux()
+	if n.cfg.MeshDNS != nil {
+		mux.Handle(".", n.cfg.MeshDNS)
+	}
+	if self.Registry {
+		zone := dns.Fqdn(n.book.Mesh.Domain)
+		n.registry = &registry.Server{Zone: zone, Members: n.observedMembers, Logger: n.log.With("part", "registry")}
+		mux.Handle(registry.ServiceName(zone), n.registry)
+	}
+	port := n.registryPort()
+	for _, a := range self.Addresses {
+		ap := netip.AddrPortFrom(a, port)
+		var pc net.PacketConn
+		var ln net.Listener
+		var err error
+		if n.stack != nil {
+			pc, err = n.stack.ListenUDP(ap)
+			if err == nil {
+				ln, err = n.stack.ListenTCP(ap)
+			}
+		} else {
+			pc, err = net.ListenPacket("udp", ap.String())
+			if err == nil {
+				ln, err = net.Listen("tcp", ap.String())
+			}
+		}
+		if err != nil {
+			if pc != nil {
+				pc.Close()
+			}
+			return fmt.Errorf("node: serve DNS on mesh address %s: %w", ap, err)
+		}
+		udp := &dns.Server{PacketConn: pc, Handler: mux}
+		tcp := &dns.Server{Listener: ln, Handler: mux}
+		n.dnsServers = append(n.dnsServers, udp, tcp)
+		go udp.ActivateAndServe()
+		go tcp.ActivateAndServe()
+	}
+	n.log.Info("answering DNS on the mesh", "port", strconv.Itoa(int(port)), "registry", self.Registry, "names", n.cfg.MeshDNS != nil)
+	return nil
+}
