@@ -31,13 +31,15 @@ var sample = node.Status{
 	Mode:       "netstack",
 	BookSerial: 3,
 	Peers: []node.PeerStatus{{
-		Name:          "beta",
-		PublicKey:     "MMxWCN3DpxUEYCTS0MEfrljU/rA87x5yLPDrfVyV3Qo=",
-		Addresses:     []netip.Addr{netip.MustParseAddr("10.42.0.2"), netip.MustParseAddr("fd42:42::2")},
-		Endpoint:      "127.0.0.1:40000",
-		LastHandshake: time.Unix(1700000000, 0).UTC(),
-		RxBytes:       1536,
-		TxBytes:       10 << 20,
+		Name:           "beta",
+		PublicKey:      "MMxWCN3DpxUEYCTS0MEfrljU/rA87x5yLPDrfVyV3Qo=",
+		Addresses:      []netip.Addr{netip.MustParseAddr("10.42.0.2"), netip.MustParseAddr("fd42:42::2")},
+		Endpoint:       "127.0.0.1:40000",
+		EndpointSource: "registry",
+		Path:           "relayed via gamma",
+		LastHandshake:  time.Unix(1700000000, 0).UTC(),
+		RxBytes:        1536,
+		TxBytes:        10 << 20,
 	}},
 }
 

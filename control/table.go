@@ -18,13 +18,22 @@ func WriteTable(w io.Writer, st node.Status, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "%s (%s)  %s  udp port %d  book serial %d\n",
 		st.Name, st.Mode, joinAddrs(st.Addresses), st.ListenPort, st.BookSerial)
-	fmt.Fprintln(tw, "NAME\tADDRESSES\tENDPOINT\tHANDSHAKE\tRX\tTX")
+	fmt.Fprintln(tw, "NAME\tADDRESSES\tENDPOINT\tPATH\tHANDSHAKE\tRX\tTX")
 	for _, p := range st.Peers {
 		ep := p.Endpoint
 		if ep == "" {
 			ep = "-"
+		} else if p.EndpointSource != "" {
+			ep += " (" + p.EndpointSource + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, joinAddrs(p.Addresses), ep,
+		name, path := p.Name, p.Path
+		if p.NotInBook {
+			name = "(not in book) " + p.PublicKey
+		}
+		if path == "" {
+			path = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, joinAddrs(p.Addresses), ep, path,
 			HandshakeAge(p.LastHandshake, now), HumanBytes(p.RxBytes), HumanBytes(p.TxBytes))
 	}
 	return tw.Flush()

@@ -53,10 +53,10 @@ func TestWriteTable(t *testing.T) {
 			t.Errorf("title %q lacks %q", lines[0], want)
 		}
 	}
-	if f := strings.Fields(lines[1]); strings.Join(f, " ") != "NAME ADDRESSES ENDPOINT HANDSHAKE RX TX" {
+	if f := strings.Fields(lines[1]); strings.Join(f, " ") != "NAME ADDRESSES ENDPOINT PATH HANDSHAKE RX TX" {
 		t.Errorf("header = %q", lines[1])
 	}
-	for _, want := range []string{"beta", "10.42.0.2,fd42:42::2", "127.0.0.1:40000", "3s ago", "1.5 KiB", "10.0 MiB"} {
+	for _, want := range []string{"beta", "10.42.0.2,fd42:42::2", "127.0.0.1:40000 (registry)", "relayed via gamma", "3s ago", "1.5 KiB", "10.0 MiB"} {
 		if !strings.Contains(lines[2], want) {
 			t.Errorf("row %q lacks %q", lines[2], want)
 		}

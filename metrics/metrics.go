@@ -9,6 +9,7 @@ package metrics
 
 import (
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -46,6 +47,12 @@ var (
 		"Endpoint changes this node made for a member (DNS re-resolution).", []string{"peer"}, nil)
 	peerUpDesc = prometheus.NewDesc("wgmesh_peer_has_endpoint",
 		"1 when the device knows where to send to a member, else 0.", []string{"peer"}, nil)
+	pathDesc = prometheus.NewDesc("wgmesh_peer_path",
+		"1 for a member's current path: direct, relayed (with the relay in via) or none.", []string{"peer", "path", "via"}, nil)
+	pathChangedDesc = prometheus.NewDesc("wgmesh_peer_path_changed_timestamp_seconds",
+		"Unix time of the last change of a member's path.", []string{"peer"}, nil)
+	endpointSourceDesc = prometheus.NewDesc("wgmesh_peer_endpoint_source",
+		"1 for where a member's endpoint came from: book, dns, registry, roaming or config.", []string{"peer", "source"}, nil)
 	serialDesc = prometheus.NewDesc("wgmesh_book_serial",
 		"Serial of the peer book in force.", nil, nil)
 	membersDesc = prometheus.NewDesc("wgmesh_book_members",
@@ -101,7 +108,7 @@ func (m *Metrics) Reloaded(applied bool) {
 type collector Metrics
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{rxDesc, txDesc, handshakeAgeDesc, handshakeTimeDesc, endpointChangesDesc, peerUpDesc, serialDesc, membersDesc} {
+	for _, d := range []*prometheus.Desc{rxDesc, txDesc, handshakeAgeDesc, handshakeTimeDesc, endpointChangesDesc, peerUpDesc, pathDesc, pathChangedDesc, endpointSourceDesc, serialDesc, membersDesc} {
 		ch <- d
 	}
 }
@@ -130,6 +137,20 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(handshakeAgeDesc, prometheus.GaugeValue, now.Sub(p.LastHandshake).Seconds(), p.Name)
 		}
 		ch <- prometheus.MustNewConstMetric(handshakeTimeDesc, prometheus.GaugeValue, ts, p.Name)
+		path, via := "none", ""
+		switch {
+		case p.Path == node.PathDirect:
+			path = "direct"
+		case strings.HasPrefix(p.Path, node.PathRelayPrefix):
+			path, via = "relayed", strings.TrimPrefix(p.Path, node.PathRelayPrefix)
+		}
+		ch <- prometheus.MustNewConstMetric(pathDesc, prometheus.GaugeValue, 1, p.Name, path, via)
+		if !p.PathSince.IsZero() {
+			ch <- prometheus.MustNewConstMetric(pathChangedDesc, prometheus.GaugeValue, float64(p.PathSince.UnixNano())/1e9, p.Name)
+		}
+		if p.EndpointSource != "" {
+			ch <- prometheus.MustNewConstMetric(endpointSourceDesc, prometheus.GaugeValue, 1, p.Name, p.EndpointSource)
+		}
 	}
 	ch <- prometheus.MustNewConstMetric(membersDesc, prometheus.GaugeValue, float64(members))
 }

@@ -150,6 +150,16 @@ func TestMetricsMatchStatus(t *testing.T) {
 	if got := value(t, mfs, "wgmesh_book_members", ""); got != 2 {
 		t.Errorf("members %v", got)
 	}
+	if got := value(t, mfs, "wgmesh_peer_path", "beta"); got != 1 {
+		t.Errorf("path %v", got)
+	}
+	for _, m := range mfs["wgmesh_peer_path"].Metric {
+		for _, l := range m.Label {
+			if l.GetName() == "path" && l.GetValue() != "direct" {
+				t.Errorf("path label %q, status says %q", l.GetValue(), beta.Path)
+			}
+		}
+	}
 	reloads := map[string]float64{}
 	for _, mm := range mfs["wgmesh_book_reloads_total"].Metric {
 		reloads[mm.Label[0].GetValue()] = mm.Counter.GetValue()

@@ -43,7 +43,9 @@ type pathState struct {
 const (
 	PathDirect = "direct"
 	PathNone   = "no path"
-	pathRelay  = "relayed via "
+	// PathRelayPrefix starts the path of a relayed member, followed by
+	// the relay's name.
+	PathRelayPrefix = "relayed via "
 )
 
 // routeRelays rewrites want's allowed IPs for the members currently
@@ -140,7 +142,7 @@ func (n *Node) updatePaths(now time.Time) {
 		}
 		path := PathNone
 		if via, ok := n.relayVia[k]; ok {
-			path = pathRelay + n.applied[via].name
+			path = PathRelayPrefix + n.applied[via].name
 		} else if direct(dev, k, now) {
 			path = PathDirect
 		}

@@ -130,9 +130,18 @@ func (n *Node) Status() Status {
 				ps.RxBytes, ps.TxBytes = d.rx, d.tx
 			}
 			ps.EndpointChanges = n.endpointChanges[p.PublicKey]
+			// The path is computed now, not taken from the path loop's
+			// last round, so it agrees with the handshake shown.
 			ps.Path = PathNone
+			if via, ok := n.relayVia[p.PublicKey]; ok {
+				if r, ok := n.applied[via]; ok {
+					ps.Path = PathRelayPrefix + r.name
+				}
+			} else if direct(dev, p.PublicKey, time.Now()) {
+				ps.Path = PathDirect
+			}
 			if st, ok := n.paths[p.PublicKey]; ok {
-				ps.Path, ps.PathSince = st.path, st.changed
+				ps.PathSince = st.changed
 			}
 			ps.EndpointSource = n.endpointSource(p, dev)
 		}
