@@ -1,0 +1,388 @@
+#!/usr/bin/env bash
+# netstack_pair.sh: TCP throughput, RTT and CPU per GB through a pair of
+# rootless wgmesh members (--mode netstack, two processes) against an
+# upstream wireguard-go TUN pair and raw loopback TCP, in one run.
+#
+# Two network namespaces joined by a veth pair (198.18.2.1/24 and .2):
+#
+#   netstack  wgmesh up --mode netstack in A and B, UDP 51830; B exposes
+#             tcp:5201 (iperf3 on B's loopback) and tcp:5300 (echo), A
+#             forwards 127.0.0.1:15201 and :15300 to them.
+#   before    the same with the binary in WGMESH_BEFORE (UDP 51831, local
+#             ports 15202 and 15302), when set: before/after in one run.
+#   upstream  wireguard-go -f on TUN, wgu0 (A) <-> wgu1 (B), 10.77.0.0/24,
+#             UDP 51821, MTU 1420 (the setup of bench/tun_pair.sh).
+#   raw       iperf3 over B's loopback: the upper bound.
+#
+# Throughput: iperf3 for DURATION seconds, 1 and 4 streams, A->B and B->A
+# (-R), the pairs alternating ROUNDS times. RTT: p50/p99 of 1-byte TCP
+# ping-pong (bench/tcprtt), alternating likewise. CPU: the seconds both
+# daemons of a pair spend (utime+stime from /proc/PID/stat) per GB moved.
+#
+# Usage (root):  bash bench/netstack_pair.sh
+# Environment:
+#   DURATION=5    seconds per iperf3 run
+#   ROUNDS=3      alternations
+#   PAIRS="upstream netstack"   which pairs (before is added with WGMESH_BEFORE)
+#   MODES="1 4 1R 4R"            streams and direction (R: B->A)
+#   NETEM=""      e.g. "delay 10ms loss 0.05%": tc netem on both veth ends
+#   WGMESH=PATH, WGMESH_BEFORE=PATH, WIREGUARD_GO=PATH   prebuilt binaries
+#   KEEP_LOGS=1   keep the temporary directory
+
+set -Eeuo pipefail
+
+DURATION=${DURATION:-5}
+ROUNDS=${ROUNDS:-3}
+PAIRS=${PAIRS:-upstream netstack}
+MODES=${MODES:-1 4 1R 4R}
+NETEM=${NETEM:-}
+RTT_COUNT=2000
+
+die() { echo "netstack_pair: $*" >&2; exit 1; }
+
+if ! [[ $DURATION =~ ^[0-9]+$ ]] || ((DURATION < 1 || DURATION > 600)); then die "DURATION=$DURATION: want 1..600"; fi
+if ! [[ $ROUNDS =~ ^[0-9]+$ ]] || ((ROUNDS < 1 || ROUNDS > 50)); then die "ROUNDS=$ROUNDS: want 1..50"; fi
+for m in $MODES; do
+	[[ $m =~ ^[0-9]+R?$ ]] || die "MODES: bad mode $m"
+done
+((EUID == 0)) || die "must run as root (it creates network namespaces)"
+for c in ip iperf3 jq timeout go; do
+	command -v "$c" >/dev/null 2>&1 || die "$c not found"
+done
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TMP=$(mktemp -d /tmp/wgmesh-nsbench.XXXXXX)
+NS_A=wgmns-a-$$
+NS_B=wgmns-b-$$
+declare -A PID=()
+CHILD=
+
+ns_pids() {
+	ip netns pids "$NS_A" 2>/dev/null
+	ip netns pids "$NS_B" 2>/dev/null
+}
+
+exec 3>&2
+cleanup() {
+	local rc=$? pid i
+	set +e
+	exec 2>&3
+	trap - EXIT INT TERM HUP ERR
+	[[ -n $CHILD ]] && kill -TERM "$CHILD" 2>/dev/null
+	for pid in "${PID[@]}" $(ns_pids); do
+		kill -TERM "$pid" 2>/dev/null
+	done
+	for ((i = 0; i < 50; i++)); do
+		[[ -z $(ns_pids) ]] && break
+		sleep 0.1
+	done
+	for pid in "${PID[@]}" $(ns_pids); do
+		kill -KILL "$pid" 2>/dev/null
+	done
+	for name in wgu0 wgu1; do
+		[[ -n ${PID[$name]:-} ]] && rm -f "/var/run/wireguard/$name.sock"
+	done
+	ip netns del "$NS_A" 2>/dev/null
+	ip netns del "$NS_B" 2>/dev/null
+	if [[ ${KEEP_LOGS:-0} == 1 ]] || ((rc != 0 && rc < 128)); then
+		echo "netstack_pair: logs kept in $TMP" >&2
+	else
+		rm -rf "$TMP"
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'echo "netstack_pair: line $LINENO failed: $BASH_COMMAND" >&2' ERR
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+start() {
+	local name=$1 ns=$2
+	shift 2
+	ip netns exec "$ns" "$@" >"$TMP/$name.log" 2>&1 &
+	PID[$name]=$!
+}
+waited() {
+	local rc=0
+	"$@" &
+	CHILD=$!
+	wait "$CHILD" || rc=$?
+	CHILD=
+	return "$rc"
+}
+wait_for() {
+	local desc=$1 pid=$2 i
+	shift 2
+	for ((i = 0; i < 100; i++)); do
+		"$@" >/dev/null 2>&1 && return 0
+		kill -0 "$pid" 2>/dev/null || { cat "$TMP"/*.log >&2; die "$desc died"; }
+		sleep 0.1
+	done
+	die "$desc not ready after 10 s (logs in $TMP)"
+}
+listening() { nsx "$1" ss -Hltn "sport = :$2" | grep -q .; }
+
+# --- binaries ----------------------------------------------------------------
+
+umask 077
+if [[ -z ${WGMESH:-} ]]; then
+	echo "building wgmesh from $REPO" >&2
+	waited go build -C "$REPO" -o "$TMP/wgmesh" . || die "go build of wgmesh failed"
+	WGMESH=$TMP/wgmesh
+fi
+waited go build -C "$REPO" -o "$TMP/tcprtt" ./bench/tcprtt || die "go build of tcprtt failed"
+if [[ " $PAIRS " == *" upstream "* && -z ${WIREGUARD_GO:-} ]]; then
+	echo "building upstream wireguard-go" >&2
+	waited go build -C "$REPO" -o "$TMP/wireguard-go" golang.zx2c4.com/wireguard || die "go build of wireguard-go failed"
+	WIREGUARD_GO=$TMP/wireguard-go
+fi
+if [[ -n ${WGMESH_BEFORE:-} ]]; then
+	[[ -x $WGMESH_BEFORE ]] || die "WGMESH_BEFORE=$WGMESH_BEFORE is not executable"
+	PAIRS="$PAIRS before"
+fi
+
+# --- underlay ----------------------------------------------------------------
+
+ip netns add "$NS_A"
+ip netns add "$NS_B"
+ip link add veth-a netns "$NS_A" type veth peer name veth-b netns "$NS_B"
+ip -n "$NS_A" addr add 198.18.2.1/24 dev veth-a
+ip -n "$NS_B" addr add 198.18.2.2/24 dev veth-b
+for ns in "$NS_A" "$NS_B"; do
+	ip -n "$ns" link set lo up
+done
+ip -n "$NS_A" link set veth-a up
+ip -n "$NS_B" link set veth-b up
+if [[ -n $NETEM ]]; then
+	# shellcheck disable=SC2086
+	nsx "$NS_A" tc qdisc add dev veth-a root netem $NETEM
+	# shellcheck disable=SC2086
+	nsx "$NS_B" tc qdisc add dev veth-b root netem $NETEM
+fi
+
+# Servers in B: iperf3 and the echo on every address (loopback for the
+# netstack pairs, 10.77.0.2 for the TUN pair).
+start iperf3 "$NS_B" iperf3 -s -p 5201
+start echo "$NS_B" "$TMP/tcprtt" -serve 0.0.0.0:5300
+wait_for "iperf3 server" "${PID[iperf3]}" listening "$NS_B" 5201
+wait_for "echo server" "${PID[echo]}" listening "$NS_B" 5300
+
+declare -A LABEL=([raw]="raw loopback TCP (upper bound)" [upstream]="upstream wireguard-go TUN pair"
+	[netstack]="wgmesh netstack pair" [before]="wgmesh netstack pair, before")
+declare -A DAEMONS=([raw]="")
+declare -A IPERF_ADDR=() RTT_ADDR=() IPERF_NS=()
+
+# --- netstack pairs ------------------------------------------------------------
+
+# netstack_pair NAME BINARY UDP_PORT IPERF_LOCAL RTT_LOCAL
+netstack_pair() {
+	local name=$1 bin=$2 port=$3 lip=$4 lrtt=$5
+	"$bin" key generate --out "$TMP/$name-a.key" >/dev/null
+	"$bin" key generate --out "$TMP/$name-b.key" >/dev/null
+	cat >"$TMP/$name.toml" <<EOF
+format = 1
+
+[mesh]
+networks = ["10.79.0.0/24"]
+mtu = 1420
+
+[[peer]]
+name = "alpha"
+public_key = "$("$bin" key public --key "$TMP/$name-a.key")"
+addresses = ["10.79.0.1"]
+endpoint = "198.18.2.1:$port"
+
+[[peer]]
+name = "beta"
+public_key = "$("$bin" key public --key "$TMP/$name-b.key")"
+addresses = ["10.79.0.2"]
+endpoint = "198.18.2.2:$port"
+EOF
+	"$bin" book check "$TMP/$name.toml" >/dev/null
+	start "$name-b" "$NS_B" "$bin" up --book "$TMP/$name.toml" --key "$TMP/$name-b.key" --mode netstack \
+		--control "$TMP/$name-b.ctl" --log-level warn \
+		--expose tcp:5201=127.0.0.1:5201 --expose tcp:5300=127.0.0.1:5300
+	start "$name-a" "$NS_A" "$bin" up --book "$TMP/$name.toml" --key "$TMP/$name-a.key" --mode netstack \
+		--control "$TMP/$name-a.ctl" --log-level warn \
+		--forward "tcp:127.0.0.1:$lip=beta:5201" --forward "tcp:127.0.0.1:$lrtt=beta:5300"
+	wait_for "$name forward" "${PID[$name-a]}" listening "$NS_A" "$lip"
+	wait_for "$name forward" "${PID[$name-a]}" listening "$NS_A" "$lrtt"
+	DAEMONS[$name]="$name-a $name-b"
+	IPERF_ADDR[$name]="127.0.0.1 $lip"
+	RTT_ADDR[$name]="127.0.0.1:$lrtt"
+	IPERF_NS[$name]=$NS_A
+}
+if [[ " $PAIRS " == *" before "* ]]; then
+	netstack_pair before "$WGMESH_BEFORE" 51831 15202 15302
+fi
+if [[ " $PAIRS " == *" netstack "* ]]; then
+	netstack_pair netstack "$WGMESH" 51830 15201 15300
+fi
+
+# --- upstream wireguard-go TUN pair (as bench/tun_pair.sh) ----------------------
+
+if [[ " $PAIRS " == *" upstream "* ]]; then
+	for name in wgu0 wgu1; do
+		[[ ! -e /var/run/wireguard/$name.sock ]] || die "/var/run/wireguard/$name.sock exists: another wireguard-go runs $name"
+	done
+	"$WGMESH" key generate --out "$TMP/ua.key" >/dev/null
+	"$WGMESH" key generate --out "$TMP/ub.key" >/dev/null
+	UA_PUB=$("$WGMESH" key public --key "$TMP/ua.key")
+	UB_PUB=$("$WGMESH" key public --key "$TMP/ub.key")
+	upstream_side() {
+		local ns=$1 ifname=$2 key=$3 addr=$4 peer=$5 peer_addr=$6 peer_ip=$7
+		start "$ifname" "$ns" env LOG_LEVEL=error "$WIREGUARD_GO" -f "$ifname"
+		wait_for "wireguard-go $ifname" "${PID[$ifname]}" \
+			sh -c "test -S '/var/run/wireguard/$ifname.sock' && ip -n '$ns' link show dev '$ifname'"
+		nsx "$ns" wg set "$ifname" private-key "$key" listen-port 51821 \
+			peer "$peer" allowed-ips "$peer_addr/32" endpoint "$peer_ip:51821"
+		ip -n "$ns" addr add "$addr/24" dev "$ifname"
+		ip -n "$ns" link set "$ifname" mtu 1420 up
+	}
+	upstream_side "$NS_A" wgu0 "$TMP/ua.key" 10.77.0.1 "$UB_PUB" 10.77.0.2 198.18.2.2
+	upstream_side "$NS_B" wgu1 "$TMP/ub.key" 10.77.0.2 "$UA_PUB" 10.77.0.1 198.18.2.1
+	DAEMONS[upstream]="wgu0 wgu1"
+	IPERF_ADDR[upstream]="10.77.0.2 5201"
+	RTT_ADDR[upstream]="10.77.0.2:5300"
+	IPERF_NS[upstream]=$NS_A
+fi
+IPERF_ADDR[raw]="127.0.0.1 5201"
+IPERF_NS[raw]=$NS_B
+
+# --- measurements --------------------------------------------------------------
+
+HZ=$(getconf CLK_TCK)
+LOAD=$(cut -d' ' -f1 /proc/loadavg)
+declare -A MBPS=() CPU=() P50=() P99=()
+
+median_range() {
+	printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1}
+		END {
+			m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+			printf "%s %s %s\n", m, v[1], v[NR]
+		}'
+}
+cpu_ticks() {
+	local name total=0
+	for name in ${DAEMONS[$1]}; do
+		total=$((total + $(sed 's/.*) //' "/proc/${PID[$name]}/stat" | awk '{print $12 + $13}')))
+	done
+	echo "$total"
+}
+
+# throughput PAIR MODE RUN
+throughput() {
+	local c=$1 mode=$2 run=$3 json=$TMP/$1.$2.$3.json t0 t1 bps bytes mbps cpu addr port
+	local -a args=(-t "$DURATION" -J --connect-timeout 5000 -P "${mode%R}")
+	[[ $mode == *R ]] && args+=(-R)
+	read -r addr port <<<"${IPERF_ADDR[$c]}"
+	t0=$(cpu_ticks "$c")
+	waited timeout $((DURATION + 30)) ip netns exec "${IPERF_NS[$c]}" iperf3 -c "$addr" -p "$port" "${args[@]}" >"$json" 2>>"$TMP/stderr.log" || true
+	t1=$(cpu_ticks "$c")
+	read -r bps bytes <<<"$(jq -r '.end.sum_received | "\(.bits_per_second) \(.bytes)"' "$json" 2>/dev/null || true)"
+	[[ -n ${bytes:-} && $bytes != null ]] || die "iperf3 through ${LABEL[$c]} ($mode) failed: $(jq -r '.error // empty' "$json" 2>/dev/null)"
+	mbps=$(awk -v b="$bps" 'BEGIN {printf "%.0f", b / 1e6}')
+	MBPS[$c.$mode]+="$mbps "
+	if [[ -n ${DAEMONS[$c]} ]]; then
+		cpu=$(awk -v t=$((t1 - t0)) -v hz="$HZ" -v b="$bytes" 'BEGIN {printf "%.2f", t / hz / (b / 1e9)}')
+		CPU[$c.$mode]+="$cpu "
+		printf '  %-3s run %d  %-34s %6d Mbit/s  %5.2f CPU s/GB\n' "$mode" "$run" "${LABEL[$c]}" "$mbps" "$cpu"
+	else
+		printf '  %-3s run %d  %-34s %6d Mbit/s\n' "$mode" "$run" "${LABEL[$c]}" "$mbps"
+	fi
+}
+
+rtt() {
+	local c=$1 out=$TMP/rtt.$1 p50 p99
+	waited timeout 150 ip netns exec "$NS_A" "$TMP/tcprtt" -to "${RTT_ADDR[$c]}" -n "$RTT_COUNT" >"$out" 2>>"$TMP/stderr.log" ||
+		die "tcprtt through ${LABEL[$c]} failed"
+	read -r p50 p99 <"$out"
+	P50[$c]+="$p50 "
+	P99[$c]+="$p99 "
+}
+
+# Rotating the order each round, so no pair always goes first.
+TUNNELS=()
+for c in upstream netstack before; do
+	[[ " $PAIRS " == *" $c "* ]] && TUNNELS+=("$c")
+done
+order() {
+	local r=$1 n=${#TUNNELS[@]} i
+	for ((i = 0; i < n; i++)); do
+		printf '%s ' "${TUNNELS[$(((i + r) % n))]}"
+	done
+}
+
+# Handshakes first: a pair whose first handshake went out before its peer
+# was up waits for wireguard-go's retry, longer than a forward's dial.
+for c in "${TUNNELS[@]}"; do
+	for ((i = 0; i < 30; i++)); do
+		timeout 10 ip netns exec "$NS_A" "$TMP/tcprtt" -to "${RTT_ADDR[$c]}" -n 1 >/dev/null 2>&1 && break
+		sleep 1
+	done
+	((i < 30)) || die "no traffic through ${LABEL[$c]} after 30 tries (logs in $TMP)"
+done
+
+echo "netem: ${NETEM:-none}; ${DURATION}s per run; $ROUNDS rounds; $(nproc) CPUs, load $LOAD; Linux $(uname -r)"
+echo
+echo "RTT, 1-byte TCP ping-pong x$RTT_COUNT, A -> B:"
+for ((r = 0; r < ROUNDS; r++)); do
+	for c in $(order "$r"); do
+		rtt "$c"
+	done
+done
+for c in "${TUNNELS[@]}"; do
+	# shellcheck disable=SC2086
+	read -r m lo hi <<<"$(median_range ${P50[$c]})"
+	# shellcheck disable=SC2086
+	read -r m99 _ _ <<<"$(median_range ${P99[$c]})"
+	printf '  %-34s p50 %7.1f us (%.1f..%.1f)  p99 %7.1f us\n' "${LABEL[$c]}" "$m" "$lo" "$hi" "$m99"
+	P50[$c]=$m
+done
+
+for mode in $MODES; do
+	echo
+	echo "Throughput, ${mode%R} stream(s), $([[ $mode == *R ]] && echo "B -> A" || echo "A -> B"):"
+	for ((r = 0; r < ROUNDS; r++)); do
+		for c in $(order "$r"); do
+			throughput "$c" "$mode" $((r + 1))
+		done
+		[[ -z $NETEM ]] && throughput raw "$mode" $((r + 1))
+	done
+done
+
+echo
+echo "Summary (median, range):"
+declare -A MED=()
+for mode in $MODES; do
+	for c in raw "${TUNNELS[@]}"; do
+		[[ -n ${MBPS[$c.$mode]:-} ]] || continue
+		# shellcheck disable=SC2086
+		read -r m lo hi <<<"$(median_range ${MBPS[$c.$mode]})"
+		MED[$c.$mode]=$m
+		printf '  %-3s %-34s %6.0f Mbit/s (%.0f..%.0f)' "$mode" "${LABEL[$c]}" "$m" "$lo" "$hi"
+		if [[ -n ${CPU[$c.$mode]:-} ]]; then
+			# shellcheck disable=SC2086
+			read -r cm clo chi <<<"$(median_range ${CPU[$c.$mode]})"
+			printf '  %5.2f CPU s/GB (%.2f..%.2f)' "$cm" "$clo" "$chi"
+		fi
+		echo
+	done
+done
+if [[ -n ${MED[upstream.1]:-} ]]; then
+	echo
+	for mode in $MODES; do
+		for c in netstack before; do
+			[[ -n ${MED[$c.$mode]:-} ]] || continue
+			printf '  %-3s %-34s %5.2f x upstream TUN (target >= 0.75)\n' "$mode" "${LABEL[$c]}" \
+				"$(awk -v a="${MED[$c.$mode]}" -v b="${MED[upstream.$mode]}" 'BEGIN {print a / b}')"
+		done
+	done
+	for c in netstack before; do
+		[[ -n ${P50[$c]:-} ]] || continue
+		printf '  RTT p50 %-30s %5.2f x upstream TUN (target <= 1.5)\n' "${LABEL[$c]}" \
+			"$(awk -v a="${P50[$c]}" -v b="${P50[upstream]}" 'BEGIN {print a / b}')"
+	done
+fi
