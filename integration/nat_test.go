@@ -2,12 +2,14 @@ package integration
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
 	"net/netip"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -113,8 +115,9 @@ func counters(t *testing.T, m *member, peer string) uint64 {
 }
 
 // transfer sends size random bytes from a server in src's namespace on
-// its mesh address to a client in dst's namespace and checks them.
-func transfer(t *testing.T, src *member, srcAddr netip.Addr, dst *member, size int) {
+// its mesh address to a client in dst's namespace, checks them and returns
+// the throughput in Mbit/s.
+func transfer(t *testing.T, src *member, srcAddr netip.Addr, dst *member, size int) float64 {
 	t.Helper()
 	data := make([]byte, size)
 	rng := rand.New(rand.NewPCG(7, uint64(size)))
@@ -137,6 +140,7 @@ func transfer(t *testing.T, src *member, srcAddr netip.Addr, dst *member, size i
 		c.Close()
 	}()
 	var c net.Conn
+	began := time.Now()
 	dst.NS.Do(func() { c, err = net.DialTimeout("tcp", netip.AddrPortFrom(srcAddr, 7100).String(), 10*time.Second) })
 	if err != nil {
 		t.Fatalf("%s -> %s: %v", dst.Name, src.Name, err)
@@ -148,6 +152,7 @@ func transfer(t *testing.T, src *member, srcAddr netip.Addr, dst *member, size i
 	if err != nil || n != int64(size) || [32]byte(h.Sum(nil)) != sha256.Sum256(data) {
 		t.Fatalf("%s -> %s: %d of %d bytes, err %v, intact %v", src.Name, dst.Name, n, size, err, [32]byte(h.Sum(nil)) == sha256.Sum256(data))
 	}
+	return float64(size) * 8 / 1e6 / time.Since(began).Seconds()
 }
 
 func TestNATConeDirect(t *testing.T) {
@@ -189,12 +194,82 @@ func TestNATSymmetricRelayed(t *testing.T) {
 	waitPath(t, b, "a", "relayed via pub", 30*time.Second-time.Since(start))
 	t.Logf("time to a relayed path through symmetric NATs: %v", time.Since(start).Round(10*time.Millisecond))
 	before := counters(t, pub, "a")
-	transfer(t, b, meshAddr4(2), a, 20<<20)
+	relayed := transfer(t, b, meshAddr4(2), a, 20<<20)
 	if d := counters(t, pub, "a") - before; d < 20<<20 {
 		t.Errorf("relay moved only %d bytes for a 20 MiB transfer", d)
+	}
+	// The same transfer over a direct path of the same topology (pub to
+	// a) as the reference.
+	direct := transfer(t, pub, meshAddr4(0), a, 20<<20)
+	t.Logf("relayed b->a %.0f Mbit/s, direct pub->a %.0f Mbit/s: relayed/direct %.2f", relayed, direct, relayed/direct)
+
+	// Relay safety: a packet from a whose source address is not a's own
+	// is dropped on the way (WireGuard's source check at the relay), while
+	// the same packet with a's address arrives.
+	var pc net.PacketConn
+	var err error
+	b.NS.Do(func() { pc, err = net.ListenPacket("udp", netip.AddrPortFrom(meshAddr4(2), 7200).String()) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	got := make(chan string, 4)
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, _, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			got <- string(buf[:n])
+		}
+	}()
+	sendRaw(t, a.NS, netip.MustParseAddr("10.42.0.99"), meshAddr4(2), 7200, "spoofed")
+	sendRaw(t, a.NS, meshAddr4(1), meshAddr4(2), 7200, "genuine")
+	select {
+	case msg := <-got:
+		if msg != "genuine" {
+			t.Fatalf("b received %q", msg)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the genuine packet did not arrive through the relay")
+	}
+	select {
+	case msg := <-got:
+		t.Fatalf("b also received %q", msg)
+	case <-time.After(time.Second):
 	}
 	st, _ := a.status()
 	if !strings.Contains(fmt.Sprint(st.Peers), "relayed via pub") {
 		t.Errorf("status: %+v", st.Peers)
+	}
+}
+
+// sendRaw sends one UDP datagram with the given source address from ns,
+// through a raw socket, so the source need not be a local address.
+func sendRaw(t *testing.T, ns *netNS, src, dst netip.Addr, port uint16, payload string) {
+	t.Helper()
+	pkt := make([]byte, 28+len(payload))
+	pkt[0], pkt[8], pkt[9] = 0x45, 64, 17
+	binary.BigEndian.PutUint16(pkt[2:], uint16(len(pkt)))
+	s4, d4 := src.As4(), dst.As4()
+	copy(pkt[12:], s4[:])
+	copy(pkt[16:], d4[:])
+	binary.BigEndian.PutUint16(pkt[20:], 40000)
+	binary.BigEndian.PutUint16(pkt[22:], port)
+	binary.BigEndian.PutUint16(pkt[24:], uint16(8+len(payload)))
+	copy(pkt[28:], payload) // UDP checksum 0: none, allowed over IPv4
+	var err error
+	ns.Do(func() {
+		var fd int
+		fd, err = syscall.Socket(syscall.AF_INET, syscall.SOCK_RAW, syscall.IPPROTO_RAW)
+		if err != nil {
+			return
+		}
+		defer syscall.Close(fd)
+		err = syscall.Sendto(fd, pkt, 0, &syscall.SockaddrInet4{Addr: d4})
+	})
+	if err != nil {
+		t.Fatalf("raw send from %s: %v", ns.Name, err)
 	}
 }
