@@ -16,6 +16,7 @@ import (
 	"golang.org/x/crypto/curve25519"
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/tun"
 )
 
 // wgKey returns a fresh private key and its public key, hex encoded for UAPI.
@@ -57,8 +58,12 @@ func newWGPair(tb testing.TB, v6 bool) *wgPair {
 		tb.Fatal(err)
 	}
 	logger := device.NewLogger(device.LogLevelError, "")
-	p.devA = device.NewDevice(p.a, conn.NewDefaultBind(), logger)
-	p.devB = device.NewDevice(p.b, conn.NewDefaultBind(), logger)
+	var tunA, tunB tun.Device = p.a, p.b
+	if delay, loss := pathFromEnv(); delay > 0 || loss > 0 {
+		tunA, tunB = newLossy(p.a, delay, loss), newLossy(p.b, delay, loss)
+	}
+	p.devA = device.NewDevice(tunA, conn.NewDefaultBind(), logger)
+	p.devB = device.NewDevice(tunB, conn.NewDefaultBind(), logger)
 	tb.Cleanup(func() {
 		p.devA.Close()
 		p.devB.Close()
@@ -178,6 +183,48 @@ func BenchmarkNetstackPair(b *testing.B) {
 			if n != int64(b.N)*chunk {
 				b.Fatalf("received %d bytes, sent %d", n, int64(b.N)*chunk)
 			}
+		})
+	}
+}
+
+// BenchmarkTCPSettings runs BenchmarkNetstackPair's stream under TCP
+// setting variants. Run it also inside a network namespace whose loopback
+// has netem delay and loss to see them on a long, lossy path.
+func BenchmarkTCPSettings(b *testing.B) {
+	big := [3]int{4 << 10, 1 << 20, 8 << 20}
+	for _, v := range []struct {
+		name string
+		set  tcpSettings
+	}{
+		{"reno", tcpSettings{sack: true, rack: true, cc: "reno", moderateRcvBuf: true}},
+		{"cubic", tcpSettings{sack: true, rack: true, cc: "cubic", moderateRcvBuf: true}},
+		{"reno-norack", tcpSettings{sack: true, rack: false, cc: "reno", moderateRcvBuf: true}},
+		{"reno-nomoderate", tcpSettings{sack: true, rack: true, cc: "reno", moderateRcvBuf: false}},
+		{"reno-8M", tcpSettings{sack: true, rack: true, cc: "reno", moderateRcvBuf: true, sndBuf: big, rcvBuf: big}},
+		{"cubic-8M", tcpSettings{sack: true, rack: true, cc: "cubic", moderateRcvBuf: true, sndBuf: big, rcvBuf: big}},
+	} {
+		b.Run(v.name, func(b *testing.B) {
+			saved := tcpDefaults
+			tcpDefaults = v.set
+			defer func() { tcpDefaults = saved }()
+			p := newWGPair(b, false)
+			client, server := p.stream(b)
+			const chunk = 1 << 20
+			done := make(chan int64, 1)
+			go func() {
+				n, _ := io.CopyBuffer(io.Discard, server, make([]byte, 256<<10))
+				done <- n
+			}()
+			buf := make([]byte, chunk)
+			b.SetBytes(chunk)
+			b.ResetTimer()
+			for range b.N {
+				if _, err := client.Write(buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+			client.Close()
+			<-done
 		})
 	}
 }
