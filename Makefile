@@ -25,8 +25,11 @@ demo:
 fuzz:
 	$(GO) test ./peerbook -run XXX -fuzz FuzzParse -fuzztime 30s
 
+# Benchmarks, never timed tests. The shell scripts need root (network
+# namespaces) and iperf3; see bench/README.md.
 bench:
-	$(GO) test -run XXX -bench . ./...
+	$(GO) test -run XXX -bench Apply -benchtime 3x ./node
+	bash bench/tun_pair.sh
 
 # A FROM scratch image of a static binary, built from local files only.
 IMAGE ?= wgmesh:latest
