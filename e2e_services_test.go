@@ -164,7 +164,6 @@ func TestEndToEndServices(t *testing.T) {
 	}))
 	defer page.Close()
 	resolver := testDNS(t, map[string]string{"beta.test.": "127.0.0.1"})
-	meshDNSForward := "127.0.0.1:" + strconv.Itoa(freePort(t, "udp"))
 
 	users := filepath.Join(dir, "proxy-users")
 	if err := os.WriteFile(users, []byte("# proxy users\nalice:s3cret-Pass\n"), 0o600); err != nil {
@@ -173,7 +172,8 @@ func TestEndToEndServices(t *testing.T) {
 	ctl := func(name string) string { return filepath.Join(dir, "run", name, "wgmesh.sock") }
 	beta := startUp(t, bin, "beta", ctl("beta"), "--book", bookPath, "--key", ms[1].keyPath, "--listen-port", "0",
 		"--expose", "tcp:80="+page.Listener.Addr().String(),
-		"--forward", "udp:"+meshDNSForward+"=alpha:53")
+		"--forward", "udp:127.0.0.1:0=alpha:53")
+	meshDNSForward := boundForward(t, beta, "udp", "alpha:53")
 	alpha := startUp(t, bin, "alpha", ctl("alpha"), "--book", bookPath, "--key", ms[0].keyPath, "--listen-port", "0",
 		"--resolver", resolver, "--resolve-interval", "1s",
 		"--socks", "127.0.0.1:0", "--http-proxy", "127.0.0.1:0", "--socks-auth-file", users,

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -132,25 +133,21 @@ func (p *proc) waitStatus(t *testing.T, bin, what string, cond func(node.Status)
 	}
 }
 
-// freePort returns a loopback port that was free a moment ago. Only for
-// --forward, whose listen port must be given up front; the short window in
-// which another program could take it is acceptable in a test.
-func freePort(t *testing.T, network string) int {
+// boundForward waits for p's ready line and returns the address its
+// --forward to target bound: forward="PROTO:ADDR=TARGET".
+func boundForward(t *testing.T, p *proc, proto, target string) string {
 	t.Helper()
-	if network == "udp" {
-		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+	re := regexp.MustCompile(`msg=ready .*` + proto + `:(127\.0\.0\.1:[0-9]+)=` + regexp.QuoteMeta(target))
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if m := re.FindStringSubmatch(p.stderr.String()); m != nil && !strings.HasSuffix(m[1], ":0") {
+			return m[1]
 		}
-		defer pc.Close()
-		return pc.LocalAddr().(*net.UDPAddr).Port
+		if p.exited() || time.Now().After(deadline) {
+			t.Fatalf("%s: no bound %s forward to %s in a ready line", p.name, proto, target)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // payloadServer serves data to every TCP client, then closes.
@@ -220,8 +217,6 @@ func TestEndToEnd(t *testing.T) {
 	rand.Read(payload)
 	payloadAddr := payloadServer(t, payload)
 	echoAddr := udpEcho(t)
-	tcpForward := "127.0.0.1:" + strconv.Itoa(freePort(t, "tcp"))
-	udpForward := "127.0.0.1:" + strconv.Itoa(freePort(t, "udp"))
 
 	common := func(m *testMember) []string {
 		return []string{"--book", bookPath, "--key", m.keyPath, "--listen-port", "0", "--log-level", "debug"}
@@ -232,8 +227,8 @@ func TestEndToEnd(t *testing.T) {
 		"--expose", "udp:9001="+echoAddr.String())...)
 	gamma := startUp(t, bin, "gamma", ctl("gamma"), common(ms[2])...)
 	alpha := startUp(t, bin, "alpha", ctl("alpha"), append(common(ms[0]),
-		"--forward", "tcp:"+tcpForward+"=beta:9000",
-		"--forward", "udp:"+udpForward+"=beta.mesh:9001")...)
+		"--forward", "tcp:127.0.0.1:0=beta:9000",
+		"--forward", "udp:127.0.0.1:0=beta.mesh:9001")...)
 	procs := []*proc{alpha, beta, gamma}
 
 	// Learn the ports the system chose, publish them, reload everyone.
@@ -249,9 +244,10 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("%s serves status but logged no ready line", p.name)
 		}
 	}
-	if !strings.Contains(alpha.stderr.String(), "forward=\"tcp:"+tcpForward+"=beta:9000\"") {
-		t.Errorf("alpha's ready line does not show its forward")
-	}
+	// The forwards listen on ports the system chose; the ready line says
+	// which.
+	tcpForward := boundForward(t, alpha, "tcp", "beta:9000")
+	udpForward := boundForward(t, alpha, "udp", "beta.mesh:9001")
 	writeBook(t, bookPath, 2, ms)
 	for _, p := range procs {
 		p.cmd.Process.Signal(syscall.SIGHUP)

@@ -129,7 +129,9 @@ func parse(flag, raw string) (Spec, error) {
 		}
 		spec.Listen = ":" + port
 	} else {
-		host, port, err := splitHostPort(listen)
+		// Port 0 lets the system choose a free port; the caller reports
+		// the bound address (wgmesh up logs it in its ready line).
+		host, port, err := splitHostPortZero(listen)
 		if err != nil {
 			return fail(proto, "listen %v", err)
 		}
@@ -142,6 +144,14 @@ func parse(flag, raw string) (Spec, error) {
 	}
 	spec.Target = net.JoinHostPort(host, port)
 	return spec, nil
+}
+
+// splitHostPortZero is splitHostPort that also accepts port 0.
+func splitHostPortZero(s string) (host, port string, err error) {
+	if h, p, err := net.SplitHostPort(s); err == nil && p == "0" && h != "" && validHost(h) {
+		return h, p, nil
+	}
+	return splitHostPort(s)
 }
 
 // splitHostPort splits and validates HOST:PORT. Its errors complete a

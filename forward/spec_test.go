@@ -12,6 +12,7 @@ func TestParseForward(t *testing.T) {
 		str                   string
 	}{
 		{"tcp:127.0.0.1:8080=beta:80", "tcp", "127.0.0.1:8080", "beta:80", "beta", "--forward tcp:127.0.0.1:8080=beta:80"},
+		{"udp:127.0.0.1:0=beta:53", "udp", "127.0.0.1:0", "beta:53", "beta", "--forward udp:127.0.0.1:0=beta:53"},
 		{"udp:127.0.0.1:5353=10.42.0.3:53", "udp", "127.0.0.1:5353", "10.42.0.3:53", "10.42.0.3", "--forward udp:127.0.0.1:5353=10.42.0.3:53"},
 		{"tcp:[::1]:8080=beta.mesh:80", "tcp", "[::1]:8080", "beta.mesh:80", "beta.mesh", "--forward tcp:[::1]:8080=beta.mesh:80"},
 		{"tcp:localhost:1=[fd42:42::3]:65535", "tcp", "localhost:1", "[fd42:42::3]:65535", "fd42:42::3", "--forward tcp:localhost:1=[fd42:42::3]:65535"},
@@ -82,8 +83,8 @@ func TestParseErrors(t *testing.T) {
 			`--forward "127.0.0.1:8080=beta:80": unknown protocol "127.0.0.1", want tcp or udp, e.g. tcp:127.0.0.1:8080=beta:80`},
 		{ParseForward, "sctp:127.0.0.1:8080=beta:80",
 			`--forward "sctp:127.0.0.1:8080=beta:80": unknown protocol "sctp", want tcp or udp, e.g. tcp:127.0.0.1:8080=beta:80`},
-		{ParseForward, "udp:127.0.0.1:0=beta:53",
-			`--forward "udp:127.0.0.1:0=beta:53": listen port "0" must be a number from 1 to 65535, e.g. udp:127.0.0.1:5353=beta:53`},
+		{ParseForward, "udp:127.0.0.1:0=beta:0",
+			`--forward "udp:127.0.0.1:0=beta:0": target port "0" must be a number from 1 to 65535, e.g. udp:127.0.0.1:5353=beta:53`},
 		{ParseForward, "tcp:127.0.0.1:65536=beta:80",
 			`--forward "tcp:127.0.0.1:65536=beta:80": listen port "65536" must be a number from 1 to 65535, e.g. tcp:127.0.0.1:8080=beta:80`},
 		{ParseForward, "tcp:127.0.0.1:http=beta:80",
