@@ -10,6 +10,8 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/wgmesh/wgmesh/internal/dnsserve"
+
 	"github.com/wgmesh/wgmesh/peerbook"
 )
 
@@ -36,7 +38,7 @@ type Server struct {
 	// errors. Nil discards them.
 	Logger *slog.Logger
 
-	sockets sockets
+	sockets dnsserve.Group
 }
 
 func (s *Server) log() *slog.Logger {

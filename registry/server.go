@@ -9,6 +9,8 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/wgmesh/wgmesh/internal/dnsserve"
+
 	"github.com/wgmesh/wgmesh/peerbook"
 )
 
@@ -56,7 +58,7 @@ type Server struct {
 	// errors. Nil discards them.
 	Logger *slog.Logger
 
-	sockets sockets
+	sockets dnsserve.Group
 }
 
 func (s *Server) log() *slog.Logger {
