@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net"
 	"net/http"
-	"os"
 	"strings"
 	"syscall"
 	"time"
@@ -44,48 +42,10 @@ type ReportSource interface {
 // ServeReport is Serve for a source that reports more than node.Status.
 // The socket, its directory checks and Close behave exactly as Serve's.
 func ServeReport(ctx context.Context, path string, src ReportSource) (*Server, error) {
-	if path == "" {
-		return nil, errors.New("empty socket path")
-	}
 	if src == nil {
 		return nil, errors.New("nil report source")
 	}
-	if err := Check(path); err != nil {
-		return nil, err
-	}
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", path, err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		return nil, err
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+StatusPath, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		enc.Encode(src.Report())
-	})
-	s := &Server{
-		path: path,
-		ln:   ln,
-		http: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second},
-		done: make(chan struct{}),
-	}
-	go func() {
-		defer close(s.done)
-		s.http.Serve(ln)
-	}()
-	go func() {
-		select {
-		case <-ctx.Done():
-			s.Close()
-		case <-s.done:
-		}
-	}()
-	return s, nil
+	return serveJSON(ctx, path, func() any { return src.Report() })
 }
 
 // Report fetches the node's full report, including the fields Status

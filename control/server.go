@@ -59,11 +59,17 @@ type Server struct {
 // The socket itself gets mode 0600. A stale socket left by a node that died
 // is replaced; a socket on which another node still answers is not.
 func Serve(ctx context.Context, path string, src StatusSource) (*Server, error) {
-	if path == "" {
-		return nil, errors.New("empty socket path")
-	}
 	if src == nil {
 		return nil, errors.New("nil status source")
+	}
+	return serveJSON(ctx, path, func() any { return src.Status() })
+}
+
+// serveJSON runs the control API on path, answering the status endpoint with
+// the JSON of what report returns.
+func serveJSON(ctx context.Context, path string, report func() any) (*Server, error) {
+	if path == "" {
+		return nil, errors.New("empty socket path")
 	}
 	if err := Check(path); err != nil {
 		return nil, err
@@ -85,7 +91,7 @@ func Serve(ctx context.Context, path string, src StatusSource) (*Server, error) 
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		enc.Encode(src.Status())
+		enc.Encode(report())
 	})
 	s := &Server{
 		path: path,
