@@ -189,6 +189,17 @@ func (n *Node) applyResolved(d dueLookup, ap netip.AddrPort, err error) {
 	if ap == pc.endpoint {
 		return
 	}
+	if err := n.setEndpointLocked(pc, entry, ap); err != nil {
+		n.log.Error("cannot update member endpoint", "peer", d.name, "err", err)
+		return
+	}
+	n.log.Info("member endpoint changed by DNS", "peer", d.name, "endpoint", d.ep.String(), "from", addrOrNone(pc.endpoint), "to", ap.String())
+}
+
+// setEndpointLocked points the device at a new endpoint for the member pc
+// describes, with update_only (no new peer, no lost session), turning on
+// the keepalive that needs a known endpoint. Caller holds n.mu.
+func (n *Node) setEndpointLocked(pc *peerConfig, entry *peerbook.Peer, ap netip.AddrPort) error {
 	next := *pc
 	next.endpoint = ap
 	self, _ := n.book.PeerByKey(n.self)
@@ -196,10 +207,9 @@ func (n *Node) applyResolved(d dueLookup, ap netip.AddrPort, err error) {
 	var w uapiWriter
 	w.writePeer(&next, true)
 	if err := n.dev.IpcSet(w.String()); err != nil {
-		n.log.Error("cannot update member endpoint", "peer", d.name, "err", err)
-		return
+		return err
 	}
-	n.applied[d.key] = &next
-	n.endpointChanges[d.key]++
-	n.log.Info("member endpoint changed by DNS", "peer", d.name, "endpoint", d.ep.String(), "from", addrOrNone(pc.endpoint), "to", ap.String())
+	n.applied[pc.key] = &next
+	n.endpointChanges[pc.key]++
+	return nil
 }

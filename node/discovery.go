@@ -163,18 +163,10 @@ func (n *Node) applyDiscovered(j discoverJob, ap netip.AddrPort, from string) {
 	if j.direct || pc.endpoint == ap {
 		return
 	}
-	next := *pc
-	next.endpoint = ap
-	self, _ := n.book.PeerByKey(n.self)
-	next.keepalive = n.book.KeepaliveBetween(self, entry)
-	var w uapiWriter
-	w.writePeer(&next, true)
-	if err := n.dev.IpcSet(w.String()); err != nil {
+	if err := n.setEndpointLocked(pc, entry, ap); err != nil {
 		n.log.Error("cannot set discovered endpoint", "peer", j.name, "err", err)
 		return
 	}
-	n.applied[j.key] = &next
-	n.endpointChanges[j.key]++
 	n.log.Info("member endpoint from registry", "peer", j.name, "registry", from, "endpoint", ap.String())
 }
 
