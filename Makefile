@@ -30,6 +30,7 @@ fuzz:
 bench:
 	$(GO) test -run XXX -bench Apply -benchtime 3x ./node
 	bash bench/tun_pair.sh
+	bash bench/netstack_pair.sh
 
 # A FROM scratch image of a static binary, built from local files only.
 IMAGE ?= wgmesh:latest
