@@ -11,6 +11,7 @@ build:
 # -race needs cgo (a C compiler); .ci/run installs one.
 test:
 	$(GO) test -race -count=1 ./...
+	$(GO) test -count=1 -run 'TestGiBByteExact' ./netstack
 
 check:
 	@unformatted="$$(gofmt -l .)"; \

@@ -6,7 +6,8 @@ import "testing"
 
 // TestGiBByteExact moves 1 GiB through two stacks joined by wireguard-go
 // and checks that it arrives byte for byte. The race detector makes it
-// take minutes, so it runs only without it (see gib_race_test.go).
+// take minutes, so it is built only without it; `make test` runs it in a
+// second, race-free pass.
 func TestGiBByteExact(t *testing.T) {
 	if testing.Short() {
 		t.Skip("1 GiB transfer skipped in -short mode")
