@@ -1,6 +1,7 @@
 package peerbook
 
 import (
+	"bytes"
 	"sort"
 	"strconv"
 	"strings"
@@ -19,14 +20,18 @@ import (
 type lineIndex struct {
 	lines  map[string]int
 	starts []int // byte offset of the start of every line
+	// scratch builds paths without an allocation per key part.
+	scratch []byte
 }
 
 // indexLines walks the document with go-toml's low-level parser. It must be
 // called only on documents the decoder accepted; if the parser still fails
 // the index is simply incomplete, and lookups fall back to enclosing paths.
 func indexLines(data []byte) *lineIndex {
-	ix := &lineIndex{lines: make(map[string]int)}
-	ix.starts = append(ix.starts, 0)
+	lines := bytes.Count(data, []byte{'\n'}) + 1
+	// About two paths per line (a key and its first element): sized once,
+	// the map does not grow and rehash through a 10,000-member book.
+	ix := &lineIndex{lines: make(map[string]int, 2*lines), starts: make([]int, 1, lines)}
 	for i, c := range data {
 		if c == '\n' {
 			ix.starts = append(ix.starts, i+1)
@@ -81,7 +86,7 @@ func (ix *lineIndex) headerPath(e *unstable.Node, arrays map[string]int) (string
 }
 
 func (ix *lineIndex) keyValue(prefix string, e *unstable.Node) {
-	path := prefix
+	buf := append(ix.scratch[:0], prefix...)
 	line := 0
 	it := e.Key()
 	for it.Next() {
@@ -89,11 +94,13 @@ func (ix *lineIndex) keyValue(prefix string, e *unstable.Node) {
 		if line == 0 {
 			line = ix.lineAt(k)
 		}
-		if path != "" {
-			path += "."
+		if len(buf) > 0 {
+			buf = append(buf, '.')
 		}
-		path += string(k.Data)
+		buf = append(buf, k.Data...)
 	}
+	ix.scratch = buf
+	path := string(buf)
 	ix.set(path, line)
 	ix.value(path, e.Value(), line)
 }
