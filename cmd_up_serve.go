@@ -204,15 +204,9 @@ func bindServices(cfg upConfig) (*services, error) {
 		bind("--http-proxy", cfg.httpProxy, &s.httpLn),
 	)
 	if err == nil && cfg.dns != "" {
-		if s.dnsPC, err = net.ListenPacket("udp", cfg.dns); err != nil {
-			err = fmt.Errorf("--dns: cannot listen on %s (udp): %w", cfg.dns, err)
-		} else {
-			// The TCP side takes the port UDP got, which matters for :0.
-			addr := s.dnsPC.LocalAddr().String()
-			if s.dnsLn, err = net.Listen("tcp", addr); err != nil {
-				err = fmt.Errorf("--dns: cannot listen on %s (tcp): %w", addr, err)
-			}
-			s.bound = append(s.bound, "dns", addr)
+		s.dnsPC, s.dnsLn, err = listenDNS(cfg.dns)
+		if err == nil {
+			s.bound = append(s.bound, "dns", s.dnsPC.LocalAddr().String())
 		}
 	}
 	if err != nil {
@@ -328,4 +322,31 @@ func (s *services) close() {
 		s.closeListeners()
 		s.wg.Wait()
 	})
+}
+
+// listenDNS binds UDP and TCP on one address, as a name server answers on
+// both. With port 0 the system picks the UDP port and TCP takes the same
+// number; if that TCP port is someone else's, another port is tried (a
+// bounded number of times).
+func listenDNS(addr string) (net.PacketConn, net.Listener, error) {
+	_, port, _ := net.SplitHostPort(addr)
+	tries := 1
+	if port == "0" {
+		tries = 20
+	}
+	var err error
+	for range tries {
+		var pc net.PacketConn
+		if pc, err = net.ListenPacket("udp", addr); err != nil {
+			return nil, nil, fmt.Errorf("--dns: cannot listen on %s (udp): %w", addr, err)
+		}
+		bound := pc.LocalAddr().String()
+		var ln net.Listener
+		if ln, err = net.Listen("tcp", bound); err == nil {
+			return pc, ln, nil
+		}
+		pc.Close()
+		err = fmt.Errorf("--dns: cannot listen on %s (tcp): %w", bound, err)
+	}
+	return nil, nil, err
 }

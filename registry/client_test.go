@@ -34,11 +34,7 @@ func (l *countingListener) Accept() (net.Conn, error) {
 // DialExchanger for it and the TCP connection count.
 func startExchanger(t *testing.T, s *Server) (DialExchanger, *atomic.Int32) {
 	t.Helper()
-	pc := mustListenPacket(t)
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	pc, ln := mustListenBoth(t)
 	cl := &countingListener{Listener: ln}
 	addr, _ := startOn(t, s, pc, cl)
 	var d net.Dialer
@@ -280,11 +276,7 @@ func TestExchangeHonoursContext(t *testing.T) {
 // TestClientGoroutines checks that lookups leave nothing running.
 func TestClientGoroutines(t *testing.T) {
 	s := &Server{Zone: "mesh.", Members: func() []Member { return manyMembers(30) }}
-	pc := mustListenPacket(t)
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	pc, ln := mustListenBoth(t)
 	errs := make(chan error, 2)
 	base := numGoroutines()
 	go func() { errs <- s.ServePacketConn(pc) }()

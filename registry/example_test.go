@@ -47,11 +47,7 @@ func ExampleLookup() {
 	s := &registry.Server{Zone: "mesh.", Members: func() []registry.Member {
 		return []registry.Member{{PublicKey: key, Endpoint: netip.MustParseAddrPort("198.51.100.7:51820")}}
 	}}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		log.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
+	pc, ln, err := listenBoth()
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -67,4 +63,22 @@ func ExampleLookup() {
 	// Output:
 	// 198.51.100.7:51820 <nil>
 	// 1 xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg= <nil>
+}
+
+// listenBoth binds UDP and TCP on one loopback port, trying another port
+// when the TCP twin of the system's UDP choice is taken.
+func listenBoth() (net.PacketConn, net.Listener, error) {
+	var err error
+	for range 50 {
+		var pc net.PacketConn
+		if pc, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
+			return nil, nil, err
+		}
+		var ln net.Listener
+		if ln, err = net.Listen("tcp", pc.LocalAddr().String()); err == nil {
+			return pc, ln, nil
+		}
+		pc.Close()
+	}
+	return nil, nil, err
 }

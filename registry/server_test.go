@@ -450,6 +450,24 @@ func TestMalformedQueries(t *testing.T) {
 	}
 }
 
+// mustListenBoth binds UDP and TCP on one loopback port, as a DNS server
+// does. The UDP port is chosen by the system; its TCP twin may belong to
+// someone else, so on a clash it tries another port (a bounded number of
+// times).
+func mustListenBoth(t *testing.T) (net.PacketConn, net.Listener) {
+	t.Helper()
+	for range 50 {
+		pc := mustListenPacket(t)
+		ln, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, ln
+		}
+		pc.Close()
+	}
+	t.Fatal("no loopback port free for both UDP and TCP")
+	return nil, nil
+}
+
 func mustListenPacket(t *testing.T) net.PacketConn {
 	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
