@@ -82,27 +82,29 @@ func TestNonRootContainers(t *testing.T) {
 	}
 	common := []string{"run", "-d", "--user", "65534:65534", "--cap-drop", "ALL",
 		"--security-opt", "no-new-privileges", "--network", network, "-v", dir + ":/etc/wgmesh:ro"}
-	var ids []string
+	// Containers are named, so that cleanup also finds one whose start
+	// failed after docker created it.
+	names := []string{tag + "-beta", tag + "-httpd", tag + "-alpha"}
 	t.Cleanup(func() {
-		for _, id := range ids {
+		for _, name := range names {
 			if t.Failed() {
-				out, _ := exec.Command("docker", "logs", id).CombinedOutput()
-				t.Logf("container %s:\n%s", id[:12], out)
+				out, _ := exec.Command("docker", "logs", name).CombinedOutput()
+				t.Logf("container %s:\n%s", name, out)
 			}
-			exec.Command("docker", "rm", "-f", id).Run()
+			exec.Command("docker", "rm", "-f", name).Run()
 		}
 	})
-	ids = append(ids, docker(append(common, "--name", tag+"-beta", "--ip", ctrs[1].ip.String(), image,
+	docker(append(common, "--name", tag+"-beta", "--ip", ctrs[1].ip.String(), image,
 		"up", "--book", "/etc/wgmesh/book.toml", "--key", "/etc/wgmesh/beta.key",
 		"--state-dir", "/tmp/state",
-		"--expose", "tcp:80=127.0.0.1:8080")...))
-	ids = append(ids, docker("run", "-d", "--user", "65534:65534", "--cap-drop", "ALL",
-		"--network", "container:"+tag+"-beta", httpdImage, "--listen", "127.0.0.1:8080", "--say", "hello from beta's container"))
-	ids = append(ids, docker(append(common, "--name", tag+"-alpha", "--ip", ctrs[0].ip.String(),
+		"--expose", "tcp:80=127.0.0.1:8080")...)
+	docker("run", "-d", "--name", tag+"-httpd", "--user", "65534:65534", "--cap-drop", "ALL",
+		"--network", "container:"+tag+"-beta", httpdImage, "--listen", "127.0.0.1:8080", "--say", "hello from beta's container")
+	docker(append(common, "--name", tag+"-alpha", "--ip", ctrs[0].ip.String(),
 		"-p", "127.0.0.1::1080", image,
 		"up", "--book", "/etc/wgmesh/book.toml", "--key", "/etc/wgmesh/alpha.key",
 		"--state-dir", "/tmp/state",
-		"--socks", "0.0.0.0:1080", "--socks-auth-file", "/etc/wgmesh/socks.auth")...))
+		"--socks", "0.0.0.0:1080", "--socks-auth-file", "/etc/wgmesh/socks.auth")...)
 	// One line per published address family; take the IPv4 one.
 	hostPort := strings.Split(docker("port", tag+"-alpha", "1080/tcp"), "\n")[0]
 
