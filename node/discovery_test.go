@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wgmesh/wgmesh/peerbook"
 	"github.com/wgmesh/wgmesh/registry"
 )
 
@@ -56,6 +57,60 @@ func TestExternalRegistry(t *testing.T) {
 	for _, p := range n0.Status().Peers {
 		if p.Name == "n1" && (p.EndpointSource != "registry" || p.Path != PathDirect) {
 			t.Errorf("n1: source %q path %q", p.EndpointSource, p.Path)
+		}
+	}
+}
+
+// TestRegistryMemberInMesh: n0 is a registry member answering on mesh
+// port 5354 (Config.RegistryPort, --registry-listen) in netstack mode; n1
+// and n2 have no endpoints in the book, learn each other's from n0 through
+// the mesh, and then talk directly.
+func TestRegistryMemberInMesh(t *testing.T) {
+	book, keys := testBook(t, 3)
+	book.Peers[0].Registry = true
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var nodes []*Node
+	for i := range 3 {
+		n, err := New(Config{Book: book, PrivateKey: keys[i], ListenPort: EphemeralPort, RegistryPort: 5354})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Up(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		nodes = append(nodes, n)
+	}
+	// Only the registry's endpoint is published.
+	final := *book
+	final.Serial++
+	final.Peers = append([]peerbook.Peer(nil), book.Peers...)
+	port := nodes[0].Status().ListenPort
+	final.Peers[0].Endpoint = peerbook.Endpoint{Host: "127.0.0.1", Port: port}
+	final.Peers[0].ListenPort = port
+	for _, n := range nodes {
+		if err := n.Reload(ctx, &final); err != nil {
+			t.Fatal(err)
+		}
+	}
+	serveEcho(t, nodes[0], "n0")
+	serveEcho(t, nodes[2], "n2")
+	// n1 and n2 reach the registry (and so it observes them)...
+	for _, i := range []int{1, 2} {
+		if err := checkTCP(ctx, nodes[i], "n0"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// ... and each other, directly, with endpoints from the registry.
+	n2Endpoint := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), nodes[2].Status().ListenPort)
+	waitEndpoint(t, nodes[1], keys[2].Public(), n2Endpoint, 10*time.Second)
+	if err := checkTCP(ctx, nodes[1], "n2"); err != nil {
+		t.Fatalf("n1 -> n2: %v", err)
+	}
+	for _, p := range nodes[1].Status().Peers {
+		if p.Name == "n2" && (p.Path != PathDirect || p.EndpointSource != "registry") {
+			t.Errorf("n1's n2: path %q, source %q", p.Path, p.EndpointSource)
 		}
 	}
 }
