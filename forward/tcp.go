@@ -8,8 +8,9 @@ import (
 	"log/slog"
 	"net"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/wgmesh/wgmesh/internal/netutil"
 )
 
 // Dialer opens connections to a forward's target. *net.Dialer satisfies it
@@ -65,7 +66,7 @@ func newTCPServer(d Dialer, target string, log *slog.Logger) *tcpServer {
 	return &tcpServer{
 		dialer: d,
 		target: target,
-		log:    orDiscard(log),
+		log:    netutil.OrDiscard(log),
 		conns:  make(map[net.Conn]struct{}),
 	}
 }
@@ -90,12 +91,12 @@ func (s *tcpServer) serve(ctx context.Context, ln net.Listener) error {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			if !temporary(err) {
+			if !netutil.Temporary(err) {
 				return fmt.Errorf("accept: %w", err)
 			}
 			backoff = min(max(2*backoff, 5*time.Millisecond), maxAcceptBackoff)
 			s.log.Warn("accept failed, retrying", "err", err, "retry_in", backoff)
-			if !sleep(ctx, backoff) {
+			if !netutil.Sleep(ctx, backoff) {
 				return nil
 			}
 			continue
@@ -112,7 +113,7 @@ func (s *tcpServer) serve(ctx context.Context, ln net.Listener) error {
 func (s *tcpServer) relay(ctx context.Context, client net.Conn) {
 	defer s.release(client)
 	start := time.Now()
-	log := s.log.With("client", addrString(client.RemoteAddr()))
+	log := s.log.With("client", netutil.AddrString(client.RemoteAddr()))
 
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	upstream, err := s.dialer.DialContext(dctx, "tcp", s.target)
@@ -208,44 +209,4 @@ func (s *tcpServer) activeConns() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.conns)
-}
-
-// temporary reports whether an accept or read error may go away by itself,
-// such as running out of file descriptors.
-func temporary(err error) bool {
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return true
-	}
-	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
-		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM) ||
-		errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ECONNRESET)
-}
-
-// sleep waits for d and reports false if ctx was cancelled first.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
-func orDiscard(log *slog.Logger) *slog.Logger {
-	if log == nil {
-		return slog.New(slog.DiscardHandler)
-	}
-	return log
-}
-
-// addrString formats an address that may be nil: some conns lose their
-// remote address once the peer is gone.
-func addrString(a net.Addr) string {
-	if a == nil {
-		return "unknown"
-	}
-	return a.String()
 }

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/wgmesh/wgmesh/internal/netutil"
 )
 
 // DefaultUDPIdle is how long a UDP session lives without traffic in either
@@ -97,7 +99,7 @@ func newUDPServer(d Dialer, target string, idle time.Duration, maxSessions int, 
 		target:      target,
 		idle:        idle,
 		maxSessions: maxSessions,
-		log:         orDiscard(log),
+		log:         netutil.OrDiscard(log),
 		epoch:       time.Now(),
 		sessions:    make(map[udpKey]*udpSession),
 	}
@@ -124,12 +126,12 @@ func (s *udpServer) serve(ctx context.Context, pc net.PacketConn) error {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			if !temporary(err) {
+			if !netutil.Temporary(err) {
 				return fmt.Errorf("read: %w", err)
 			}
 			backoff = min(max(2*backoff, 5*time.Millisecond), maxAcceptBackoff)
 			s.log.Warn("read failed, retrying", "err", err, "retry_in", backoff)
-			if !sleep(ctx, backoff) {
+			if !netutil.Sleep(ctx, backoff) {
 				return nil
 			}
 			continue

@@ -11,6 +11,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/wgmesh/wgmesh/internal/netutil"
 )
 
 // HTTP is an HTTP proxy into the mesh, to be served by the caller's
@@ -92,7 +94,7 @@ func (h *HTTP) Close() error {
 	return nil
 }
 
-func (h *HTTP) log() *slog.Logger { return orDiscard(h.Logger) }
+func (h *HTTP) log() *slog.Logger { return netutil.OrDiscard(h.Logger) }
 
 func (h *HTTP) init() {
 	h.transport = &http.Transport{

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/wgmesh/wgmesh/internal/netutil"
 )
 
 // handshakeTimeout bounds a client's SOCKS5 negotiation, so a client that
@@ -204,12 +206,12 @@ func (t *tracker) serve(ln net.Listener, log *slog.Logger, what string, handle f
 			if t.isClosed() {
 				return nil
 			}
-			if !temporary(err) {
+			if !netutil.Temporary(err) {
 				return fmt.Errorf("%s: accept: %w", what, err)
 			}
 			backoff = min(max(2*backoff, 5*time.Millisecond), maxAcceptBackoff)
 			log.Warn("accept failed, retrying", "err", err, "retry_in", backoff)
-			if !sleep(t.context(), backoff) {
+			if !netutil.Sleep(t.context(), backoff) {
 				return nil
 			}
 			continue
@@ -219,43 +221,4 @@ func (t *tracker) serve(ln net.Listener, log *slog.Logger, what string, handle f
 			return nil
 		}
 	}
-}
-
-// temporary reports whether an accept error may go away by itself, such as
-// running out of file descriptors.
-func temporary(err error) bool {
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return true
-	}
-	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
-		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM) ||
-		errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ECONNRESET)
-}
-
-// sleep waits for d and reports false if ctx was cancelled first.
-func sleep(ctx context.Context, d time.Duration) bool {
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-timer.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
-func orDiscard(log *slog.Logger) *slog.Logger {
-	if log == nil {
-		return slog.New(slog.DiscardHandler)
-	}
-	return log
-}
-
-// addrString formats an address that may be nil.
-func addrString(a net.Addr) string {
-	if a == nil {
-		return "unknown"
-	}
-	return a.String()
 }

@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/netip"
 	"time"
+
+	"github.com/wgmesh/wgmesh/internal/netutil"
 )
 
 // SOCKS5 protocol constants (RFC 1928, RFC 1929).
@@ -90,7 +92,7 @@ func (s *SOCKS5) Close() error {
 	return nil
 }
 
-func (s *SOCKS5) log() *slog.Logger { return orDiscard(s.Logger) }
+func (s *SOCKS5) log() *slog.Logger { return netutil.OrDiscard(s.Logger) }
 
 // socksError is a failed request: the reply code to send and why.
 type socksError struct {
@@ -102,7 +104,7 @@ func (e *socksError) Error() string { return e.err.Error() }
 func (e *socksError) Unwrap() error { return e.err }
 
 func (s *SOCKS5) handle(c net.Conn) {
-	log := s.log().With("client", addrString(c.RemoteAddr()))
+	log := s.log().With("client", netutil.AddrString(c.RemoteAddr()))
 	c.SetDeadline(time.Now().Add(handshakeTimeout))
 	user, err := s.negotiate(c)
 	if err != nil {
