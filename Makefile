@@ -1,15 +1,16 @@
-# The README's commands. `make check test` is what CI runs.
+# The README's commands. `make test` (which runs `check` first) is what CI runs.
 GO ?= go
 
 .PHONY: all build test check demo fuzz bench image
 
-all: check test
+all: test
 
 build:
 	$(GO) build -o bin/wgmesh .
 
-# -race needs cgo (a C compiler); .ci/run installs one.
-test:
+# -race needs cgo (a C compiler); .ci/run installs one. Formatting and vet
+# come first, so one command is the whole gate.
+test: check
 	$(GO) test -race -count=1 ./...
 	$(GO) test -count=1 -run 'TestGiBByteExact' ./netstack
 
