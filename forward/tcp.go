@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -23,14 +22,9 @@ type Dialer interface {
 const (
 	// dialTimeout bounds each dial to the target, so a dead target does not
 	// pile up half-open client connections.
-	dialTimeout = 10 * time.Second
-	// copyBufferSize is large because through a userspace stack each
-	// Read/Write costs far more than through the kernel.
-	copyBufferSize   = 256 << 10
+	dialTimeout      = 10 * time.Second
 	maxAcceptBackoff = time.Second
 )
-
-var copyBuffers = sync.Pool{New: func() any { b := make([]byte, copyBufferSize); return &b }}
 
 // ServeTCP accepts connections on ln and relays each one to target, dialed
 // through d with a 10 second timeout. A client whose dial fails is
@@ -131,51 +125,9 @@ func (s *tcpServer) relay(ctx context.Context, client net.Conn) {
 	defer s.release(upstream)
 	log.Debug("connection opened", "target", s.target)
 
-	var (
-		wg      sync.WaitGroup
-		sent    int64
-		sendErr error
-	)
-	wg.Go(func() { sent, sendErr = pipe(upstream, client) })
-	received, recvErr := pipe(client, upstream)
-	wg.Wait()
-
+	sent, received, err := netutil.Join(client, upstream)
 	log.Debug("connection closed", "sent", sent, "received", received,
-		"duration", time.Since(start).Round(time.Millisecond), "err", errors.Join(sendErr, recvErr))
-}
-
-// closeWriter is implemented by connections that can shut down their writing
-// half: *net.TCPConn, *net.UnixConn, *tls.Conn and gVisor's gonet.TCPConn.
-type closeWriter interface {
-	CloseWrite() error
-}
-
-// pipe copies src to dst until EOF, then half-closes dst so its reader sees
-// EOF while the other direction goes on. On an error, or when dst cannot
-// half-close, it closes both conns, which also ends the other direction.
-func pipe(dst, src net.Conn) (int64, error) {
-	n, err := copyConn(dst, src)
-	if err == nil {
-		if cw, ok := dst.(closeWriter); ok && cw.CloseWrite() == nil {
-			return n, nil
-		}
-	}
-	dst.Close()
-	src.Close()
-	return n, err
-}
-
-func copyConn(dst, src net.Conn) (int64, error) {
-	_, srcTCP := src.(*net.TCPConn)
-	_, dstTCP := dst.(*net.TCPConn)
-	if srcTCP && dstTCP {
-		return io.Copy(dst, src) // lets the kernel splice
-	}
-	bp := copyBuffers.Get().(*[]byte)
-	defer copyBuffers.Put(bp)
-	// Hide ReaderFrom/WriterTo: the net package's fallbacks would copy
-	// through their own 32 KiB buffer instead of ours.
-	return io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, *bp)
+		"duration", time.Since(start).Round(time.Millisecond), "err", err)
 }
 
 func (s *tcpServer) track(c net.Conn) bool {

@@ -299,3 +299,8 @@ func TestTCPIPv6(t *testing.T) {
 		t.Fatalf("ServeTCP: %v", err)
 	}
 }
+
+// closeWriter is the half-close ability netutil.Join passes on.
+type closeWriter interface {
+	CloseWrite() error
+}

@@ -3,7 +3,6 @@ package netstack
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -16,6 +15,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
+
+	"github.com/wgmesh/wgmesh/internal/netutil"
 )
 
 // Rootless subnet routing: a member that routes a LAN but runs without
@@ -179,31 +180,12 @@ func (r *SubnetRouter) handleUDP(req *udp.ForwarderRequest) {
 	}()
 }
 
-// relay copies a TCP flow both ways, passing on half-closes, until both
-// directions end or ctx is cancelled.
+// relay joins a TCP flow's two halves until both directions end or ctx
+// is cancelled.
 func relay(ctx context.Context, a, b net.Conn) {
 	stop := context.AfterFunc(ctx, func() { a.Close(); b.Close() })
 	defer stop()
-	var wg sync.WaitGroup
-	half := func(dst, src net.Conn) {
-		defer wg.Done()
-		buf := copyBuffers.Get().(*[]byte)
-		defer copyBuffers.Put(buf)
-		if _, err := io.CopyBuffer(dst, src, *buf); err != nil {
-			a.Close()
-			b.Close()
-			return
-		}
-		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-			cw.CloseWrite()
-		} else {
-			dst.Close()
-		}
-	}
-	wg.Add(2)
-	go half(a, b)
-	go half(b, a)
-	wg.Wait()
+	netutil.Join(a, b)
 	a.Close()
 	b.Close()
 }
@@ -241,11 +223,6 @@ func relayDatagrams(ctx context.Context, mesh, host net.Conn, idle time.Duration
 	go half(host, mesh)
 	wg.Wait()
 }
-
-var copyBuffers = sync.Pool{New: func() any {
-	b := make([]byte, 256<<10)
-	return &b
-}}
 
 type tcpipErr struct {
 	op  string

@@ -227,7 +227,7 @@ func (h *HTTP) connect(w http.ResponseWriter, r *http.Request, log *slog.Logger)
 		start := time.Now()
 		log := log.With("target", dst.String())
 		log.Debug("http proxy tunnel")
-		sent, received, err := relay(client, up)
+		sent, received, err := netutil.Join(client, up)
 		log.Debug("http proxy tunnel closed", "sent", sent, "received", received,
 			"duration", time.Since(start).Round(time.Millisecond), "err", err)
 	})

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -21,10 +20,7 @@ var handshakeTimeout = 10 * time.Second
 
 const (
 	// dialTimeout bounds each dial into the mesh.
-	dialTimeout = 10 * time.Second
-	// copyBufferSize is large because through a userspace stack each
-	// Read/Write costs far more than through the kernel.
-	copyBufferSize   = 256 << 10
+	dialTimeout      = 10 * time.Second
 	maxAcceptBackoff = time.Second
 )
 
@@ -33,56 +29,6 @@ var (
 	errNetUnreach  = syscall.ENETUNREACH
 	errHostUnreach = syscall.EHOSTUNREACH
 )
-
-var copyBuffers = sync.Pool{New: func() any { b := make([]byte, copyBufferSize); return &b }}
-
-// closeWriter is implemented by connections that can shut down their writing
-// half: *net.TCPConn and gVisor's gonet.TCPConn among others.
-type closeWriter interface {
-	CloseWrite() error
-}
-
-// relay copies both ways between a and b until both directions end, passing
-// half-closes on, and returns the bytes copied from a to b and from b to a.
-func relay(a, b net.Conn) (int64, int64, error) {
-	var (
-		wg      sync.WaitGroup
-		ab, ba  int64
-		abError error
-	)
-	wg.Go(func() { ab, abError = pipe(b, a) })
-	ba, baError := pipe(a, b)
-	wg.Wait()
-	return ab, ba, errors.Join(abError, baError)
-}
-
-// pipe copies src to dst until EOF, then half-closes dst so its reader sees
-// EOF while the other direction goes on. On an error, or when dst cannot
-// half-close, it closes both conns, which also ends the other direction.
-func pipe(dst, src net.Conn) (int64, error) {
-	n, err := copyConn(dst, src)
-	if err == nil {
-		if cw, ok := dst.(closeWriter); ok && cw.CloseWrite() == nil {
-			return n, nil
-		}
-	}
-	dst.Close()
-	src.Close()
-	return n, err
-}
-
-func copyConn(dst, src net.Conn) (int64, error) {
-	_, srcTCP := src.(*net.TCPConn)
-	_, dstTCP := dst.(*net.TCPConn)
-	if srcTCP && dstTCP {
-		return io.Copy(dst, src) // lets the kernel splice
-	}
-	bp := copyBuffers.Get().(*[]byte)
-	defer copyBuffers.Put(bp)
-	// Hide ReaderFrom/WriterTo: the net package's fallbacks would copy
-	// through their own 32 KiB buffer instead of ours.
-	return io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, *bp)
-}
 
 // tracker remembers the listeners, connections and sockets a server owns,
 // so that Close can close them all and wait for its goroutines.

@@ -340,7 +340,7 @@ func (s *SOCKS5) connect(c net.Conn, log *slog.Logger, host string, port uint16)
 	c.SetDeadline(time.Time{})
 	start := time.Now()
 	log.Debug("socks5 connect")
-	sent, received, err := relay(c, up)
+	sent, received, err := netutil.Join(c, up)
 	log.Debug("socks5 connection closed", "sent", sent, "received", received,
 		"duration", time.Since(start).Round(time.Millisecond), "err", err)
 }
