@@ -137,6 +137,25 @@ func gsoSegments(payload, mss int) int {
 	return (payload + mss - 1) / mss
 }
 
+// gsoSegmentSize returns the size of the packets (all but possibly the
+// last) that gsoSplit cuts the TCP packet held in pkt into.
+func gsoSegmentSize(pkt [][]byte, size, mss int) (int, error) {
+	if mss <= 0 {
+		return 0, errZeroMSS
+	}
+	var h tcpHeaders
+	var r sliceReader
+	r.reset(pkt)
+	if err := h.parse(&r); err != nil {
+		return 0, err
+	}
+	payload := size - h.len()
+	if payload < 0 {
+		return 0, errTruncated
+	}
+	return h.len() + min(mss, payload), nil
+}
+
 // gsoSplit cuts the TCP packet held in pkt (size bytes in all) into
 // packets of at most mss payload bytes, starting with segment first, and
 // writes them to bufs[i][offset:], their sizes to sizes[i]. It returns how

@@ -201,10 +201,14 @@ func (e *linkEndpoint) pop() *stack.PacketBuffer {
 
 // read implements tun.Device.Read: it blocks until the stack has sent a
 // packet, then fills the batch with every packet that is ready, cutting
-// super-segments into MTU-sized packets on the way.
+// super-segments into MTU-sized packets on the way. It ends the batch
+// early where wireguard-go would otherwise build a UDP message the kernel
+// has to segment in software (see sendrun.go).
 func (e *linkEndpoint) read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	e.readMu.Lock()
 	defer e.readMu.Unlock()
+	mtu := int(e.mtu.Load())
+	var run sendRun
 	n := 0
 	for n < len(bufs) {
 		pkt, first := e.partial, e.partialFirst
@@ -214,7 +218,7 @@ func (e *linkEndpoint) read(bufs [][]byte, sizes []int, offset int) (int, error)
 		}
 		if pkt == nil {
 			if n > 0 {
-				return n, nil
+				break
 			}
 			select {
 			case <-e.ready:
@@ -223,11 +227,14 @@ func (e *linkEndpoint) read(bufs [][]byte, sizes []int, offset int) (int, error)
 				return 0, os.ErrClosed
 			}
 		}
-		w, done := e.writeOut(pkt, first, bufs[n:], sizes[n:], offset)
+		w, done := e.writeOut(pkt, first, bufs[n:], sizes[n:], offset, mtu, &run)
 		n += w
 		if !done {
 			e.partial, e.partialFirst = pkt, first+w
-			break
+			if w == 0 {
+				break // the rest of the batch goes out in the next Read
+			}
+			continue
 		}
 		pkt.DecRef()
 	}
@@ -235,9 +242,10 @@ func (e *linkEndpoint) read(bufs [][]byte, sizes []int, offset int) (int, error)
 }
 
 // writeOut copies pkt into bufs (cut into segments from first when it is a
-// super-segment) and returns how many buffers it filled and whether the
-// packet is finished with. A packet that cannot be sent is dropped.
-func (e *linkEndpoint) writeOut(pkt *stack.PacketBuffer, first int, bufs [][]byte, sizes []int, offset int) (int, bool) {
+// super-segment) as far as run allows, and returns how many buffers it
+// filled and whether the packet is finished with. A packet that cannot be
+// sent is dropped.
+func (e *linkEndpoint) writeOut(pkt *stack.PacketBuffer, first int, bufs [][]byte, sizes []int, offset, mtu int, run *sendRun) (int, bool) {
 	e.slices = e.slices[:0]
 	vl, skip := pkt.AsViewList()
 	size := 0
@@ -259,18 +267,37 @@ func (e *linkEndpoint) writeOut(pkt *stack.PacketBuffer, first int, bufs [][]byt
 			e.drops.Add(1)
 			return 0, true
 		}
+		wire := wgWireSize(size, mtu)
+		if run.room(wire) == 0 {
+			return 0, false
+		}
 		n := 0
 		for _, s := range e.slices {
 			n += copy(dst[n:], s)
 		}
 		sizes[0] = n
+		run.add(wire)
 		return 1, true
 	}
 	mss := int(gso.MSS)
 	if mss == 0 {
 		mss = size
 	}
-	w, done, err := gsoSplit(e.slices, size, mss, first, bufs, sizes, offset)
+	seg, err := gsoSegmentSize(e.slices, size, mss)
+	if err != nil {
+		e.drops.Add(1)
+		return 0, true
+	}
+	// Segments after the first are no larger, so counting each at the
+	// first one's size stays within the run's bound.
+	room := run.room(wgWireSize(seg, mtu))
+	if room == 0 {
+		return 0, false
+	}
+	w, done, err := gsoSplit(e.slices, size, mss, first, bufs[:min(len(bufs), room)], sizes, offset)
+	for _, sz := range sizes[:w] {
+		run.add(wgWireSize(sz, mtu))
+	}
 	if err != nil {
 		e.drops.Add(1)
 		return w, true
