@@ -12,6 +12,8 @@
 #             ports 15202 and 15302), when set: before/after in one run.
 #   upstream  wireguard-go -f on TUN, wgu0 (A) <-> wgu1 (B), 10.77.0.0/24,
 #             UDP 51821, MTU 1420 (the setup of bench/tun_pair.sh).
+#   tun       wgmesh up --mode tun, wgm0 (A) <-> wgm1 (B), 10.78.0.0/24,
+#             UDP 51820, MTU 1420: the TUN pair must not regress.
 #   raw       iperf3 over B's loopback: the upper bound.
 #
 # Throughput: iperf3 for DURATION seconds, 1 and 4 streams, A->B and B->A
@@ -23,7 +25,7 @@
 # Environment:
 #   DURATION=5    seconds per iperf3 run
 #   ROUNDS=3      alternations
-#   PAIRS="upstream netstack"   which pairs (before is added with WGMESH_BEFORE)
+#   PAIRS="upstream tun netstack"   which pairs (before is added with WGMESH_BEFORE)
 #   MODES="1 4 1R 4R"            streams and direction (R: B->A)
 #   NETEM=""      e.g. "delay 10ms loss 0.05%": tc netem on both veth ends
 #   WGMESH=PATH, WGMESH_BEFORE=PATH, WIREGUARD_GO=PATH   prebuilt binaries
@@ -33,7 +35,7 @@ set -Eeuo pipefail
 
 DURATION=${DURATION:-5}
 ROUNDS=${ROUNDS:-3}
-PAIRS=${PAIRS:-upstream netstack}
+PAIRS=${PAIRS:-upstream tun netstack}
 MODES=${MODES:-1 4 1R 4R}
 NETEM=${NETEM:-}
 RTT_COUNT=2000
@@ -79,7 +81,7 @@ cleanup() {
 	for pid in "${PID[@]}" $(ns_pids); do
 		kill -KILL "$pid" 2>/dev/null
 	done
-	for name in wgu0 wgu1; do
+	for name in wgu0 wgu1 wgm0 wgm1; do
 		[[ -n ${PID[$name]:-} ]] && rm -f "/var/run/wireguard/$name.sock"
 	done
 	ip netns del "$NS_A" 2>/dev/null
@@ -133,6 +135,9 @@ if [[ -z ${WGMESH:-} ]]; then
 	WGMESH=$TMP/wgmesh
 fi
 waited go build -C "$REPO" -o "$TMP/tcprtt" ./bench/tcprtt || die "go build of tcprtt failed"
+for p in $PAIRS; do
+	[[ $p =~ ^(upstream|tun|netstack)$ ]] || die "PAIRS: unknown pair $p (upstream, tun, netstack)"
+done
 if [[ " $PAIRS " == *" upstream "* && -z ${WIREGUARD_GO:-} ]]; then
 	echo "building upstream wireguard-go" >&2
 	waited go build -C "$REPO" -o "$TMP/wireguard-go" golang.zx2c4.com/wireguard || die "go build of wireguard-go failed"
@@ -170,7 +175,7 @@ wait_for "iperf3 server" "${PID[iperf3]}" listening "$NS_B" 5201
 wait_for "echo server" "${PID[echo]}" listening "$NS_B" 5300
 
 declare -A LABEL=([raw]="raw loopback TCP (upper bound)" [upstream]="upstream wireguard-go TUN pair"
-	[netstack]="wgmesh netstack pair" [before]="wgmesh netstack pair, before")
+	[tun]="wgmesh TUN pair" [netstack]="wgmesh netstack pair" [before]="wgmesh netstack pair, before")
 declare -A DAEMONS=([raw]="")
 declare -A IPERF_ADDR=() RTT_ADDR=() IPERF_NS=()
 
@@ -248,6 +253,47 @@ if [[ " $PAIRS " == *" upstream "* ]]; then
 	RTT_ADDR[upstream]="10.77.0.2:5300"
 	IPERF_NS[upstream]=$NS_A
 fi
+# --- wgmesh TUN pair (as bench/tun_pair.sh) ------------------------------------
+
+if [[ " $PAIRS " == *" tun "* ]]; then
+	for name in wgm0 wgm1; do
+		[[ ! -e /var/run/wireguard/$name.sock ]] || die "/var/run/wireguard/$name.sock exists: another wireguard-go runs $name"
+	done
+	"$WGMESH" key generate --out "$TMP/ta.key" >/dev/null
+	"$WGMESH" key generate --out "$TMP/tb.key" >/dev/null
+	cat >"$TMP/tun.toml" <<EOF
+format = 1
+
+[mesh]
+networks = ["10.78.0.0/24"]
+mtu = 1420
+
+[[peer]]
+name = "alpha"
+public_key = "$("$WGMESH" key public --key "$TMP/ta.key")"
+addresses = ["10.78.0.1"]
+endpoint = "198.18.2.1:51820"
+
+[[peer]]
+name = "beta"
+public_key = "$("$WGMESH" key public --key "$TMP/tb.key")"
+addresses = ["10.78.0.2"]
+endpoint = "198.18.2.2:51820"
+EOF
+	tun_side() {
+		local ns=$1 ifname=$2 key=$3 addr=$4
+		start "$ifname" "$ns" "$WGMESH" up --book "$TMP/tun.toml" --key "$key" \
+			--mode tun --interface "$ifname" --control "$TMP/$ifname.ctl" --log-level warn
+		wait_for "wgmesh $ifname" "${PID[$ifname]}" \
+			sh -c "ip -n '$ns' -o addr show dev '$ifname' | grep -q ' $addr/'"
+	}
+	tun_side "$NS_A" wgm0 "$TMP/ta.key" 10.78.0.1
+	tun_side "$NS_B" wgm1 "$TMP/tb.key" 10.78.0.2
+	DAEMONS[tun]="wgm0 wgm1"
+	IPERF_ADDR[tun]="10.78.0.2 5201"
+	RTT_ADDR[tun]="10.78.0.2:5300"
+	IPERF_NS[tun]=$NS_A
+fi
 IPERF_ADDR[raw]="127.0.0.1 5201"
 IPERF_NS[raw]=$NS_B
 
@@ -305,7 +351,7 @@ rtt() {
 
 # Rotating the order each round, so no pair always goes first.
 TUNNELS=()
-for c in upstream netstack before; do
+for c in upstream tun netstack before; do
 	[[ " $PAIRS " == *" $c "* ]] && TUNNELS+=("$c")
 done
 order() {
@@ -374,15 +420,19 @@ done
 if [[ -n ${MED[upstream.1]:-} ]]; then
 	echo
 	for mode in $MODES; do
-		for c in netstack before; do
+		for c in tun netstack before; do
 			[[ -n ${MED[$c.$mode]:-} ]] || continue
-			printf '  %-3s %-34s %5.2f x upstream TUN (target >= 0.75)\n' "$mode" "${LABEL[$c]}" \
-				"$(awk -v a="${MED[$c.$mode]}" -v b="${MED[upstream.$mode]}" 'BEGIN {print a / b}')"
+			target=0.75
+			[[ $c == tun ]] && target=0.95
+			printf '  %-3s %-34s %5.2f x upstream TUN (target >= %s)\n' "$mode" "${LABEL[$c]}" \
+				"$(awk -v a="${MED[$c.$mode]}" -v b="${MED[upstream.$mode]}" 'BEGIN {print a / b}')" "$target"
 		done
 	done
-	for c in netstack before; do
+	for c in tun netstack before; do
 		[[ -n ${P50[$c]:-} ]] || continue
-		printf '  RTT p50 %-30s %5.2f x upstream TUN (target <= 1.5)\n' "${LABEL[$c]}" \
-			"$(awk -v a="${P50[$c]}" -v b="${P50[upstream]}" 'BEGIN {print a / b}')"
+		target="<= 1.5"
+		[[ $c == tun ]] && target="about 1"
+		printf '  RTT p50 %-30s %5.2f x upstream TUN (target %s)\n' "${LABEL[$c]}" \
+			"$(awk -v a="${P50[$c]}" -v b="${P50[upstream]}" 'BEGIN {print a / b}')" "$target"
 	done
 fi
