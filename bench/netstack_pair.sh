@@ -53,6 +53,8 @@ for c in ip iperf3 jq timeout go; do
 done
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$REPO/bench/lib.sh"
 TMP=$(mktemp -d /tmp/wgmesh-nsbench.XXXXXX)
 NS_A=wgmns-a-$$
 NS_B=wgmns-b-$$
@@ -186,26 +188,7 @@ netstack_pair() {
 	local name=$1 bin=$2 port=$3 lip=$4 lrtt=$5
 	"$bin" key generate --out "$TMP/$name-a.key" >/dev/null
 	"$bin" key generate --out "$TMP/$name-b.key" >/dev/null
-	cat >"$TMP/$name.toml" <<EOF
-format = 1
-
-[mesh]
-networks = ["10.79.0.0/24"]
-mtu = 1420
-
-[[peer]]
-name = "alpha"
-public_key = "$("$bin" key public --key "$TMP/$name-a.key")"
-addresses = ["10.79.0.1"]
-endpoint = "198.18.2.1:$port"
-
-[[peer]]
-name = "beta"
-public_key = "$("$bin" key public --key "$TMP/$name-b.key")"
-addresses = ["10.79.0.2"]
-endpoint = "198.18.2.2:$port"
-EOF
-	"$bin" book check "$TMP/$name.toml" >/dev/null
+	pair_book "$bin" "$TMP/$name.toml" "$TMP/$name-a.key" "$TMP/$name-b.key" 10.79.0 198.18.2 "$port"
 	start "$name-b" "$NS_B" "$bin" up --book "$TMP/$name.toml" --key "$TMP/$name-b.key" --mode netstack \
 		--control "$TMP/$name-b.ctl" --log-level warn \
 		--expose tcp:5201=127.0.0.1:5201 --expose tcp:5300=127.0.0.1:5300
@@ -261,34 +244,9 @@ if [[ " $PAIRS " == *" tun "* ]]; then
 	done
 	"$WGMESH" key generate --out "$TMP/ta.key" >/dev/null
 	"$WGMESH" key generate --out "$TMP/tb.key" >/dev/null
-	cat >"$TMP/tun.toml" <<EOF
-format = 1
-
-[mesh]
-networks = ["10.78.0.0/24"]
-mtu = 1420
-
-[[peer]]
-name = "alpha"
-public_key = "$("$WGMESH" key public --key "$TMP/ta.key")"
-addresses = ["10.78.0.1"]
-endpoint = "198.18.2.1:51820"
-
-[[peer]]
-name = "beta"
-public_key = "$("$WGMESH" key public --key "$TMP/tb.key")"
-addresses = ["10.78.0.2"]
-endpoint = "198.18.2.2:51820"
-EOF
-	tun_side() {
-		local ns=$1 ifname=$2 key=$3 addr=$4
-		start "$ifname" "$ns" "$WGMESH" up --book "$TMP/tun.toml" --key "$key" \
-			--mode tun --interface "$ifname" --control "$TMP/$ifname.ctl" --log-level warn
-		wait_for "wgmesh $ifname" "${PID[$ifname]}" \
-			sh -c "ip -n '$ns' -o addr show dev '$ifname' | grep -q ' $addr/'"
-	}
-	tun_side "$NS_A" wgm0 "$TMP/ta.key" 10.78.0.1
-	tun_side "$NS_B" wgm1 "$TMP/tb.key" 10.78.0.2
+	pair_book "$WGMESH" "$TMP/tun.toml" "$TMP/ta.key" "$TMP/tb.key" 10.78.0 198.18.2 51820
+	tun_member "$WGMESH" "$TMP/tun.toml" "$NS_A" wgm0 "$TMP/ta.key" 10.78.0.1
+	tun_member "$WGMESH" "$TMP/tun.toml" "$NS_B" wgm1 "$TMP/tb.key" 10.78.0.2
 	DAEMONS[tun]="wgm0 wgm1"
 	IPERF_ADDR[tun]="10.78.0.2 5201"
 	RTT_ADDR[tun]="10.78.0.2:5300"

@@ -72,6 +72,8 @@ else
 fi
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$REPO/bench/lib.sh"
 TMP=$(mktemp -d /tmp/wgmesh-bench.XXXXXX)
 NS_A=wgmbench-a-$$
 NS_B=wgmbench-b-$$
@@ -254,36 +256,9 @@ upstream_side "$NS_B" wgu1 "$TMP/ub.key" 10.77.0.2 "$UA_PUB" 10.77.0.1 198.18.1.
 
 "$WGMESH" key generate --out "$TMP/ma.key" >/dev/null
 "$WGMESH" key generate --out "$TMP/mb.key" >/dev/null
-cat >"$TMP/book.toml" <<EOF
-format = 1
-
-[mesh]
-networks = ["10.78.0.0/24"]
-mtu = 1420
-
-[[peer]]
-name = "a"
-public_key = "$("$WGMESH" key public --key "$TMP/ma.key")"
-addresses = ["10.78.0.1"]
-endpoint = "198.18.1.1:51820"
-
-[[peer]]
-name = "b"
-public_key = "$("$WGMESH" key public --key "$TMP/mb.key")"
-addresses = ["10.78.0.2"]
-endpoint = "198.18.1.2:51820"
-EOF
-
-# wgmesh_side NS IF KEY ADDR
-wgmesh_side() {
-	local ns=$1 ifname=$2 key=$3 addr=$4
-	start "$ifname" "$ns" "$WGMESH" up --book "$TMP/book.toml" --key "$key" \
-		--mode tun --interface "$ifname" --control "$TMP/$ifname.ctl" --log-level warn
-	wait_for "wgmesh $ifname" "${PID[$ifname]}" \
-		sh -c "ip -n '$ns' -o addr show dev '$ifname' | grep -q ' $addr/'"
-}
-wgmesh_side "$NS_A" wgm0 "$TMP/ma.key" 10.78.0.1
-wgmesh_side "$NS_B" wgm1 "$TMP/mb.key" 10.78.0.2
+pair_book "$WGMESH" "$TMP/book.toml" "$TMP/ma.key" "$TMP/mb.key" 10.78.0 198.18.1 51820
+tun_member "$WGMESH" "$TMP/book.toml" "$NS_A" wgm0 "$TMP/ma.key" 10.78.0.1
+tun_member "$WGMESH" "$TMP/book.toml" "$NS_B" wgm1 "$TMP/mb.key" 10.78.0.2
 
 # Both pairs must match in what matters to throughput; show it.
 for dev in wgu0 wgm0; do
