@@ -148,6 +148,14 @@ func (e *linkEndpoint) Close() {
 	for _, pkt := range q {
 		pkt.DecRef()
 	}
+	// A blocked reader returns once done is closed; then the rest of a
+	// super-segment it left behind can go.
+	e.readMu.Lock()
+	if e.partial != nil {
+		e.partial.DecRef()
+		e.partial = nil
+	}
+	e.readMu.Unlock()
 }
 
 // WritePackets implements stack.LinkEndpoint: it queues the packets for

@@ -198,3 +198,32 @@ func TestSendRun(t *testing.T) {
 		t.Fatalf("wireguard-go starts a new message after 64 datagrams: room %d, want 64", got)
 	}
 }
+
+// TestCloseReleasesPartial checks that Close lets go of a super-segment a
+// Read cut only partly into its batch.
+func TestCloseReleasesPartial(t *testing.T) {
+	e := newLinkEndpoint(1420)
+	p := tcpPacket(false, 1, byte(header.TCPFlagAck), optTimestamps, make([]byte, 10*1340), false)
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(p)})
+	pkt.GSOOptions = stack.GSO{Type: stack.GSOTCPv4, NeedsCsum: true, CsumOffset: 16, MSS: 1340, L3HdrLen: 20, MaxSize: gsoMaxSize}
+	var l stack.PacketBufferList
+	l.PushBack(pkt)
+	if n, err := e.WritePackets(l); n != 1 || err != nil {
+		t.Fatalf("WritePackets: %d, %v", n, err)
+	}
+	bufs, sizes := newBufs(3), make([]int, 3)
+	if n, err := e.read(bufs, sizes, 0); n != 3 || err != nil {
+		t.Fatalf("read: %d, %v", n, err)
+	}
+	if got := pkt.ReadRefs(); got != 2 {
+		t.Fatalf("refs while partly read = %d, want 2 (ours and the endpoint's)", got)
+	}
+	e.Close()
+	if got := pkt.ReadRefs(); got != 1 {
+		t.Fatalf("refs after Close = %d, want 1", got)
+	}
+	if _, err := e.read(bufs, sizes, 0); err == nil {
+		t.Fatal("read after Close: no error")
+	}
+	pkt.DecRef()
+}
