@@ -1,9 +1,7 @@
 package meshdns
 
 import (
-	"context"
 	"log/slog"
-	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -19,10 +17,6 @@ import (
 // SOA, when Server.TTL is 0. It is short so that a book change reaches
 // resolvers' caches quickly.
 const DefaultTTL = 60
-
-// ednsSize is the largest UDP reply advertised and sent to EDNS clients: the
-// DNS flag day 2020 value, which avoids IP fragmentation.
-const ednsSize = 1232
 
 // Server answers queries about the members of the book that Book returns.
 // Its ServeDNS method is a dns.Handler; ServePacketConn and ServeListener
@@ -61,53 +55,18 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	if s.Book != nil {
 		book = s.Book()
 	}
-	m := s.Answer(req, book)
-	size := dns.MinMsgSize
-	if _, tcp := w.RemoteAddr().(*net.TCPAddr); tcp {
-		size = dns.MaxMsgSize
-	} else if opt := req.IsEdns0(); opt != nil {
-		size = int(max(min(opt.UDPSize(), ednsSize), dns.MinMsgSize))
-	}
-	m.Truncate(size)
-	if log := s.log(); log.Enabled(context.Background(), slog.LevelDebug) {
-		q := "(none)"
-		if len(req.Question) > 0 {
-			q = req.Question[0].Name + " " + dns.TypeToString[req.Question[0].Qtype]
-		}
-		log.Debug("dns query", "client", addrString(w.RemoteAddr()), "question", q, "rcode", dns.RcodeToString[m.Rcode], "answers", len(m.Answer))
-	}
-	if err := w.WriteMsg(m); err != nil {
-		s.log().Debug("dns reply not sent", "client", addrString(w.RemoteAddr()), "err", err)
-	}
+	dnsserve.Send(w, req, s.Answer(req, book), s.log(), "dns")
 }
 
 // Answer returns the reply to req according to book. It is ServeDNS
 // without the transport, for callers that have their own.
 func (s *Server) Answer(req *dns.Msg, book *peerbook.Book) *dns.Msg {
-	m := new(dns.Msg)
-	m.SetReply(req)
-	m.Compress = true
-	if opt := req.IsEdns0(); opt != nil {
-		m.SetEdns0(ednsSize, false)
-		if opt.Version() != 0 {
-			m.MsgHdr.Rcode = dns.RcodeBadVers
-			return m
-		}
+	m, q, ok := dnsserve.NewReply(req)
+	if !ok {
+		return m
 	}
-	switch {
-	case req.Opcode != dns.OpcodeQuery:
-		m.Rcode = dns.RcodeNotImplemented
-		return m
-	case len(req.Question) != 1:
-		m.Rcode = dns.RcodeFormatError
-		return m
-	case book == nil:
+	if book == nil {
 		m.Rcode = dns.RcodeServerFailure
-		return m
-	}
-	q := req.Question[0]
-	if q.Qclass != dns.ClassINET && q.Qclass != dns.ClassANY {
-		m.Rcode = dns.RcodeRefused
 		return m
 	}
 	z := newZones(book)
@@ -361,11 +320,4 @@ func parseReverse(name string) (netip.Addr, bool) {
 		return netip.AddrFrom16(b), true
 	}
 	return netip.Addr{}, false
-}
-
-func addrString(a net.Addr) string {
-	if a == nil {
-		return "unknown"
-	}
-	return a.String()
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/wgmesh/wgmesh/internal/dnsserve"
 	"github.com/wgmesh/wgmesh/peerbook"
 )
 
@@ -396,7 +397,7 @@ func ask(ctx context.Context, ex Exchanger, name string, qtype uint16) (*dns.Msg
 	m := new(dns.Msg)
 	m.SetQuestion(dns.Fqdn(name), qtype)
 	// Room for a few dozen members before the TCP retry.
-	m.SetEdns0(ednsSize, false)
+	m.SetEdns0(dnsserve.EDNSSize, false)
 	r, err := ex.Exchange(ctx, m)
 	if err != nil {
 		return nil, err

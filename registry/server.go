@@ -1,9 +1,7 @@
 package registry
 
 import (
-	"context"
 	"log/slog"
-	"net"
 	"net/netip"
 	"strings"
 
@@ -13,11 +11,6 @@ import (
 
 	"github.com/wgmesh/wgmesh/peerbook"
 )
-
-// ednsSize is the largest UDP reply sent to EDNS clients and the size
-// advertised back: the DNS flag day 2020 value, which avoids IP
-// fragmentation.
-const ednsSize = 1232
 
 // txtMax is the longest character-string a TXT record can hold.
 const txtMax = 255
@@ -69,58 +62,20 @@ func (s *Server) log() *slog.Logger {
 }
 
 // ServeDNS implements dns.Handler. Replies over UDP fit the client's
-// buffer: 512 bytes, or the EDNS0 size it advertises up to 1232 bytes;
-// what does not fit is cut off and the TC bit tells the client to ask
-// again over TCP.
+// buffer (see dnsserve.Send).
 func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
-	m := s.Answer(req)
-	size := dns.MinMsgSize
-	if a := w.RemoteAddr(); a != nil && strings.HasPrefix(a.Network(), "tcp") {
-		size = dns.MaxMsgSize
-	} else if opt := req.IsEdns0(); opt != nil {
-		size = int(max(min(opt.UDPSize(), ednsSize), dns.MinMsgSize))
-	}
-	m.Truncate(size)
-	if log := s.log(); log.Enabled(context.Background(), slog.LevelDebug) {
-		q := "(none)"
-		if len(req.Question) > 0 {
-			q = req.Question[0].Name + " " + dns.TypeToString[req.Question[0].Qtype]
-		}
-		log.Debug("registry query", "client", addrString(w.RemoteAddr()), "question", q,
-			"rcode", dns.RcodeToString[m.Rcode], "answers", len(m.Answer), "truncated", m.Truncated)
-	}
-	if err := w.WriteMsg(m); err != nil {
-		s.log().Debug("registry reply not sent", "client", addrString(w.RemoteAddr()), "err", err)
-	}
+	dnsserve.Send(w, req, s.Answer(req), s.log(), "registry")
 }
 
 // Answer returns the reply to req, before any truncation. It is ServeDNS
 // without the transport, for callers that have their own.
 func (s *Server) Answer(req *dns.Msg) *dns.Msg {
-	m := new(dns.Msg)
-	m.SetReply(req)
-	m.Compress = true
-	if opt := req.IsEdns0(); opt != nil {
-		m.SetEdns0(ednsSize, false)
-		if opt.Version() != 0 {
-			m.MsgHdr.Rcode = dns.RcodeBadVers
-			return m
-		}
+	m, q, ok := dnsserve.NewReply(req)
+	if !ok {
+		return m
 	}
-	switch {
-	case req.Opcode != dns.OpcodeQuery:
-		m.Rcode = dns.RcodeNotImplemented
-		return m
-	case len(req.Question) != 1:
-		m.Rcode = dns.RcodeFormatError
-		return m
-	case s.Members == nil:
+	if s.Members == nil {
 		m.Rcode = dns.RcodeServerFailure
-		return m
-	}
-	q := req.Question[0]
-	if q.Qclass != dns.ClassINET && q.Qclass != dns.ClassANY {
-		m.Rcode = dns.RcodeRefused
 		return m
 	}
 	zone := normalizeZone(s.Zone)
@@ -281,11 +236,4 @@ func soaRecord(zone string) *dns.SOA {
 		Expire:  86400,
 		Minttl:  0, // negative answers are not cached either
 	}
-}
-
-func addrString(a net.Addr) string {
-	if a == nil {
-		return "unknown"
-	}
-	return a.String()
 }
