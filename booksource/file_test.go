@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/wgmesh/wgmesh/booksign"
+	"github.com/wgmesh/wgmesh/internal/testutil"
 	"github.com/wgmesh/wgmesh/peerbook"
 )
 
@@ -180,12 +181,7 @@ func TestWatchFileStopsOnCancel(t *testing.T) {
 			t.Fatal("updates not closed after cancel")
 		}
 	}
-	for start := time.Now(); runtime.NumGoroutine() > before; time.Sleep(10 * time.Millisecond) {
-		if time.Since(start) > wait {
-			buf := make([]byte, 1<<16)
-			t.Fatalf("goroutines left: %d > %d\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
-		}
-	}
+	testutil.WaitGoroutines(t, before)
 }
 
 func TestWatchFileSigned(t *testing.T) {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/wgmesh/wgmesh/booksign"
+	"github.com/wgmesh/wgmesh/internal/testutil"
 )
 
 // bookServer serves /book.toml and /book.toml.sig with ETags, and can be
@@ -414,10 +415,5 @@ func TestPollURLReloadAndCancel(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	expectClosed(t, cancel, ch)
 	client.CloseIdleConnections()
-	for start := time.Now(); runtime.NumGoroutine() > before; time.Sleep(10 * time.Millisecond) {
-		if time.Since(start) > wait {
-			buf := make([]byte, 1<<16)
-			t.Fatalf("goroutines left: %d > %d\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
-		}
-	}
+	testutil.WaitGoroutines(t, before)
 }

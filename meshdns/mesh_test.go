@@ -11,6 +11,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/wgmesh/wgmesh/internal/testutil"
 	"github.com/wgmesh/wgmesh/node"
 	"github.com/wgmesh/wgmesh/peerbook"
 )
@@ -170,25 +171,5 @@ func TestServedInsideTheMesh(t *testing.T) {
 			}
 		}
 	})
-	waitGoroutines(t, base)
-}
-
-// waitGoroutines fails the test if the goroutine count does not return to
-// base within a few seconds: wireguard-go and gVisor stop theirs
-// asynchronously after Close.
-func waitGoroutines(t *testing.T, base int) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		n := runtime.NumGoroutine()
-		if n <= base {
-			return
-		}
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			buf = buf[:runtime.Stack(buf, true)]
-			t.Fatalf("goroutines: %d after close, %d before\n%s", n, base, buf)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testutil.WaitGoroutines(t, base)
 }

@@ -9,6 +9,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/wgmesh/wgmesh/internal/testutil"
 )
 
 // TestCloseEndsEverything leaves a SOCKS5 tunnel, a UDP association, an
@@ -91,7 +93,7 @@ func TestCloseEndsEverything(t *testing.T) {
 			t.Errorf("Serve after Close: %v", err)
 		}
 	})
-	waitGoroutines(t, base)
+	testutil.WaitGoroutines(t, base)
 }
 
 func isTimeout(err error) bool {

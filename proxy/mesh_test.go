@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"testing"
 	"time"
 
@@ -135,26 +134,6 @@ func (m *testMesh) serveBetaUDPEcho(t testing.TB) {
 				pc.WriteTo(append([]byte("beta:"), buf[:n]...), from)
 			}
 		}()
-	}
-}
-
-// waitGoroutines fails the test if the goroutine count does not return to
-// base within a few seconds: wireguard-go and gVisor stop theirs
-// asynchronously after Close.
-func waitGoroutines(t *testing.T, base int) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		n := runtime.NumGoroutine()
-		if n <= base {
-			return
-		}
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			buf = buf[:runtime.Stack(buf, true)]
-			t.Fatalf("goroutines: %d after close, %d before\n%s", n, base, buf)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 

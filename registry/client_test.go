@@ -13,6 +13,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/wgmesh/wgmesh/internal/testutil"
 	"github.com/wgmesh/wgmesh/peerbook"
 )
 
@@ -288,5 +289,5 @@ func TestClientGoroutines(t *testing.T) {
 	s.Close()
 	<-errs
 	<-errs
-	waitGoroutines(t, base)
+	testutil.WaitGoroutines(t, base)
 }
