@@ -38,25 +38,32 @@ func NewClient(path string) *Client {
 // Status fetches the node's status.
 func (c *Client) Status(ctx context.Context) (node.Status, error) {
 	var st node.Status
+	err := c.getStatus(ctx, &st)
+	return st, err
+}
+
+// getStatus fetches the status document into v: node.Status, or a Report
+// for the fields a report adds.
+func (c *Client) getStatus(ctx context.Context, v any) error {
 	// The host part is ignored: the transport always dials the socket.
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://wgmesh"+StatusPath, nil)
 	if err != nil {
-		return st, err
+		return err
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
-			return st, fmt.Errorf("%s: %w", c.path, ErrNoNode)
+			return fmt.Errorf("%s: %w", c.path, ErrNoNode)
 		}
-		return st, fmt.Errorf("control socket %s: %w", c.path, err)
+		return fmt.Errorf("control socket %s: %w", c.path, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return st, fmt.Errorf("control socket %s: %s: %s", c.path, resp.Status, b)
+		return fmt.Errorf("control socket %s: %s: %s", c.path, resp.Status, b)
 	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&st); err != nil {
-		return st, fmt.Errorf("control socket %s: decode status: %w", c.path, err)
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(v); err != nil {
+		return fmt.Errorf("control socket %s: decode status: %w", c.path, err)
 	}
-	return st, nil
+	return nil
 }

@@ -2,14 +2,10 @@ package control
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"net/http"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/wgmesh/wgmesh/node"
@@ -52,26 +48,8 @@ func ServeReport(ctx context.Context, path string, src ReportSource) (*Server, e
 // leaves out.
 func (c *Client) Report(ctx context.Context) (Report, error) {
 	var r Report
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://wgmesh"+StatusPath, nil)
-	if err != nil {
-		return r, err
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
-			return r, fmt.Errorf("%s: %w", c.path, ErrNoNode)
-		}
-		return r, fmt.Errorf("control socket %s: %w", c.path, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return r, fmt.Errorf("control socket %s: %s: %s", c.path, resp.Status, b)
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&r); err != nil {
-		return r, fmt.Errorf("control socket %s: decode status: %w", c.path, err)
-	}
-	return r, nil
+	err := c.getStatus(ctx, &r)
+	return r, err
 }
 
 // WriteReportTable is WriteTable followed by a line about a refused book,
