@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strconv"
 
+	"github.com/wgmesh/wgmesh/netstack"
 	"github.com/wgmesh/wgmesh/peerbook"
 )
 
@@ -39,18 +40,9 @@ func (n *Node) Dial(ctx context.Context, network, addr string) (net.Conn, error)
 // Listen listens for TCP connections from the mesh. addr is ":PORT" (all of
 // this node's mesh addresses) or "ADDR:PORT" with one of them.
 func (n *Node) Listen(network, addr string) (net.Listener, error) {
-	st, _, err := n.running()
+	st, ap, err := n.listenArgs(network, addr, "tcp")
 	if err != nil {
-		return nil, &net.OpError{Op: "listen", Net: network, Err: err}
-	}
-	switch network {
-	case "tcp", "tcp4", "tcp6":
-	default:
-		return nil, &net.OpError{Op: "listen", Net: network, Err: net.UnknownNetworkError(network)}
-	}
-	ap, err := parseListenAddr(addr)
-	if err != nil {
-		return nil, &net.OpError{Op: "listen", Net: network, Err: err}
+		return nil, err
 	}
 	if st == nil {
 		return net.Listen(network, n.hostListenAddr(ap, network == "tcp6").String())
@@ -61,23 +53,32 @@ func (n *Node) Listen(network, addr string) (net.Listener, error) {
 // ListenPacket opens a UDP socket in the mesh. addr is ":PORT" (this node's
 // first mesh address family) or "ADDR:PORT".
 func (n *Node) ListenPacket(network, addr string) (net.PacketConn, error) {
-	st, _, err := n.running()
+	st, ap, err := n.listenArgs(network, addr, "udp")
 	if err != nil {
-		return nil, &net.OpError{Op: "listen", Net: network, Err: err}
-	}
-	switch network {
-	case "udp", "udp4", "udp6":
-	default:
-		return nil, &net.OpError{Op: "listen", Net: network, Err: net.UnknownNetworkError(network)}
-	}
-	ap, err := parseListenAddr(addr)
-	if err != nil {
-		return nil, &net.OpError{Op: "listen", Net: network, Err: err}
+		return nil, err
 	}
 	if st == nil {
 		return net.ListenPacket(network, n.hostListenAddr(ap, network == "udp6").String())
 	}
 	return st.ListenUDP(ap)
+}
+
+// listenArgs checks that the node runs and that network is proto, proto4
+// or proto6, and parses addr. A nil stack means TUN mode: the host's
+// sockets serve the mesh addresses.
+func (n *Node) listenArgs(network, addr, proto string) (*netstack.Stack, netip.AddrPort, error) {
+	st, _, err := n.running()
+	if err != nil {
+		return nil, netip.AddrPort{}, &net.OpError{Op: "listen", Net: network, Err: err}
+	}
+	if network != proto && network != proto+"4" && network != proto+"6" {
+		return nil, netip.AddrPort{}, &net.OpError{Op: "listen", Net: network, Err: net.UnknownNetworkError(network)}
+	}
+	ap, err := parseListenAddr(addr)
+	if err != nil {
+		return nil, netip.AddrPort{}, &net.OpError{Op: "listen", Net: network, Err: err}
+	}
+	return st, ap, nil
 }
 
 func parseListenAddr(addr string) (netip.AddrPort, error) {
