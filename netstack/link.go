@@ -44,6 +44,7 @@ type linkEndpoint struct {
 	// ready holds a token while the queue may be non-empty.
 	ready chan struct{}
 	done  chan struct{}
+	ack   ackHold // a pure ACK held back for a reply to carry (ackhold.go)
 
 	// readMu serializes readers; partial and its segment index are the
 	// rest of a super-segment that did not fit the previous batch.
@@ -63,6 +64,7 @@ func newLinkEndpoint(mtu int) *linkEndpoint {
 		queue: make([]*stack.PacketBuffer, 0, 64),
 		ready: make(chan struct{}, 1),
 		done:  make(chan struct{}),
+		ack:   ackHold{wait: ackHoldTime},
 	}
 	e.mtu.Store(uint32(mtu))
 	return e
@@ -144,6 +146,11 @@ func (e *linkEndpoint) Close() {
 	close(e.done)
 	q := e.queue[e.head:]
 	e.queue, e.head = nil, 0
+	if e.ack.held != nil {
+		e.ack.timer.Stop()
+		q = append(q, e.ack.held)
+		e.ack.held = nil
+	}
 	e.mu.Unlock()
 	for _, pkt := range q {
 		pkt.DecRef()
@@ -159,7 +166,7 @@ func (e *linkEndpoint) Close() {
 }
 
 // WritePackets implements stack.LinkEndpoint: it queues the packets for
-// wireguard-go.
+// wireguard-go, except a pure ACK it may hold back (ackhold.go).
 func (e *linkEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	n := 0
 	e.mu.Lock()
@@ -167,19 +174,18 @@ func (e *linkEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Err
 		e.mu.Unlock()
 		return 0, &tcpip.ErrClosedForSend{}
 	}
+	queued := len(e.queue) - e.head
 	for _, pkt := range pkts.AsSlice() {
-		if len(e.queue)-e.head >= linkQueueLen {
+		if !e.admitLocked(pkt) {
 			break
 		}
-		e.queue = append(e.queue, pkt.IncRef())
 		n++
 	}
+	// A held ACK alone wakes nobody.
+	wake := len(e.queue)-e.head > queued
 	e.mu.Unlock()
-	if n > 0 {
-		select {
-		case e.ready <- struct{}{}:
-		default:
-		}
+	if wake {
+		e.wakeReader()
 	}
 	if dropped := pkts.Len() - n; dropped > 0 {
 		e.drops.Add(uint64(dropped))
@@ -188,6 +194,20 @@ func (e *linkEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Err
 		}
 	}
 	return n, nil
+}
+
+// queueFullLocked reports whether the queue holds linkQueueLen packets.
+func (e *linkEndpoint) queueFullLocked() bool { return len(e.queue)-e.head >= linkQueueLen }
+
+// pushLocked appends pkt, whose reference the queue takes, to the queue.
+func (e *linkEndpoint) pushLocked(pkt *stack.PacketBuffer) { e.queue = append(e.queue, pkt) }
+
+// wakeReader tells a Read waiting for packets that the queue may have some.
+func (e *linkEndpoint) wakeReader() {
+	select {
+	case e.ready <- struct{}{}:
+	default:
+	}
 }
 
 // pop takes the oldest queued packet, or nil.

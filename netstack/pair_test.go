@@ -46,6 +46,13 @@ type wgPair struct {
 
 func newWGPair(tb testing.TB, v6 bool) *wgPair {
 	tb.Helper()
+	return newWGPairWith(tb, v6, nil)
+}
+
+// newWGPairWith is newWGPair with each stack wrapped by wrap, when not nil,
+// before wireguard-go gets it.
+func newWGPairWith(tb testing.TB, v6 bool, wrap func(*Stack) tun.Device) *wgPair {
+	tb.Helper()
 	p := &wgPair{addrA: netip.MustParseAddr("10.99.0.1"), addrB: netip.MustParseAddr("10.99.0.2")}
 	if v6 {
 		p.addrA, p.addrB = netip.MustParseAddr("fd99::1"), netip.MustParseAddr("fd99::2")
@@ -61,6 +68,9 @@ func newWGPair(tb testing.TB, v6 bool) *wgPair {
 	var tunA, tunB tun.Device = p.a, p.b
 	if delay, loss := pathFromEnv(); delay > 0 || loss > 0 {
 		tunA, tunB = newLossy(p.a, delay, loss), newLossy(p.b, delay, loss)
+	}
+	if wrap != nil {
+		tunA, tunB = wrap(p.a), wrap(p.b)
 	}
 	p.devA = device.NewDevice(tunA, conn.NewDefaultBind(), logger)
 	p.devB = device.NewDevice(tunB, conn.NewDefaultBind(), logger)
