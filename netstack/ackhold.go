@@ -21,7 +21,10 @@ import (
 //
 // Only an ACK that acknowledges less than one MTU of new data is held
 // (RFC 9293 3.8.6.3: acknowledge at least every second full-sized segment),
-// so bulk transfers and slow start, whose ACKs cover more, never wait.
+// and only when the last segment this side sent on the connection carried
+// data, that is when the connection takes turns, like Linux's "pingpong"
+// mode. A bulk receiver sends nothing but ACKs, so none of them waits,
+// and a request answered by many segments delays at most the first ACK.
 // Duplicate ACKs, ACKs with SACK blocks, window updates that acknowledge
 // nothing new and every segment with SYN, FIN or RST go out at once, in
 // order. The endpoint follows one connection at a time, the last one it
@@ -30,8 +33,9 @@ import (
 
 // ackHoldTime bounds how long a pure ACK waits for a reply to carry it:
 // far above the time a local service takes to answer, far below the
-// 200 ms that RFC 9293 permits and the 40 ms Linux waits.
-const ackHoldTime = time.Millisecond
+// 200 ms that RFC 9293 permits and the 40 ms Linux waits. Zero turns the
+// hold off (the benchmarks compare).
+var ackHoldTime = time.Millisecond
 
 // tcpFlow names a connection by its addresses and ports, as they appear in
 // the packets it sends.
@@ -48,6 +52,8 @@ type tcpSegment struct {
 	ack   uint32
 	// bare: only the ACK flag and no payload.
 	bare bool
+	// data: the segment carries payload.
+	data bool
 	// pureACK: bare, without SACK blocks.
 	pureACK bool
 }
@@ -75,7 +81,8 @@ func parseSegment(pkt *stack.PacketBuffer) (s tcpSegment, ok bool) {
 	s.flow.ports = binary.BigEndian.Uint32(tcp[0:4])
 	s.flags = tcp.Flags()
 	s.ack = tcp.AckNumber()
-	s.bare = s.flags == header.TCPFlagAck && pkt.Data().Size() == 0
+	s.data = pkt.Data().Size() > 0
+	s.bare = s.flags == header.TCPFlagAck && !s.data
 	s.pureACK = s.bare && !hasSACKBlocks(tcp)
 	return s, true
 }
@@ -111,6 +118,9 @@ type ackHold struct {
 	tracking bool
 	lastAck  uint32 // ACK number that last went out on flow
 	ackValid bool   // lastAck is known (the SYN carries none)
+	// replied: the last segment that went out on flow carried data, so
+	// the connection takes turns and a reply is likely to follow again.
+	replied bool
 
 	held    *stack.PacketBuffer // the pure ACK held back, or nil
 	heldAck uint32
@@ -160,6 +170,7 @@ func (e *linkEndpoint) admitLocked(pkt *stack.PacketBuffer) bool {
 	if s.flags&header.TCPFlagAck != 0 {
 		h.lastAck, h.ackValid = s.ack, true
 	}
+	h.replied = s.data
 	e.pushLocked(pkt.IncRef())
 	return true
 }
@@ -190,10 +201,11 @@ func (e *linkEndpoint) settleHeldLocked(s tcpSegment, isTCP bool) int {
 }
 
 // holdableLocked reports whether s is a pure ACK of the followed connection
-// that acknowledges some, but less than one MTU of, new data.
+// that acknowledges some, but less than one MTU of, new data, right after
+// this side sent data.
 func (e *linkEndpoint) holdableLocked(s tcpSegment) bool {
 	h := &e.ack
-	if !s.pureACK || !h.tracking || !h.ackValid || s.flow != h.flow {
+	if h.wait <= 0 || !s.pureACK || !h.tracking || !h.ackValid || !h.replied || s.flow != h.flow {
 		return false
 	}
 	advance := s.ack - h.lastAck
@@ -210,7 +222,7 @@ func (e *linkEndpoint) releaseHeldLocked() {
 	pkt := h.held
 	h.held = nil
 	if h.tracking {
-		h.lastAck, h.ackValid = h.heldAck, true
+		h.lastAck, h.ackValid, h.replied = h.heldAck, true, false
 	}
 	if e.queueFullLocked() {
 		pkt.DecRef()
