@@ -314,22 +314,7 @@ func BenchmarkACKHold(b *testing.B) {
 		})
 		b.Run("stream/"+name, func(b *testing.B) {
 			run(b, func(b *testing.B, client, server net.Conn) {
-				done := make(chan struct{})
-				go func() {
-					_, _ = io.CopyBuffer(io.Discard, server, make([]byte, 256<<10))
-					close(done)
-				}()
-				const chunk = 1 << 20
-				buf := make([]byte, chunk)
-				b.SetBytes(chunk)
-				b.ResetTimer()
-				for range b.N {
-					if _, err := client.Write(buf); err != nil {
-						b.Fatal(err)
-					}
-				}
-				client.Close()
-				<-done
+				benchStream(b, client, server)
 			})
 		})
 	}

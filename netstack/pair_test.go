@@ -163,6 +163,31 @@ func (p *wgPair) stream(tb testing.TB) (client, server net.Conn) {
 	return client, server
 }
 
+// benchStream writes b.N MiB from src and checks that dst reads them all;
+// the figure is the stream's throughput.
+func benchStream(b *testing.B, src, dst net.Conn) {
+	const chunk = 1 << 20
+	done := make(chan int64, 1)
+	go func() {
+		n, _ := io.CopyBuffer(io.Discard, dst, make([]byte, 256<<10))
+		done <- n
+	}()
+	buf := make([]byte, chunk)
+	b.SetBytes(chunk)
+	b.ResetTimer()
+	for range b.N {
+		if _, err := src.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	src.Close()
+	n := <-done
+	b.StopTimer()
+	if n != int64(b.N)*chunk {
+		b.Fatalf("received %d bytes, sent %d", n, int64(b.N)*chunk)
+	}
+}
+
 // BenchmarkNetstackPair moves one TCP stream through two stacks joined by
 // wireguard-go on loopback UDP; the figure is the stream's throughput.
 func BenchmarkNetstackPair(b *testing.B) {
@@ -173,68 +198,41 @@ func BenchmarkNetstackPair(b *testing.B) {
 		b.Run(fam.name, func(b *testing.B) {
 			p := newWGPair(b, fam.v6)
 			client, server := p.stream(b)
-			const chunk = 1 << 20
-			done := make(chan int64, 1)
-			go func() {
-				n, _ := io.CopyBuffer(io.Discard, server, make([]byte, 256<<10))
-				done <- n
-			}()
-			buf := make([]byte, chunk)
-			b.SetBytes(chunk)
-			b.ResetTimer()
-			for range b.N {
-				if _, err := client.Write(buf); err != nil {
-					b.Fatal(err)
-				}
-			}
-			client.Close()
-			n := <-done
-			b.StopTimer()
-			if n != int64(b.N)*chunk {
-				b.Fatalf("received %d bytes, sent %d", n, int64(b.N)*chunk)
-			}
+			benchStream(b, client, server)
 		})
 	}
 }
 
 // BenchmarkTCPSettings runs BenchmarkNetstackPair's stream under TCP
-// setting variants. Run it also inside a network namespace whose loopback
-// has netem delay and loss to see them on a long, lossy path.
+// setting variants, sent by the end that dialed and by the end that
+// accepted (the two differ: see tcpDefaults). WGMESH_BENCH_DELAY and
+// WGMESH_BENCH_LOSS put a long, lossy path between the stacks.
 func BenchmarkTCPSettings(b *testing.B) {
 	big := [3]int{4 << 10, 1 << 20, 8 << 20}
 	for _, v := range []struct {
 		name string
 		set  tcpSettings
 	}{
-		{"reno", tcpSettings{sack: true, rack: true, cc: "reno", moderateRcvBuf: true}},
-		{"cubic", tcpSettings{sack: true, rack: true, cc: "cubic", moderateRcvBuf: true}},
-		{"reno-norack", tcpSettings{sack: true, rack: false, cc: "reno", moderateRcvBuf: true}},
-		{"reno-nomoderate", tcpSettings{sack: true, rack: true, cc: "reno", moderateRcvBuf: false}},
-		{"reno-8M", tcpSettings{sack: true, rack: true, cc: "reno", moderateRcvBuf: true, sndBuf: big, rcvBuf: big}},
-		{"cubic-8M", tcpSettings{sack: true, rack: true, cc: "cubic", moderateRcvBuf: true, sndBuf: big, rcvBuf: big}},
+		{"reno", tcpSettings{sack: true, rack: false, cc: "reno", moderateRcvBuf: true}},
+		{"reno-rack", tcpSettings{sack: true, rack: true, cc: "reno", moderateRcvBuf: true}},
+		{"cubic", tcpSettings{sack: true, rack: false, cc: "cubic", moderateRcvBuf: true}},
+		{"reno-nomoderate", tcpSettings{sack: true, rack: false, cc: "reno", moderateRcvBuf: false}},
+		{"reno-8M", tcpSettings{sack: true, rack: false, cc: "reno", moderateRcvBuf: true, sndBuf: big, rcvBuf: big}},
+		{"cubic-8M", tcpSettings{sack: true, rack: false, cc: "cubic", moderateRcvBuf: true, sndBuf: big, rcvBuf: big}},
 	} {
-		b.Run(v.name, func(b *testing.B) {
-			saved := tcpDefaults
-			tcpDefaults = v.set
-			defer func() { tcpDefaults = saved }()
-			p := newWGPair(b, false)
-			client, server := p.stream(b)
-			const chunk = 1 << 20
-			done := make(chan int64, 1)
-			go func() {
-				n, _ := io.CopyBuffer(io.Discard, server, make([]byte, 256<<10))
-				done <- n
-			}()
-			buf := make([]byte, chunk)
-			b.SetBytes(chunk)
-			b.ResetTimer()
-			for range b.N {
-				if _, err := client.Write(buf); err != nil {
-					b.Fatal(err)
+		for _, dir := range []string{"dialer-sends", "acceptor-sends"} {
+			b.Run(v.name+"/"+dir, func(b *testing.B) {
+				saved := tcpDefaults
+				tcpDefaults = v.set
+				defer func() { tcpDefaults = saved }()
+				p := newWGPair(b, false)
+				client, server := p.stream(b)
+				if dir == "dialer-sends" {
+					benchStream(b, client, server)
+				} else {
+					benchStream(b, server, client)
 				}
-			}
-			client.Close()
-			<-done
-		})
+			})
+		}
 	}
 }
