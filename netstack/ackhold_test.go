@@ -143,11 +143,7 @@ type sent struct {
 // writeOne hands pkt to the endpoint and drops the caller's reference.
 func writeOne(t *testing.T, e *linkEndpoint, pkt *stack.PacketBuffer) {
 	t.Helper()
-	var l stack.PacketBufferList
-	l.PushBack(pkt)
-	if n, err := e.WritePackets(l); n != 1 || err != nil {
-		t.Fatalf("WritePackets: %d, %v", n, err)
-	}
+	writeKeep(t, e, pkt)
 	pkt.DecRef()
 }
 
@@ -264,11 +260,7 @@ func TestCloseReleasesHeldACK(t *testing.T) {
 	e.ack.wait = time.Hour
 	writeOne(t, e, outbound(byte(header.TCPFlagAck|header.TCPFlagPsh), 1, 100, nil, 10))
 	pkt := outbound(byte(header.TCPFlagAck), 1, 101, nil, 0)
-	var l stack.PacketBufferList
-	l.PushBack(pkt)
-	if n, err := e.WritePackets(l); n != 1 || err != nil {
-		t.Fatalf("WritePackets: %d, %v", n, err)
-	}
+	writeKeep(t, e, pkt)
 	if got := pkt.ReadRefs(); got != 2 {
 		t.Fatalf("refs while held = %d, want 2 (ours and the endpoint's)", got)
 	}

@@ -48,17 +48,23 @@ func wgMessages(sizes []int, mtu int) (bytes, dgrams []int) {
 	return bytes, dgrams
 }
 
+// writeKeep hands pkt to the endpoint; the caller keeps its reference.
+func writeKeep(t *testing.T, e *linkEndpoint, pkt *stack.PacketBuffer) {
+	t.Helper()
+	var l stack.PacketBufferList
+	l.PushBack(pkt)
+	if n, err := e.WritePackets(l); n != 1 || err != nil {
+		t.Fatalf("WritePackets: %d, %v", n, err)
+	}
+}
+
 // queueGSO queues a TCP super-segment as gVisor hands one to the endpoint.
 func queueGSO(t *testing.T, e *linkEndpoint, seq uint32, payload []byte, mss int) {
 	t.Helper()
 	p := tcpPacket(false, seq, byte(header.TCPFlagAck|header.TCPFlagPsh), optTimestamps, payload, false)
 	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(p)})
 	pkt.GSOOptions = stack.GSO{Type: stack.GSOTCPv4, NeedsCsum: true, CsumOffset: 16, MSS: uint16(mss), L3HdrLen: 20, MaxSize: gsoMaxSize}
-	var l stack.PacketBufferList
-	l.PushBack(pkt)
-	if n, err := e.WritePackets(l); n != 1 || err != nil {
-		t.Fatalf("WritePackets: %d, %v", n, err)
-	}
+	writeKeep(t, e, pkt)
 	pkt.DecRef()
 }
 
@@ -206,11 +212,7 @@ func TestCloseReleasesPartial(t *testing.T) {
 	p := tcpPacket(false, 1, byte(header.TCPFlagAck), optTimestamps, make([]byte, 10*1340), false)
 	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(p)})
 	pkt.GSOOptions = stack.GSO{Type: stack.GSOTCPv4, NeedsCsum: true, CsumOffset: 16, MSS: 1340, L3HdrLen: 20, MaxSize: gsoMaxSize}
-	var l stack.PacketBufferList
-	l.PushBack(pkt)
-	if n, err := e.WritePackets(l); n != 1 || err != nil {
-		t.Fatalf("WritePackets: %d, %v", n, err)
-	}
+	writeKeep(t, e, pkt)
 	bufs, sizes := newBufs(3), make([]int, 3)
 	if n, err := e.read(bufs, sizes, 0); n != 3 || err != nil {
 		t.Fatalf("read: %d, %v", n, err)
