@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -213,12 +214,12 @@ func BenchmarkTCPSettings(b *testing.B) {
 		name string
 		set  tcpSettings
 	}{
-		{"reno", tcpSettings{sack: true, rack: false, cc: "reno", moderateRcvBuf: true}},
-		{"reno-rack", tcpSettings{sack: true, rack: true, cc: "reno", moderateRcvBuf: true}},
-		{"cubic", tcpSettings{sack: true, rack: false, cc: "cubic", moderateRcvBuf: true}},
-		{"reno-nomoderate", tcpSettings{sack: true, rack: false, cc: "reno", moderateRcvBuf: false}},
-		{"reno-8M", tcpSettings{sack: true, rack: false, cc: "reno", moderateRcvBuf: true, sndBuf: big, rcvBuf: big}},
-		{"cubic-8M", tcpSettings{sack: true, rack: false, cc: "cubic", moderateRcvBuf: true, sndBuf: big, rcvBuf: big}},
+		{"reno", tcpSettings{sack: true, rack: true, cc: "reno", moderateRcvBuf: true}},
+		{"reno-norack", tcpSettings{sack: true, rack: false, cc: "reno", moderateRcvBuf: true}},
+		{"cubic", tcpSettings{sack: true, rack: true, cc: "cubic", moderateRcvBuf: true}},
+		{"reno-nomoderate", tcpSettings{sack: true, rack: true, cc: "reno", moderateRcvBuf: false}},
+		{"reno-8M", tcpSettings{sack: true, rack: true, cc: "reno", moderateRcvBuf: true, sndBuf: big, rcvBuf: big}},
+		{"cubic-8M", tcpSettings{sack: true, rack: true, cc: "cubic", moderateRcvBuf: true, sndBuf: big, rcvBuf: big}},
 	} {
 		for _, dir := range []string{"dialer-sends", "acceptor-sends"} {
 			b.Run(v.name+"/"+dir, func(b *testing.B) {
@@ -234,5 +235,58 @@ func BenchmarkTCPSettings(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// BenchmarkTCPRequests measures what loss recovery means for request/
+// response traffic: b.N requests of 100 bytes, each answered with 32 KiB,
+// reported as p50 and p99 latency. Run it on a lossy path, e.g.
+//
+//	WGMESH_BENCH_DELAY=5ms WGMESH_BENCH_LOSS=0.01 \
+//	  go test ./netstack -run XXX -bench TCPRequests -benchtime 400x
+func BenchmarkTCPRequests(b *testing.B) {
+	for _, v := range []struct {
+		name string
+		set  tcpSettings
+	}{
+		{"reno", tcpSettings{sack: true, rack: true, cc: "reno", moderateRcvBuf: true}},
+		{"reno-norack", tcpSettings{sack: true, rack: false, cc: "reno", moderateRcvBuf: true}},
+	} {
+		b.Run(v.name, func(b *testing.B) {
+			saved := tcpDefaults
+			tcpDefaults = v.set
+			defer func() { tcpDefaults = saved }()
+			p := newWGPair(b, false)
+			client, server := p.stream(b)
+			go func() {
+				req, resp := make([]byte, 100), make([]byte, 32<<10)
+				for {
+					if _, err := io.ReadFull(server, req); err != nil {
+						return
+					}
+					if _, err := server.Write(resp); err != nil {
+						return
+					}
+				}
+			}()
+			req, resp := make([]byte, 100), make([]byte, 32<<10)
+			lat := make([]time.Duration, 0, b.N)
+			b.ResetTimer()
+			for range b.N {
+				start := time.Now()
+				if _, err := client.Write(req); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(client, resp); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(start))
+			}
+			b.StopTimer()
+			slices.Sort(lat)
+			ms := func(q float64) float64 { return float64(lat[int(q*float64(len(lat)-1))]) / 1e6 }
+			b.ReportMetric(ms(0.5), "p50-ms")
+			b.ReportMetric(ms(0.99), "p99-ms")
+		})
 	}
 }
