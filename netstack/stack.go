@@ -155,12 +155,17 @@ type tcpSettings struct {
 //
 // That table measured only the end that dialed sending. With the end that
 // accepted sending (what a --expose serves, and one stream B->A in
-// bench/netstack_pair.sh), RACK declares segments lost that were only
-// acknowledged late: no packet was lost or reordered on the way (the
-// receiving stack saw every segment in order), yet the sender entered SACK
-// recovery 13-16 times in 2 s, half of them counted spurious, and its
-// congestion window stayed near 270 segments. Both sending directions,
-// measured alternately (-count 1, four runs each):
+// bench/netstack_pair.sh), the sender halves its window for losses that
+// never happened: no packet was lost or reordered on the way (the receiving
+// stack saw every segment in order), yet the sender entered SACK recovery
+// 13-16 times in 2 s, one retransmission each, half of them later counted
+// spurious, and its congestion window stayed near 270 segments. The
+// pattern is RACK's tail loss probe: gVisor arms it at 2 x SRTT with no
+// floor (Linux keeps at least two jiffies), so on a sub-millisecond path a
+// scheduling hiccup in the ACK stream fires it, and an ACK that covers the
+// probe before the D-SACK arrives counts as a loss. On Internet paths the
+// timeout is tens of milliseconds. Both sending directions, measured
+// alternately (-count 1, four runs each):
 //
 //	variant              dialer sends         acceptor sends       lossy, dialer / acceptor
 //	reno with RACK       375 (321..431)       354 (308..388)       3.23 / 2.54
