@@ -163,8 +163,11 @@ type tcpSettings struct {
 // pattern is RACK's tail loss probe: gVisor arms it at 2 x SRTT with no
 // floor (Linux keeps at least two jiffies), so on a sub-millisecond path a
 // scheduling hiccup in the ACK stream fires it, and an ACK that covers the
-// probe before the D-SACK arrives counts as a loss. On Internet paths the
-// timeout is tens of milliseconds. Both sending directions, measured
+// probe before the D-SACK arrives counts as a loss (each retransmitted
+// packet was the first MSS of the highest super-segment sent, which is
+// what the probe sends; loss recovery would resend from the first
+// unacknowledged byte). On Internet paths the timeout is tens of
+// milliseconds. Both sending directions, measured
 // alternately (-count 1, four runs each):
 //
 //	variant              dialer sends         acceptor sends       lossy, dialer / acceptor
