@@ -108,9 +108,25 @@ func TestRegistryMemberInMesh(t *testing.T) {
 	if err := checkTCP(ctx, nodes[1], "n2"); err != nil {
 		t.Fatalf("n1 -> n2: %v", err)
 	}
-	for _, p := range nodes[1].Status().Peers {
-		if p.Name == "n2" && (p.Path != PathDirect || p.EndpointSource != "registry") {
-			t.Errorf("n1's n2: path %q, source %q", p.Path, p.EndpointSource)
+	// Whichever of the two sent the first handshake took the other's
+	// endpoint from the registry; the other may show it as "roaming" (it
+	// followed the packets) until its own next lookup, a minute later.
+	sources := map[string]bool{}
+	for _, v := range []struct {
+		n    *Node
+		peer string
+	}{{nodes[1], "n2"}, {nodes[2], "n1"}} {
+		for _, p := range v.n.Status().Peers {
+			if p.Name != v.peer {
+				continue
+			}
+			if p.Path != PathDirect || (p.EndpointSource != "registry" && p.EndpointSource != "roaming") {
+				t.Errorf("%s's %s: path %q, source %q", v.n.Status().Name, v.peer, p.Path, p.EndpointSource)
+			}
+			sources[p.EndpointSource] = true
 		}
+	}
+	if !sources["registry"] {
+		t.Errorf("neither n1 nor n2 took the other's endpoint from the registry: %v", sources)
 	}
 }
