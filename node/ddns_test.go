@@ -80,25 +80,13 @@ func TestDDNSEndpoints(t *testing.T) {
 	d := newTestDNS(t)
 	book, keys := testBook(t, 3)
 	const interval = 200 * time.Millisecond
-	var nodes []*Node
-	for i := range 3 {
-		n, err := New(Config{Book: book, PrivateKey: keys[i], ListenPort: EphemeralPort, Resolver: d.resolver(), ResolveInterval: interval})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := n.Up(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { n.Close() })
-		nodes = append(nodes, n)
-	}
+	nodes := startNodes(t, book, keys, func(_ int, c *Config) {
+		c.Resolver, c.ResolveInterval = d.resolver(), interval
+	}, nil)
 	alpha, beta, gamma := nodes[0], nodes[1], nodes[2]
-	final := *book
-	final.Peers = append([]peerbook.Peer(nil), book.Peers...)
-	for i, n := range nodes {
-		port := n.Status().ListenPort
-		final.Peers[i].ListenPort = port
-		final.Peers[i].Endpoint = peerbook.Endpoint{Host: []string{"127.0.0.1", "beta.test", "gamma.test"}[i], Port: port}
+	final := *boundBook(book, nodes)
+	for i := range final.Peers {
+		final.Peers[i].Endpoint.Host = []string{"127.0.0.1", "beta.test", "gamma.test"}[i]
 	}
 	d.set("beta.test", netip.MustParseAddr("127.0.0.1"))
 	// gamma.test does not resolve yet: the rest must come up regardless.

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wgmesh/wgmesh/peerbook"
 	"github.com/wgmesh/wgmesh/registry"
 )
 
@@ -70,27 +69,11 @@ func TestRegistryMemberInMesh(t *testing.T) {
 	book.Peers[0].Registry = true
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var nodes []*Node
-	for i := range 3 {
-		n, err := New(Config{Book: book, PrivateKey: keys[i], ListenPort: EphemeralPort, RegistryPort: 5354})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := n.Up(ctx); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { n.Close() })
-		nodes = append(nodes, n)
-	}
+	nodes := startNodes(t, book, keys, func(_ int, c *Config) { c.RegistryPort = 5354 }, nil)
 	// Only the registry's endpoint is published.
-	final := *book
-	final.Serial++
-	final.Peers = append([]peerbook.Peer(nil), book.Peers...)
-	port := nodes[0].Status().ListenPort
-	final.Peers[0].Endpoint = peerbook.Endpoint{Host: "127.0.0.1", Port: port}
-	final.Peers[0].ListenPort = port
+	final := boundBook(book, nodes[:1])
 	for _, n := range nodes {
-		if err := n.Reload(ctx, &final); err != nil {
+		if err := n.Reload(ctx, final); err != nil {
 			t.Fatal(err)
 		}
 	}

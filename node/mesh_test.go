@@ -69,30 +69,46 @@ func newTestMeshWith(t testing.TB, size int, edit func(*peerbook.Book)) *testMes
 		edit(book)
 	}
 	m := &testMesh{book: book, keys: keys}
-	ctx := context.Background()
-	for i := range size {
-		n, err := New(Config{Book: book, PrivateKey: keys[i], ListenPort: EphemeralPort})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := n.Up(ctx); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { n.Close() })
-		m.nodes = append(m.nodes, n)
-	}
+	m.nodes = startNodes(t, book, keys, nil, nil)
 	m.publishEndpoints(t)
 	return m
 }
 
-// publishEndpoints reloads every node with a book whose endpoints are the
-// ports the nodes actually bound.
-func (m *testMesh) publishEndpoints(t testing.TB) {
+// startNodes starts a node for each key on an ephemeral port; conf (when
+// not nil) adds to each node's Config and prepare to the node before Up.
+// The test closes them.
+func startNodes(t testing.TB, book *peerbook.Book, keys []peerbook.PrivateKey, conf func(i int, c *Config), prepare func(*Node)) []*Node {
 	t.Helper()
-	final := *m.book
+	var nodes []*Node
+	for i := range keys {
+		c := Config{Book: book, PrivateKey: keys[i], ListenPort: EphemeralPort}
+		if conf != nil {
+			conf(i, &c)
+		}
+		n, err := New(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if prepare != nil {
+			prepare(n)
+		}
+		if err := n.Up(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		nodes = append(nodes, n)
+	}
+	return nodes
+}
+
+// boundBook returns a copy of book, one serial on, in which every member
+// with a node has the port it bound as its listen port and endpoint on
+// 127.0.0.1.
+func boundBook(book *peerbook.Book, nodes []*Node) *peerbook.Book {
+	final := *book
 	final.Serial++
-	final.Peers = append([]peerbook.Peer(nil), m.book.Peers...)
-	for i, n := range m.nodes {
+	final.Peers = append([]peerbook.Peer(nil), book.Peers...)
+	for i, n := range nodes {
 		if n == nil {
 			continue
 		}
@@ -100,15 +116,23 @@ func (m *testMesh) publishEndpoints(t testing.TB) {
 		final.Peers[i].Endpoint = peerbook.Endpoint{Host: "127.0.0.1", Port: port}
 		final.Peers[i].ListenPort = port
 	}
+	return &final
+}
+
+// publishEndpoints reloads every node with a book whose endpoints are the
+// ports the nodes actually bound.
+func (m *testMesh) publishEndpoints(t testing.TB) {
+	t.Helper()
+	final := boundBook(m.book, m.nodes)
 	for _, n := range m.nodes {
 		if n == nil {
 			continue
 		}
-		if err := n.Reload(context.Background(), &final); err != nil {
+		if err := n.Reload(context.Background(), final); err != nil {
 			t.Fatal(err)
 		}
 	}
-	m.book = &final
+	m.book = final
 }
 
 func TestTwoNodesTCP(t *testing.T) {

@@ -27,27 +27,8 @@ func TestRelayWhenDirectFails(t *testing.T) {
 	book.Peers[0].Name, book.Peers[0].Relay = "relay", true
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	var nodes []*Node
-	for i := range 3 {
-		n, err := New(Config{Book: book, PrivateKey: keys[i], ListenPort: EphemeralPort})
-		if err != nil {
-			t.Fatal(err)
-		}
-		n.relayAfter = 2 * time.Second
-		if err := n.Up(ctx); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { n.Close() })
-		nodes = append(nodes, n)
-	}
-	final := *book
-	final.Serial++
-	final.Peers = append([]peerbook.Peer(nil), book.Peers...)
-	for i, n := range nodes {
-		port := n.Status().ListenPort
-		final.Peers[i].Endpoint = peerbook.Endpoint{Host: "127.0.0.1", Port: port}
-		final.Peers[i].ListenPort = port
-	}
+	nodes := startNodes(t, book, keys, nil, func(n *Node) { n.relayAfter = 2 * time.Second })
+	final := *boundBook(book, nodes)
 	// n1 and n2 get each other's endpoint wrong: straight into the hole.
 	wrong := func(name string) *peerbook.Book {
 		b := final
