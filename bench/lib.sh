@@ -37,3 +37,14 @@ tun_member() {
 	wait_for "wgmesh $ifname" "${PID[$ifname]}" \
 		sh -c "ip -n '$ns' -o addr show dev '$ifname' | grep -q ' $addr/'"
 }
+
+# sockets_free IFNAME...: dies when a UAPI socket of one of these names
+# exists. Both namespaces share /var/run/wireguard, so `wg set` would
+# configure that other daemon instead of ours.
+sockets_free() {
+	local name
+	for name in "$@"; do
+		[[ ! -e /var/run/wireguard/$name.sock ]] ||
+			die "/var/run/wireguard/$name.sock exists: another wireguard-go or wgmesh runs $name (stop it), or a crashed one left it (remove it)"
+	done
+}

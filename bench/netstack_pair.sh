@@ -212,9 +212,7 @@ fi
 # --- upstream wireguard-go TUN pair (as bench/tun_pair.sh) ----------------------
 
 if [[ " $PAIRS " == *" upstream "* ]]; then
-	for name in wgu0 wgu1; do
-		[[ ! -e /var/run/wireguard/$name.sock ]] || die "/var/run/wireguard/$name.sock exists: another wireguard-go runs $name"
-	done
+	sockets_free wgu0 wgu1
 	"$WGMESH" key generate --out "$TMP/ua.key" >/dev/null
 	"$WGMESH" key generate --out "$TMP/ub.key" >/dev/null
 	UA_PUB=$("$WGMESH" key public --key "$TMP/ua.key")
@@ -239,9 +237,7 @@ fi
 # --- wgmesh TUN pair (as bench/tun_pair.sh) ------------------------------------
 
 if [[ " $PAIRS " == *" tun "* ]]; then
-	for name in wgm0 wgm1; do
-		[[ ! -e /var/run/wireguard/$name.sock ]] || die "/var/run/wireguard/$name.sock exists: another wireguard-go runs $name"
-	done
+	sockets_free wgm0 wgm1
 	"$WGMESH" key generate --out "$TMP/ta.key" >/dev/null
 	"$WGMESH" key generate --out "$TMP/tb.key" >/dev/null
 	pair_book "$WGMESH" "$TMP/tun.toml" "$TMP/ta.key" "$TMP/tb.key" 10.78.0 198.18.2 51820

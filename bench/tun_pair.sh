@@ -188,12 +188,7 @@ wait_for() {
 	die "$desc not ready after 10 s (logs in $TMP)"
 }
 
-# Both namespaces share /var/run/wireguard: a socket there means another
-# daemon uses the name, and `wg set` would configure it instead of ours.
-for name in wgu0 wgu1 wgm0 wgm1; do
-	[[ ! -e /var/run/wireguard/$name.sock ]] ||
-		die "/var/run/wireguard/$name.sock exists: another wireguard-go or wgmesh runs $name (stop it), or a crashed one left it (remove it)"
-done
+sockets_free wgu0 wgu1 wgm0 wgm1
 
 # --- binaries ---------------------------------------------------------------
 
