@@ -100,14 +100,57 @@ func TestNetstackSubnetRouting(t *testing.T) {
 		t.Fatalf("udp: %q, %v", buf[:n], err)
 	}
 
-	// Outside n1's subnets: refused, although n0 routed it to n1.
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	// Outside n1's subnets: refused, although n0 routed it to n1 and n1's
+	// host would accept it (servers listen on 127.0.1.1, outside /24).
+	outTCP, err := net.Listen("tcp", "127.0.1.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outTCP.Close()
+	go func() {
+		for {
+			c, err := outTCP.Accept()
+			if err != nil {
+				return
+			}
+			io.WriteString(c, "outside\n")
+			c.Close()
+		}
+	}()
+	outUDP, err := net.ListenPacket("udp", "127.0.1.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outUDP.Close()
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := outUDP.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			outUDP.WriteTo(buf[:n], from)
+		}
+	}()
 	short, cancel2 := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel2()
-	if c, err := a.Dial(short, "tcp", "127.0.1.1:"+port); err == nil {
+	if c, err := a.Dial(short, "tcp", outTCP.Addr().String()); err == nil {
+		c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		n, _ := c.Read(buf)
 		c.Close()
-		t.Fatal("tcp to an address outside n1's subnets was forwarded")
+		t.Fatalf("tcp to an address outside n1's subnets was forwarded (read %q)", buf[:n])
 	}
+	uo, err := a.Dial(ctx, "udp", outUDP.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uo.Close()
+	uo.Write([]byte("outside"))
+	uo.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if n, err := uo.Read(buf); err == nil {
+		t.Fatalf("udp to an address outside n1's subnets was forwarded (read %q)", buf[:n])
+	}
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	// n1's own mesh address still behaves as a host: ICMP-free check that
 	// a closed port is refused rather than forwarded.
 	if c, err := a.Dial(short, "tcp", "n1:"+port); err == nil {
