@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"sync"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
@@ -35,57 +36,139 @@ func (s *Stack) DialUDP(dst netip.AddrPort) (net.Conn, error) {
 	return gonet.DialUDP(s.stack, nil, &fa, proto)
 }
 
-// ListenTCP listens on addr. An unspecified address listens on every local
-// address of the stack, in both IP families.
+// ListenTCP listens on addr. An unspecified address listens on each of the
+// stack's own addresses (of that family, or of both when addr has none),
+// never on a wildcard: a subnet-routing stack takes packets for any
+// destination, and a wildcard listener would answer flows meant for hosts
+// in its subnets.
 func (s *Stack) ListenTCP(addr netip.AddrPort) (net.Listener, error) {
 	if addr.Addr().IsValid() && !addr.Addr().IsUnspecified() {
 		fa, proto := fullAddr(addr)
 		return gonet.ListenTCP(s.stack, fa, proto)
 	}
-	// A gVisor IPv6 endpoint on "::" is dual-stack by default (not
-	// V6ONLY), so one listener serves both families; binding 0.0.0.0 as
-	// well would collide with it.
-	wild := s.wildcards(addr.Port())
-	if len(wild) == 0 {
+	own := s.ownAddrs(addr.Addr())
+	if len(own) == 0 {
 		return nil, ErrNoAddress
 	}
-	fa, proto := fullAddr(wild[len(wild)-1])
-	return gonet.ListenTCP(s.stack, fa, proto)
+	lns := make([]net.Listener, 0, len(own))
+	port := addr.Port()
+	for _, a := range own {
+		fa, proto := fullAddr(netip.AddrPortFrom(a, port))
+		ln, err := gonet.ListenTCP(s.stack, fa, proto)
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			return nil, err
+		}
+		if port == 0 { // the others take the port the first one got
+			port = uint16(ln.Addr().(*net.TCPAddr).Port)
+		}
+		lns = append(lns, ln)
+	}
+	if len(lns) == 1 {
+		return lns[0], nil
+	}
+	return newMultiListener(lns), nil
 }
 
 // ListenUDP binds a UDP socket on addr. An unspecified address binds the
-// stack's first address of each family only when the stack has exactly one
-// family; otherwise give an address.
+// stack's first own address (of that family, or IPv4 first when addr has
+// none), never a wildcard (see ListenTCP); to serve another address, give
+// it.
 func (s *Stack) ListenUDP(addr netip.AddrPort) (net.PacketConn, error) {
 	if !addr.Addr().IsValid() || addr.Addr().IsUnspecified() {
-		wild := s.wildcards(addr.Port())
-		if len(wild) == 0 {
+		own := s.ownAddrs(addr.Addr())
+		if len(own) == 0 {
 			return nil, ErrNoAddress
 		}
-		// gVisor UDP endpoints are single-family; take the first family
-		// and let callers ask for the other one by address.
-		addr = wild[0]
+		addr = netip.AddrPortFrom(own[0], addr.Port())
 	}
 	fa, proto := fullAddr(addr)
 	return gonet.DialUDP(s.stack, &fa, nil, proto)
 }
 
-// wildcards returns one unspecified address per IP family the stack has.
-func (s *Stack) wildcards(port uint16) []netip.AddrPort {
-	var has4, has6 bool
+// ownAddrs returns the stack's addresses that an unspecified listen
+// address stands for: those of its family, or all of them, IPv4 first,
+// when it has none.
+func (s *Stack) ownAddrs(unspec netip.Addr) []netip.Addr {
+	var v4, v6 []netip.Addr
 	for _, a := range s.addrs {
 		if a.Is4() {
-			has4 = true
+			v4 = append(v4, a)
 		} else {
-			has6 = true
+			v6 = append(v6, a)
 		}
 	}
-	var out []netip.AddrPort
-	if has4 {
-		out = append(out, netip.AddrPortFrom(netip.IPv4Unspecified(), port))
+	switch {
+	case unspec.Is4():
+		return v4
+	case unspec.Is6():
+		return v6
 	}
-	if has6 {
-		out = append(out, netip.AddrPortFrom(netip.IPv6Unspecified(), port))
-	}
-	return out
+	return append(v4, v6...)
 }
+
+// multiListener accepts from several listeners on one port, one per own
+// address. The first error of any of them (the stack closed, say) ends it.
+type multiListener struct {
+	lns   []net.Listener
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+	err   error // set before done is closed
+}
+
+func newMultiListener(lns []net.Listener) *multiListener {
+	m := &multiListener{lns: lns, conns: make(chan net.Conn), done: make(chan struct{})}
+	for _, ln := range lns {
+		go m.acceptLoop(ln)
+	}
+	return m
+}
+
+func (m *multiListener) acceptLoop(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			m.stop(err)
+			return
+		}
+		select {
+		case m.conns <- c:
+		case <-m.done:
+			c.Close()
+			return
+		}
+	}
+}
+
+// stop ends the listener with err, closing every listener of it.
+func (m *multiListener) stop(err error) {
+	m.once.Do(func() {
+		m.err = err
+		close(m.done)
+		for _, ln := range m.lns {
+			ln.Close()
+		}
+	})
+}
+
+// Accept implements net.Listener.
+func (m *multiListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-m.conns:
+		return c, nil
+	case <-m.done:
+		return nil, m.err
+	}
+}
+
+// Close implements net.Listener; Accept then returns net.ErrClosed.
+func (m *multiListener) Close() error {
+	m.stop(&net.OpError{Op: "accept", Net: "tcp", Addr: m.Addr(), Err: net.ErrClosed})
+	return nil
+}
+
+// Addr implements net.Listener: the first own address listened on.
+func (m *multiListener) Addr() net.Addr { return m.lns[0].Addr() }

@@ -38,7 +38,9 @@ func (n *Node) Dial(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Listen listens for TCP connections from the mesh. addr is ":PORT" (all of
-// this node's mesh addresses) or "ADDR:PORT" with one of them.
+// this node's mesh addresses) or "ADDR:PORT" with one of them. In netstack
+// mode ":PORT" binds each mesh address, not a wildcard, so a member that
+// routes subnets does not answer flows meant for its LAN hosts.
 func (n *Node) Listen(network, addr string) (net.Listener, error) {
 	st, ap, err := n.listenArgs(network, addr, "tcp")
 	if err != nil {
@@ -51,7 +53,7 @@ func (n *Node) Listen(network, addr string) (net.Listener, error) {
 }
 
 // ListenPacket opens a UDP socket in the mesh. addr is ":PORT" (this node's
-// first mesh address family) or "ADDR:PORT".
+// first mesh address, IPv4 first) or "ADDR:PORT".
 func (n *Node) ListenPacket(network, addr string) (net.PacketConn, error) {
 	st, ap, err := n.listenArgs(network, addr, "udp")
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -156,5 +157,123 @@ func TestNetstackSubnetRouting(t *testing.T) {
 	if c, err := a.Dial(short, "tcp", "n1:"+port); err == nil {
 		c.Close()
 		t.Fatal("tcp to n1's own closed port was forwarded to the host")
+	}
+}
+
+// TestNetstackListenOnSubnetRouter: a rootless subnet router's stack takes
+// packets for any address, so a listener on ":PORT" (what --expose opens)
+// must still answer only on the member's own mesh addresses. Flows to a LAN
+// host at the same port go to the LAN host, or are refused when it has no
+// such server; they never reach the member's own service.
+func TestNetstackListenOnSubnetRouter(t *testing.T) {
+	m := newTestMeshWith(t, 2, func(b *peerbook.Book) {
+		b.Peers[1].Subnets = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/24")}
+	})
+	a, b := m.nodes[0], m.nodes[1]
+
+	lan, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lan.Close()
+	serveLine(lan, "lan")
+	lanUDP, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lanUDP.Close()
+	go echoPrefixed(lanUDP, "lan ")
+	_, tport, _ := net.SplitHostPort(lan.Addr().String())
+	_, uport, _ := net.SplitHostPort(lanUDP.LocalAddr().String())
+
+	own, err := b.Listen("tcp", ":"+tport)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer own.Close()
+	serveLine(own, "exposed")
+	ownUDP, err := b.ListenPacket("udp", ":"+uport)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ownUDP.Close()
+	go echoPrefixed(ownUDP, "exposed ")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	readLine := func(addr string) (string, error) {
+		network := "tcp"
+		if strings.HasPrefix(addr, "[") {
+			network = "tcp6"
+		}
+		c, err := a.Dial(ctx, network, addr)
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		buf := make([]byte, 64)
+		n, err := c.Read(buf)
+		return string(buf[:n]), err
+	}
+	udpAsk := func(addr string) (string, error) {
+		c, err := a.Dial(ctx, "udp", addr)
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		c.Write([]byte("hi"))
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		buf := make([]byte, 64)
+		n, err := c.Read(buf)
+		return string(buf[:n]), err
+	}
+
+	if got, err := readLine("n1:" + tport); err != nil || got != "exposed\n" {
+		t.Errorf("tcp to n1's mesh address: %q, %v; want the exposed service", got, err)
+	}
+	if got, err := readLine("[fd42:42::2]:" + tport); err != nil || got != "exposed\n" {
+		t.Errorf("tcp to n1's IPv6 mesh address: %q, %v; want the exposed service", got, err)
+	}
+	if got, err := readLine("127.0.0.1:" + tport); err != nil || got != "lan\n" {
+		t.Errorf("tcp to the LAN host: %q, %v; want the LAN host", got, err)
+	}
+	if got, err := readLine("127.0.0.2:" + tport); err == nil {
+		t.Errorf("tcp to a LAN address without a server: answered %q, want refused", got)
+	}
+	if got, err := udpAsk("n1:" + uport); err != nil || got != "exposed hi" {
+		t.Errorf("udp to n1's mesh address: %q, %v; want the exposed service", got, err)
+	}
+	if got, err := udpAsk("127.0.0.1:" + uport); err != nil || got != "lan hi" {
+		t.Errorf("udp to the LAN host: %q, %v; want the LAN host", got, err)
+	}
+	if got, err := udpAsk("127.0.0.2:" + uport); err == nil {
+		t.Errorf("udp to a LAN address without a server: answered %q, want no answer", got)
+	}
+}
+
+// serveLine answers every connection on ln with line and a newline.
+func serveLine(ln net.Listener, line string) {
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			io.WriteString(c, line+"\n")
+			c.Close()
+		}
+	}()
+}
+
+// echoPrefixed answers each datagram on pc with prefix and the datagram.
+func echoPrefixed(pc net.PacketConn, prefix string) {
+	buf := make([]byte, 1500)
+	for {
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		pc.WriteTo(append([]byte(prefix), buf[:n]...), from)
 	}
 }
