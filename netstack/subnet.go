@@ -35,13 +35,12 @@ const (
 	subnetDialTimeout = 10 * time.Second
 	// udpFlowIdle ends a UDP flow after this long without traffic.
 	udpFlowIdle = 60 * time.Second
-	// maxUDPFlows bounds concurrent UDP flows so a member cannot exhaust
-	// the router's sockets.
-	maxUDPFlows = 4096
 	// tcpForwarderWindow and tcpMaxInFlight size gVisor's forwarder: the
 	// receive window of new flows and how many handshakes may be pending.
+	// A pending handshake holds one of its member's flows while the host
+	// dials, so the flow caps bind before this one does.
 	tcpForwarderWindow = 0 // gVisor's default
-	tcpMaxInFlight     = 1024
+	tcpMaxInFlight     = maxFlowsTotal
 )
 
 // SubnetRouter forwards flows from the mesh into local subnets.
@@ -51,10 +50,15 @@ type SubnetRouter struct {
 	dial    HostDialer
 	log     *slog.Logger
 
-	ctx      context.Context
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	udpFlows atomic.Int64
+	// tcp and udp count the flows (a TCP flow from its SYN on) per
+	// protocol, per member and in all; members names a flow's member.
+	tcp, udp *flowLimiter
+	members  atomic.Pointer[members]
+	refusals *refusalLog
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
 // RouteSubnets makes the stack accept flows to subnets and connect them
@@ -67,7 +71,11 @@ func (s *Stack) RouteSubnets(subnets []netip.Prefix, dial HostDialer, log *slog.
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	r := &SubnetRouter{s: s, dial: dial, log: log}
+	r := &SubnetRouter{s: s, dial: dial, log: log,
+		tcp:      newFlowLimiter(maxFlowsPerMember, maxFlowsTotal),
+		udp:      newFlowLimiter(maxFlowsPerMember, maxFlowsTotal),
+		refusals: newRefusalLog(log, refusalLogInterval, maxFlowsPerMember, maxFlowsTotal),
+	}
 	r.SetSubnets(subnets)
 	r.ctx, r.cancel = context.WithCancel(s.ctx)
 	// Promiscuous: accept packets whose destination is not a local
@@ -91,10 +99,33 @@ func (r *SubnetRouter) SetSubnets(subnets []netip.Prefix) {
 	r.subnets.Store(&cp)
 }
 
+// SetMembers tells the router which member each source address belongs
+// to: the prefixes of each member by name (its book entry's allowed IPs).
+// Flows are capped per member; before SetMembers, per source address.
+func (r *SubnetRouter) SetMembers(byName map[string][]netip.Prefix) {
+	m := &members{}
+	for name, ps := range byName {
+		m.names = append(m.names, name)
+		m.prefixes = append(m.prefixes, append([]netip.Prefix(nil), ps...))
+	}
+	r.members.Store(m)
+}
+
 // Close ends every forwarded flow and waits for them.
 func (r *SubnetRouter) Close() {
 	r.cancel()
 	r.wg.Wait()
+	r.refusals.close()
+}
+
+// admit takes a flow of proto from src in lim, or logs the refusal.
+func (r *SubnetRouter) admit(lim *flowLimiter, proto string, src netip.Addr) (member string, ok bool) {
+	member = r.members.Load().of(src)
+	ok, why := lim.acquire(member)
+	if !ok {
+		r.refusals.refused(proto, member, why)
+	}
+	return member, ok
 }
 
 func (r *SubnetRouter) routes(a netip.Addr) bool {
@@ -119,6 +150,17 @@ func (r *SubnetRouter) handleTCP(req *tcp.ForwarderRequest) {
 		req.Complete(true)
 		return
 	}
+	member, ok := r.admit(r.tcp, "tcp", src.Addr())
+	if !ok {
+		req.Complete(true)
+		return
+	}
+	held := true // until the relay goroutine takes the flow over
+	defer func() {
+		if held {
+			r.tcp.release(member)
+		}
+	}()
 	ctx, cancel := context.WithTimeout(r.ctx, subnetDialTimeout)
 	host, err := r.dial.DialContext(ctx, "tcp", dst.String())
 	cancel()
@@ -137,9 +179,11 @@ func (r *SubnetRouter) handleTCP(req *tcp.ForwarderRequest) {
 	req.Complete(false)
 	mesh := gonet.NewTCPConn(&wq, ep)
 	r.log.Debug("subnet flow", "proto", "tcp", "src", src, "dst", dst)
+	held = false
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
+		defer r.tcp.release(member)
 		relay(r.ctx, mesh, host)
 	}()
 }
@@ -151,32 +195,31 @@ func (r *SubnetRouter) handleUDP(req *udp.ForwarderRequest) {
 	if !r.routes(dst.Addr()) || r.ctx.Err() != nil {
 		return
 	}
-	if r.udpFlows.Add(1) > maxUDPFlows {
-		r.udpFlows.Add(-1)
-		r.log.Debug("subnet flow dropped: too many UDP flows", "src", src, "dst", dst)
+	member, ok := r.admit(r.udp, "udp", src.Addr())
+	if !ok {
 		return
 	}
 	// This runs on the stack's packet path: the host socket is created
 	// without blocking (UDP "dial" only binds).
 	host, err := r.dial.DialContext(r.ctx, "udp", dst.String())
 	if err != nil {
-		r.udpFlows.Add(-1)
+		r.udp.release(member)
 		return
 	}
 	var wq waiter.Queue
 	ep, terr := req.CreateEndpoint(&wq)
 	if terr != nil {
 		host.Close()
-		r.udpFlows.Add(-1)
+		r.udp.release(member)
 		return
 	}
-	mesh := gonet.NewUDPConn(&wq, ep)
+	mesh := &meshConn{Conn: gonet.NewUDPConn(&wq, ep), ep: ep, wq: &wq}
 	r.log.Debug("subnet flow", "proto", "udp", "src", src, "dst", dst)
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		defer r.udpFlows.Add(-1)
-		relayDatagrams(r.ctx, mesh, host, udpFlowIdle)
+		defer r.udp.release(member)
+		relayDatagrams(r.ctx, mesh, hostConn(host), udpFlowIdle)
 	}()
 }
 
@@ -190,32 +233,47 @@ func relay(ctx context.Context, a, b net.Conn) {
 	b.Close()
 }
 
+// maxDatagram is the largest UDP payload; LAN hosts may send datagrams
+// larger than the mesh MTU (the stack fragments them), e.g. DNS answers
+// over EDNS.
+const maxDatagram = 65535
+
+// datagramBufs lend a flow a buffer only while one datagram is copied.
+var datagramBufs = sync.Pool{New: func() any { b := make([]byte, maxDatagram); return &b }}
+
 // relayDatagrams copies datagrams both ways until idle passes without any.
-func relayDatagrams(ctx context.Context, mesh, host net.Conn, idle time.Duration) {
+func relayDatagrams(ctx context.Context, mesh, host readWaiter, idle time.Duration) {
 	stop := context.AfterFunc(ctx, func() { mesh.Close(); host.Close() })
 	defer stop()
 	var last atomic.Int64
 	last.Store(time.Now().UnixNano())
 	var wg sync.WaitGroup
-	half := func(dst, src net.Conn) {
+	half := func(dst net.Conn, src readWaiter) {
 		defer wg.Done()
 		defer func() { mesh.Close(); host.Close() }()
-		buf := make([]byte, 64<<10)
 		for {
-			src.SetReadDeadline(time.Now().Add(idle))
-			n, err := src.Read(buf)
-			if err != nil {
-				// A deadline on one side while the other is busy is not
-				// idleness: keep going until both sides are quiet.
-				if ne, ok := err.(net.Error); ok && ne.Timeout() && time.Since(time.Unix(0, last.Load())) < idle {
+			err := src.waitRead(time.Now().Add(idle))
+			if err == nil {
+				bp := datagramBufs.Get().(*[]byte)
+				var n int
+				n, err = src.Read(*bp)
+				if err == nil {
+					last.Store(time.Now().UnixNano())
+					_, err = dst.Write((*bp)[:n])
+					datagramBufs.Put(bp)
+					if err != nil {
+						return
+					}
 					continue
 				}
-				return
+				datagramBufs.Put(bp)
 			}
-			last.Store(time.Now().UnixNano())
-			if _, err := dst.Write(buf[:n]); err != nil {
-				return
+			// A deadline on one side while the other is busy is not
+			// idleness: keep going until both sides are quiet.
+			if ne, ok := err.(net.Error); ok && ne.Timeout() && time.Since(time.Unix(0, last.Load())) < idle {
+				continue
 			}
+			return
 		}
 	}
 	wg.Add(2)

@@ -213,7 +213,7 @@ func (n *Node) up(ctx context.Context) error {
 		}
 	}
 	if n.stack != nil {
-		if err := n.routeSubnets(self.Subnets); err != nil {
+		if err := n.routeSubnets(book, self.Subnets); err != nil {
 			n.teardown()
 			return err
 		}
@@ -355,9 +355,10 @@ func (n *Node) greetPeers() {
 
 // routeSubnets, in netstack mode, forwards flows from the mesh into this
 // member's subnets through host sockets. Caller holds n.mu.
-func (n *Node) routeSubnets(subnets []netip.Prefix) error {
+func (n *Node) routeSubnets(book *peerbook.Book, subnets []netip.Prefix) error {
 	if n.subnets != nil {
 		n.subnets.SetSubnets(subnets)
+		n.subnets.SetMembers(memberPrefixes(book, n.self))
 		return nil
 	}
 	if len(subnets) == 0 {
@@ -370,7 +371,20 @@ func (n *Node) routeSubnets(subnets []netip.Prefix) error {
 	if err != nil {
 		return fmt.Errorf("node: route subnets: %w", err)
 	}
+	r.SetMembers(memberPrefixes(book, n.self))
 	n.subnets = r
 	n.log.Info("routing subnets from the mesh through host sockets", "subnets", fmt.Sprint(subnets))
 	return nil
+}
+
+// memberPrefixes are the allowed IPs of every member but self, by name:
+// the subnet router caps flows per member.
+func memberPrefixes(book *peerbook.Book, self peerbook.Key) map[string][]netip.Prefix {
+	out := make(map[string][]netip.Prefix, len(book.Peers))
+	for i := range book.Peers {
+		if book.Peers[i].PublicKey != self {
+			out[book.Peers[i].Name] = book.Peers[i].AllowedIPs()
+		}
+	}
+	return out
 }

@@ -61,7 +61,7 @@ func (n *Node) Reload(ctx context.Context, book *peerbook.Book) error {
 		n.relay.setMembers(relayPrefixes(book, n.self))
 	}
 	if n.stack != nil {
-		if err := n.routeSubnets(newSelf.Subnets); err != nil {
+		if err := n.routeSubnets(book, newSelf.Subnets); err != nil {
 			return err
 		}
 	}

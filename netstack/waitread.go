@@ -1,0 +1,64 @@
+package netstack
+
+import (
+	"net"
+	"os"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/waiter"
+)
+
+// A subnet-router flow spends most of its life waiting for the next
+// packet. Its halves wait for readability without a buffer and take one
+// from a pool only to copy what arrived, so an idle flow holds no copy
+// buffer (it held 2 x 64 KiB per UDP flow before).
+
+// readWaiter is a conn that can wait until a Read would not block.
+type readWaiter interface {
+	net.Conn
+	// waitRead returns nil once a Read would not block (data, end of
+	// stream or an error is pending), or a timeout error at deadline (zero:
+	// none). It holds no buffer.
+	waitRead(deadline time.Time) error
+}
+
+// meshConn is the mesh half of a flow: a gonet conn on an endpoint whose
+// waiter queue the router created.
+type meshConn struct {
+	net.Conn
+	ep tcpip.Endpoint
+	wq *waiter.Queue
+}
+
+func (m *meshConn) waitRead(deadline time.Time) error {
+	const events = waiter.ReadableEvents | waiter.EventHUp
+	if m.ep.Readiness(events) != 0 {
+		return nil
+	}
+	e, ch := waiter.NewChannelEntry(events)
+	m.wq.EventRegister(&e)
+	defer m.wq.EventUnregister(&e)
+	// Readable between the check and the registration: no event comes.
+	if m.ep.Readiness(events) != 0 {
+		return nil
+	}
+	var expired <-chan time.Time
+	if !deadline.IsZero() {
+		t := time.NewTimer(time.Until(deadline))
+		defer t.Stop()
+		expired = t.C
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-expired:
+		return os.ErrDeadlineExceeded
+	}
+}
+
+// plainConn is a host conn without access to its socket: waitRead only
+// sets the deadline, and the Read that follows waits (holding a buffer).
+type plainConn struct{ net.Conn }
+
+func (p *plainConn) waitRead(deadline time.Time) error { return p.SetReadDeadline(deadline) }
