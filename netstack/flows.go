@@ -12,10 +12,10 @@ import (
 )
 
 // Flow limits of the subnet router, per protocol. A flow holds a host
-// socket, a gVisor endpoint and two goroutines (an idle UDP flow about
-// 20 KiB of heap and stacks, see BenchmarkSubnetUDPFlow), so the total
-// bounds the router's sockets and memory, and the per-member cap keeps one
-// member from taking all of them.
+// socket, a gVisor endpoint and two goroutines (an idle flow 20-26 KiB of
+// heap and stacks: BenchmarkSubnetUDPFlow, BenchmarkSubnetTCPFlow), so the
+// total bounds the router's sockets and memory, and the per-member cap
+// keeps one member from taking all of them.
 const (
 	maxFlowsPerMember = 1024
 	maxFlowsTotal     = 4096

@@ -3,6 +3,7 @@ package netstack
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -177,14 +178,14 @@ func (r *SubnetRouter) handleTCP(req *tcp.ForwarderRequest) {
 		return
 	}
 	req.Complete(false)
-	mesh := gonet.NewTCPConn(&wq, ep)
+	mesh := &meshConn{Conn: gonet.NewTCPConn(&wq, ep), ep: ep, wq: &wq}
 	r.log.Debug("subnet flow", "proto", "tcp", "src", src, "dst", dst)
 	held = false
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
 		defer r.tcp.release(member)
-		relay(r.ctx, mesh, host)
+		relay(r.ctx, mesh, hostConn(host))
 	}()
 }
 
@@ -223,14 +224,58 @@ func (r *SubnetRouter) handleUDP(req *udp.ForwarderRequest) {
 	}()
 }
 
+// streamBufs lend a TCP flow a copy buffer only while data moves; the size
+// is the relays' (see netutil.CopyBufferSize).
+var streamBufs = sync.Pool{New: func() any { b := make([]byte, netutil.CopyBufferSize); return &b }}
+
 // relay joins a TCP flow's two halves until both directions end or ctx
-// is cancelled.
-func relay(ctx context.Context, a, b net.Conn) {
-	stop := context.AfterFunc(ctx, func() { a.Close(); b.Close() })
+// is cancelled, passing half-closes on.
+func relay(ctx context.Context, mesh, host readWaiter) {
+	stop := context.AfterFunc(ctx, func() { mesh.Close(); host.Close() })
 	defer stop()
-	netutil.Join(a, b)
-	a.Close()
-	b.Close()
+	var wg sync.WaitGroup
+	wg.Go(func() { pipeStream(host, mesh) })
+	pipeStream(mesh, host)
+	wg.Wait()
+	mesh.Close()
+	host.Close()
+}
+
+// closeWriter is implemented by *net.TCPConn and gonet.TCPConn.
+type closeWriter interface{ CloseWrite() error }
+
+// pipeStream copies src to dst until EOF, then half-closes dst; on an
+// error it closes both. It waits for src without a buffer, except right
+// after a read that filled the buffer, when more is likely pending.
+func pipeStream(dst, src readWaiter) {
+	more := false
+	for {
+		if !more {
+			if err := src.waitRead(time.Time{}); err != nil {
+				break
+			}
+		}
+		bp := streamBufs.Get().(*[]byte)
+		n, err := src.Read(*bp)
+		more = n == len(*bp)
+		if n > 0 {
+			if _, werr := dst.Write((*bp)[:n]); werr != nil {
+				err = werr
+			}
+		}
+		streamBufs.Put(bp)
+		if err == io.EOF {
+			if cw, ok := dst.unwrap().(closeWriter); ok && cw.CloseWrite() == nil {
+				return
+			}
+			break
+		}
+		if err != nil {
+			break
+		}
+	}
+	dst.Close()
+	src.Close()
 }
 
 // maxDatagram is the largest UDP payload; LAN hosts may send datagrams

@@ -41,3 +41,5 @@ func (h *rawHostConn) waitRead(deadline time.Time) error {
 		return !errors.Is(err, syscall.EAGAIN)
 	})
 }
+
+func (h *rawHostConn) unwrap() net.Conn { return h.Conn }
