@@ -205,7 +205,7 @@ func TestSubnetFlowCapPerMember(t *testing.T) {
 	answered := make([]bool, total)
 	for i := range total {
 		c := p.dialUDP(t, memberA, udpDst)
-		wg.Go(func() { answered[i] = udpAnswered(c, fmt.Appendf(nil, "a%d", i), 2*time.Second) })
+		wg.Go(func() { answered[i] = udpAnswered(c, fmt.Appendf(nil, "a%d", i), 5*time.Second) })
 	}
 	wg.Wait()
 	if n := count(answered); n != perMember {
