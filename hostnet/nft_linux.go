@@ -67,7 +67,7 @@ func (f *filter) install() ([]string, error) {
 	c.AddTable(t)
 	f.addChains(c, t)
 	if err := c.Flush(); err != nil {
-		return nil, fmt.Errorf("hostnet: install the packet filter (nftables table %s): %w", t.Name, err)
+		return nil, fmt.Errorf("hostnet: install the packet filter (nftables table inet %s): %w; TUN mode needs the kernel's nf_tables (modprobe nf_tables), or use --mode netstack", t.Name, err)
 	}
 	var names []string
 	for _, old := range stale {
