@@ -199,10 +199,12 @@ func newMember(t *testing.T, dir, name string, ns *netNS) *member {
 }
 
 // start runs `wgmesh up` in the member's namespace and waits until its
-// control socket answers.
+// control socket answers. Its state directory is the test's (args may
+// name another), never the host's /var/lib/wgmesh.
 func (m *member) start(t *testing.T, book string, args ...string) {
 	t.Helper()
-	argv := append([]string{"netns", "exec", m.NS.Name, wgmeshBin, "--log-level", "debug", "up", "--book", book, "--key", m.KeyFile, "--control", m.Control}, args...)
+	state := filepath.Join(filepath.Dir(m.KeyFile), m.Name+".state")
+	argv := append([]string{"netns", "exec", m.NS.Name, wgmeshBin, "--log-level", "debug", "up", "--book", book, "--key", m.KeyFile, "--control", m.Control, "--state-dir", state}, args...)
 	m.launch(t, exec.Command("ip", argv...))
 }
 

@@ -255,3 +255,52 @@ func TestTUNRestartAfterSIGKILL(t *testing.T) {
 		t.Errorf("state file %s left behind after a clean exit", stateFile)
 	}
 }
+
+// TestTUNReloadAddsSubnets: beta starts routing nothing; a reload gives
+// it a LAN. It must then forward from the mesh to that LAN (forwarding on,
+// the filter's forward chain updated), and restore ip_forward on exit.
+func TestTUNReloadAddsSubnets(t *testing.T) {
+	needRoot(t, "ip", "nft")
+	dir := t.TempDir()
+	ms := newMembers(t, dir, "alpha", "beta")
+	alpha, beta := ms[0], ms[1]
+	host := newNS(t, "lan77")
+	run(t, "ip", "link", "add", "lan0", "netns", beta.NS.Name, "type", "veth", "peer", "name", "eth0", "netns", host.Name)
+	beta.NS.Run("ip", "addr", "add", "192.168.77.1/24", "dev", "lan0")
+	beta.NS.Run("ip", "link", "set", "lan0", "up")
+	host.Run("ip", "addr", "add", "192.168.77.2/24", "dev", "eth0")
+	host.Run("ip", "link", "set", "eth0", "up")
+	host.Run("ip", "route", "add", "default", "via", "192.168.77.1")
+	serveEcho(t, host, netip.MustParseAddrPort("192.168.77.2:7000"), "lan77")
+	beta.NS.Run("sysctl", "-q", "-w", "net.ipv4.ip_forward=0")
+
+	b := meshBook(ms)
+	book := writeBook(t, dir, b)
+	alpha.start(t, book, "--mode", "tun", "--interface", alpha.IfName)
+	beta.start(t, book, "--mode", "tun", "--interface", beta.IfName)
+
+	b.Serial = 2
+	b.Peers[1].Subnets = []netip.Prefix{netip.MustParsePrefix("192.168.77.0/24")}
+	writeBook(t, dir, b)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		stA, errA := alpha.status()
+		stB, errB := beta.status()
+		if errA == nil && errB == nil && stA.BookSerial == 2 && stB.BookSerial == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the reload did not reach both members: %v %v", errA, errB)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got, err := tryDial(alpha.NS, netip.MustParseAddrPort("192.168.77.2:7000"), 10*time.Second); err != nil || got != "lan77 saw 10.42.0.1" {
+		t.Errorf("alpha -> beta's new LAN after the reload: %q, %v", got, err)
+	}
+	if err := beta.stop(); err != nil {
+		t.Error(err)
+	}
+	if got := strings.TrimSpace(beta.NS.Run("cat", "/proc/sys/net/ipv4/ip_forward")); got != "0" {
+		t.Errorf("ip_forward after exit: %q, want 0", got)
+	}
+}
