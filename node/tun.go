@@ -104,8 +104,9 @@ func (n *Node) serveUAPI(ifname string) error {
 // hostListenAddr picks the local address for Listen in TUN mode: the
 // node's own mesh address, so a listener is reachable from the mesh only.
 // The address alone does not do it (Linux accepts packets for a local
-// address on any interface): hostnet's filter drops traffic to the mesh
-// addresses that arrives on another interface than the mesh one and lo.
+// address on any interface): on Linux, hostnet's filter drops traffic to
+// the mesh addresses that arrives on another interface than the mesh one
+// and lo.
 func (n *Node) hostListenAddr(ap netip.AddrPort, want6 bool) netip.AddrPort {
 	if ap.Addr().IsValid() && !ap.Addr().IsUnspecified() {
 		return ap
