@@ -40,7 +40,7 @@ func (e *env) upCommand() *cli.Command {
 			controlFlag(),
 
 			&cli.StringFlag{Name: "trusted-signers", Usage: "accept only books signed (BOOK.sig) by a key in this OpenSSH allowed_signers `FILE`, never an older serial"},
-			&cli.StringFlag{Name: "state-dir", Value: defaultStateDir(), DefaultText: defaultStateDir(), Usage: "`DIR` keeping the highest accepted serial and the last good remote book"},
+			&cli.StringFlag{Name: "state-dir", Value: defaultStateDir(), DefaultText: defaultStateDir(), Usage: "`DIR` keeping the highest accepted serial, the last good remote book and (--mode tun) the sysctl values to restore"},
 			&cli.DurationFlag{Name: "book-poll", Value: booksource.DefaultPollInterval, Usage: "fetch a --book URL every `DURATION`"},
 			&cli.BoolFlag{Name: "allow-http", Usage: "allow a plain http:// --book URL (use with --trusted-signers or on a trusted network)"},
 			&cli.StringFlag{Name: "book-ca", Usage: "trust the CA certificates in PEM `FILE` for a --book https:// URL, besides the system's"},
@@ -270,6 +270,7 @@ func (e *env) up(c *cli.Context) (err error) {
 		Mode:            cfg.mode,
 		InterfaceName:   cfg.ifname,
 		Masquerade:      cfg.masquerade,
+		StateDir:        cfg.stateDir,
 		Logger:          e.log,
 	}
 	if resolver != nil {

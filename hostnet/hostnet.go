@@ -1,11 +1,13 @@
 // Package hostnet configures the operating system's side of a TUN-mode
 // mesh interface: addresses, MTU, link state, routes to members' subnets,
-// IP forwarding and masquerading. Everything it changes is recorded so Undo
-// can remove it again on exit.
+// a packet filter, IP forwarding and masquerading. Everything it changes is
+// recorded so Undo can remove it again on exit, and what a killed process
+// could not undo is found and repaired by the next Apply.
 package hostnet
 
 import (
 	"errors"
+	"log/slog"
 	"net/netip"
 )
 
@@ -20,12 +22,23 @@ type Setup struct {
 	MTU int
 	// Routes are other members' subnets, routed through the interface.
 	Routes []netip.Prefix
-	// Forwarding turns on IPv4/IPv6 forwarding (this node routes a LAN).
-	Forwarding bool
-	// Masquerade lists mesh networks whose traffic leaving through another
-	// interface is source-NATed to that interface's address, for LANs whose
-	// router has no route back to the mesh.
+	// Subnets are this node's own subnets, the LANs it routes for the
+	// mesh. With any, IPv4 (and, with an IPv6 address, IPv6) forwarding is
+	// turned on, and traffic from the mesh is forwarded to these prefixes
+	// only: the node is a gateway to its LANs, not to every network its
+	// host reaches.
+	Subnets []netip.Prefix
+	// Masquerade lists mesh networks whose traffic into Subnets is
+	// source-NATed to the address of the interface it leaves by, for LANs
+	// whose router has no route back to the mesh.
 	Masquerade []netip.Prefix
+	// StateDir keeps the values of the sysctls Apply changes until Undo
+	// restores them, so a process that was killed cannot make its host
+	// forget them: the next Apply restores them. Empty: kept in memory only.
+	StateDir string
+	// Logger receives notes about state a previous run left behind.
+	// Default: discard.
+	Logger *slog.Logger
 }
 
 // ErrUnsupported is returned on systems without a TUN-mode implementation.

@@ -23,7 +23,7 @@ type Applied struct {
 // Apply configures the interface as s says. Forwarding and masquerading
 // are Linux-only for now.
 func Apply(s Setup) (*Applied, error) {
-	if s.Forwarding || len(s.Masquerade) > 0 {
+	if len(s.Subnets) > 0 || len(s.Masquerade) > 0 {
 		return nil, errors.New("hostnet: routing a LAN (forwarding, --masquerade) is only supported on Linux")
 	}
 	a := &Applied{ifname: s.Interface, routes: map[netip.Prefix]bool{}}
@@ -84,6 +84,15 @@ func (a *Applied) SetRoutes(routes []netip.Prefix) error {
 			return err
 		}
 		a.routes[p] = true
+	}
+	return nil
+}
+
+// SetSubnets fails for any subnet: routing a LAN is only supported on
+// Linux.
+func (a *Applied) SetSubnets(subnets []netip.Prefix) error {
+	if len(subnets) > 0 {
+		return errors.New("hostnet: routing a LAN (forwarding) is only supported on Linux")
 	}
 	return nil
 }

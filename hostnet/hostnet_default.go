@@ -13,6 +13,9 @@ func Apply(Setup) (*Applied, error) { return nil, ErrUnsupported }
 // SetRoutes always fails here.
 func (a *Applied) SetRoutes([]netip.Prefix) error { return ErrUnsupported }
 
+// SetSubnets always fails here.
+func (a *Applied) SetSubnets([]netip.Prefix) error { return ErrUnsupported }
+
 // Undo does nothing here.
 func (a *Applied) Undo() error { return nil }
 

@@ -3,14 +3,13 @@ package hostnet
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
-	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 
-	"github.com/google/nftables"
-	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -21,17 +20,27 @@ type Applied struct {
 	ifname    string
 	link      netlink.Link
 	routes    map[netip.Prefix]bool
-	sysctls   map[string]string // path -> value to restore
-	nftTables []*nftables.Table
+	filter    filter
+	nft       bool              // the filter's table is installed
+	sysctls   map[string]string // sysctl key -> original value to restore
+	stateFile string            // where sysctls is kept; "" for memory only
+	stateOK   bool              // stateFile was read (or absent): ours to replace
+	ipv6      bool              // the node has an IPv6 mesh address
 }
 
-// Apply configures the interface as s says.
+// Apply configures the interface as s says. It first repairs what a
+// previous run for the same interface left when it was killed: its
+// nftables table is replaced and the sysctl values it recorded are the
+// ones to restore.
 func Apply(s Setup) (*Applied, error) {
 	link, err := netlink.LinkByName(s.Interface)
 	if err != nil {
 		return nil, fmt.Errorf("hostnet: interface %s: %w", s.Interface, err)
 	}
 	a := &Applied{ifname: s.Interface, link: link, routes: map[netip.Prefix]bool{}, sysctls: map[string]string{}}
+	if s.StateDir != "" {
+		a.stateFile = filepath.Join(s.StateDir, StateFile(s.Interface))
+	}
 	if err := a.apply(s); err != nil {
 		a.Undo()
 		return nil, err
@@ -40,6 +49,31 @@ func Apply(s Setup) (*Applied, error) {
 }
 
 func (a *Applied) apply(s Setup) error {
+	log := s.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := a.loadState(); err != nil {
+		return err
+	}
+	if len(a.sysctls) > 0 {
+		log.Warn("a previous wgmesh run for this interface was killed before it restored sysctl values; restoring them on exit", "interface", a.ifname, "file", a.stateFile, "values", fmt.Sprint(a.sysctls))
+	}
+	// The filter comes first: no moment with mesh addresses reachable
+	// from the underlay, or forwarding on without it.
+	a.filter = filter{ifname: a.ifname, subnets: s.Subnets, masquerade: s.Masquerade}
+	for _, p := range s.Addresses {
+		a.filter.addresses = append(a.filter.addresses, p.Addr())
+		a.ipv6 = a.ipv6 || p.Addr().Is6()
+	}
+	stale, err := a.filter.install()
+	if err != nil {
+		return err
+	}
+	a.nft = true
+	if len(stale) > 0 {
+		log.Warn("replaced the nftables table a previous wgmesh run left behind", "interface", a.ifname, "tables", strings.Join(stale, ", "))
+	}
 	if s.MTU > 0 {
 		if err := netlink.LinkSetMTU(a.link, s.MTU); err != nil {
 			return fmt.Errorf("hostnet: set MTU %d on %s: %w", s.MTU, a.ifname, err)
@@ -63,15 +97,30 @@ func (a *Applied) apply(s Setup) error {
 	if err := a.SetRoutes(s.Routes); err != nil {
 		return err
 	}
-	if s.Forwarding {
-		if err := a.enableForwarding(s.Addresses); err != nil {
-			return err
-		}
+	if len(s.Subnets) > 0 {
+		return a.enableForwarding(forwardingKeys(a.ipv6))
 	}
-	if len(s.Masquerade) > 0 {
-		if err := a.masquerade(s.Masquerade); err != nil {
-			return err
-		}
+	// Nothing to forward: what a killed run left goes back now.
+	if err := a.restoreSysctls(); err != nil {
+		return fmt.Errorf("hostnet: %w", err)
+	}
+	return nil
+}
+
+// SetSubnets makes this node forward from the mesh to subnets only (and
+// masquerade towards them), as after a reload that changed its own
+// subnets. The filter is replaced in one transaction.
+func (a *Applied) SetSubnets(subnets []netip.Prefix) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	f := a.filter
+	f.subnets = subnets
+	if _, err := f.install(); err != nil {
+		return err
+	}
+	a.filter = f
+	if len(subnets) > 0 {
+		return a.enableForwarding(forwardingKeys(a.ipv6))
 	}
 	return nil
 }
@@ -140,94 +189,9 @@ func existingRoute(p netip.Prefix, ours int) (string, bool) {
 	return "", false
 }
 
-func (a *Applied) enableForwarding(addrs []netip.Prefix) error {
-	paths := []string{"/proc/sys/net/ipv4/ip_forward"}
-	for _, p := range addrs {
-		if p.Addr().Is6() {
-			paths = append(paths, "/proc/sys/net/ipv6/conf/all/forwarding")
-			break
-		}
-	}
-	for _, path := range paths {
-		old, err := os.ReadFile(path)
-		if err != nil {
-			return fmt.Errorf("hostnet: enable forwarding: %w", err)
-		}
-		if strings.TrimSpace(string(old)) == "1" {
-			continue
-		}
-		if err := os.WriteFile(path, []byte("1\n"), 0o644); err != nil {
-			return fmt.Errorf("hostnet: enable forwarding (%s): %w", path, err)
-		}
-		a.mu.Lock()
-		a.sysctls[path] = string(old)
-		a.mu.Unlock()
-	}
-	return nil
-}
-
-// masquerade installs an nftables table of our own (so removal cannot
-// touch anyone else's rules) that source-NATs traffic from the mesh
-// networks leaving through any interface but the mesh one.
-func (a *Applied) masquerade(nets []netip.Prefix) error {
-	c, err := nftables.New()
-	if err != nil {
-		return fmt.Errorf("hostnet: masquerade: %w", err)
-	}
-	name := "wgmesh_" + a.ifname
-	for _, family := range []nftables.TableFamily{nftables.TableFamilyIPv4, nftables.TableFamilyIPv6} {
-		var rules [][]expr.Any
-		for _, n := range nets {
-			if (family == nftables.TableFamilyIPv6) != n.Addr().Is6() {
-				continue
-			}
-			rules = append(rules, masqueradeRule(n, a.ifname))
-		}
-		if len(rules) == 0 {
-			continue
-		}
-		t := c.AddTable(&nftables.Table{Family: family, Name: name})
-		ch := c.AddChain(&nftables.Chain{
-			Name:     "postrouting",
-			Table:    t,
-			Type:     nftables.ChainTypeNAT,
-			Hooknum:  nftables.ChainHookPostrouting,
-			Priority: nftables.ChainPriorityNATSource,
-		})
-		for _, r := range rules {
-			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: r})
-		}
-		a.nftTables = append(a.nftTables, t)
-	}
-	if err := c.Flush(); err != nil {
-		a.nftTables = nil
-		return fmt.Errorf("hostnet: install masquerade rules (nftables): %w", err)
-	}
-	return nil
-}
-
-// masqueradeRule is `ip saddr NET oifname != IFNAME masquerade`.
-func masqueradeRule(n netip.Prefix, ifname string) []expr.Any {
-	offset, size := uint32(12), uint32(4) // IPv4 source address
-	if n.Addr().Is6() {
-		offset, size = 8, 16
-	}
-	mask := net.CIDRMask(n.Bits(), int(size)*8)
-	oif := make([]byte, unix.IFNAMSIZ)
-	copy(oif, ifname)
-	return []expr.Any{
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: size},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: size, Mask: mask, Xor: make([]byte, size)},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: n.Masked().Addr().AsSlice()},
-		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: oif},
-		&expr.Masq{},
-	}
-}
-
-// Undo removes the routes and rules Apply added and restores the sysctls
-// it changed. The interface itself and its addresses go away when the TUN
-// device is closed.
+// Undo removes the routes and the nftables table Apply added and restores
+// the sysctls it changed. The interface itself and its addresses go away
+// when the TUN device is closed.
 func (a *Applied) Undo() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -238,22 +202,14 @@ func (a *Applied) Undo() error {
 		}
 		delete(a.routes, p)
 	}
-	if len(a.nftTables) > 0 {
-		if c, err := nftables.New(); err == nil {
-			for _, t := range a.nftTables {
-				c.DelTable(t)
-			}
-			if err := c.Flush(); err != nil {
-				errs = append(errs, fmt.Errorf("remove masquerade rules: %w", err))
-			}
+	if a.nft {
+		if err := removeTable(a.ifname); err != nil {
+			errs = append(errs, fmt.Errorf("remove nftables table %s: %w", tableName(a.ifname), err))
 		}
-		a.nftTables = nil
+		a.nft = false
 	}
-	for path, old := range a.sysctls {
-		if err := os.WriteFile(path, []byte(old), 0o644); err != nil {
-			errs = append(errs, err)
-		}
-		delete(a.sysctls, path)
+	if err := a.restoreSysctls(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("hostnet: undo: %w", err)

@@ -14,10 +14,14 @@ import (
 )
 
 // TestNonRootContainers builds the FROM scratch image with `make image`
-// and runs two members as containers with --user 65534 --cap-drop ALL and
-// no devices, on a private Docker network. A web server shares beta's
-// network namespace; the test fetches it by name through alpha's SOCKS5
-// proxy, published on the host's loopback.
+// and runs two members as containers with --cap-drop ALL and no devices,
+// on a private Docker network: alpha as the README's example does (with
+// --user 65534:65534), beta as the image comes (no --user) with a
+// read-only root file system and a tmpfs /tmp, as in the README's
+// Kubernetes example. Both processes must run as uid 65534 with no
+// capabilities, read from /proc. A web server shares beta's network
+// namespace; the test fetches it by name through alpha's SOCKS5 proxy,
+// published on the host's loopback.
 func TestNonRootContainers(t *testing.T) {
 	needRoot(t, "docker", "curl", "make")
 	if out, err := exec.Command("docker", "info").CombinedOutput(); err != nil {
@@ -31,6 +35,10 @@ func TestNonRootContainers(t *testing.T) {
 	image := tag + ":latest"
 	run(t, "make", "-C", "..", "image", "IMAGE="+image)
 	t.Cleanup(func() { exec.Command("docker", "rmi", "-f", image).Run() })
+	// The README promises an image that runs as uid 65534 by default.
+	if out := strings.TrimSpace(run(t, "docker", "image", "inspect", "-f", "{{.Config.User}}", image)); out != "65534:65534" {
+		t.Fatalf("the image's default user is %q, want 65534:65534 (USER in the Dockerfile)", out)
+	}
 
 	// The web server image: another static binary, also FROM scratch.
 	httpdDir := t.TempDir()
@@ -80,7 +88,7 @@ func TestNonRootContainers(t *testing.T) {
 		t.Helper()
 		return strings.TrimSpace(run(t, append([]string{"docker"}, args...)...))
 	}
-	common := []string{"run", "-d", "--user", "65534:65534", "--cap-drop", "ALL",
+	common := []string{"run", "-d", "--cap-drop", "ALL",
 		"--security-opt", "no-new-privileges", "--network", network, "-v", dir + ":/etc/wgmesh:ro"}
 	// Containers are named, so that cleanup also finds one whose start
 	// failed after docker created it.
@@ -94,13 +102,14 @@ func TestNonRootContainers(t *testing.T) {
 			exec.Command("docker", "rm", "-f", name).Run()
 		}
 	})
-	docker(append(common, "--name", tag+"-beta", "--ip", ctrs[1].ip.String(), image,
+	docker(append(common, "--name", tag+"-beta", "--ip", ctrs[1].ip.String(),
+		"--read-only", "--tmpfs", "/tmp:mode=1777", image,
 		"up", "--book", "/etc/wgmesh/book.toml", "--key", "/etc/wgmesh/beta.key",
 		"--state-dir", "/tmp/state",
 		"--expose", "tcp:80=127.0.0.1:8080")...)
 	docker("run", "-d", "--name", tag+"-httpd", "--user", "65534:65534", "--cap-drop", "ALL",
 		"--network", "container:"+tag+"-beta", httpdImage, "--listen", "127.0.0.1:8080", "--say", "hello from beta's container")
-	docker(append(common, "--name", tag+"-alpha", "--ip", ctrs[0].ip.String(),
+	docker(append(common, "--name", tag+"-alpha", "--ip", ctrs[0].ip.String(), "--user", "65534:65534",
 		"-p", "127.0.0.1::1080", image,
 		"up", "--book", "/etc/wgmesh/book.toml", "--key", "/etc/wgmesh/alpha.key",
 		"--state-dir", "/tmp/state",
@@ -108,11 +117,21 @@ func TestNonRootContainers(t *testing.T) {
 	// One line per published address family; take the IPv4 one.
 	hostPort := strings.Split(docker("port", tag+"-alpha", "1080/tcp"), "\n")[0]
 
-	// Containers hold no devices and no capabilities.
+	// The processes run as uid and gid 65534, the image's default user
+	// too, with no capabilities; the containers hold no devices.
 	for _, name := range []string{tag + "-alpha", tag + "-beta"} {
-		out := docker("inspect", "-f", "{{.HostConfig.CapDrop}} {{.HostConfig.Devices}} {{.Config.User}}", name)
-		if out != "[ALL] [] 65534:65534" {
-			t.Errorf("%s: %s", name, out)
+		if out := docker("inspect", "-f", "{{.HostConfig.Devices}}", name); out != "[]" {
+			t.Errorf("%s: devices %s", name, out)
+		}
+		pid := docker("inspect", "-f", "{{.State.Pid}}", name)
+		status, err := os.ReadFile("/proc/" + pid + "/status")
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		for _, want := range []string{"Uid:\t65534\t65534\t65534\t65534\n", "Gid:\t65534\t65534\t65534\t65534\n", "CapEff:\t0000000000000000\n", "CapPrm:\t0000000000000000\n"} {
+			if !strings.Contains(string(status), want) {
+				t.Errorf("%s: the wgmesh process lacks %q in /proc/%s/status:\n%s", name, strings.TrimSpace(want), pid, status)
+			}
 		}
 	}
 

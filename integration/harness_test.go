@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -198,10 +199,12 @@ func newMember(t *testing.T, dir, name string, ns *netNS) *member {
 }
 
 // start runs `wgmesh up` in the member's namespace and waits until its
-// control socket answers.
+// control socket answers. Its state directory is the test's (args may
+// name another), never the host's /var/lib/wgmesh.
 func (m *member) start(t *testing.T, book string, args ...string) {
 	t.Helper()
-	argv := append([]string{"netns", "exec", m.NS.Name, wgmeshBin, "--log-level", "debug", "up", "--book", book, "--key", m.KeyFile, "--control", m.Control}, args...)
+	state := filepath.Join(filepath.Dir(m.KeyFile), m.Name+".state")
+	argv := append([]string{"netns", "exec", m.NS.Name, wgmeshBin, "--log-level", "debug", "up", "--book", book, "--key", m.KeyFile, "--control", m.Control, "--state-dir", state}, args...)
 	m.launch(t, exec.Command("ip", argv...))
 }
 
@@ -240,12 +243,19 @@ func (m *member) launch(t *testing.T, cmd *exec.Cmd) {
 	}
 }
 
-// stop sends SIGTERM and waits for a clean exit.
+// stop sends SIGTERM, as a service manager does, and waits for a clean
+// exit.
 func (m *member) stop() error {
+	return m.signal(syscall.SIGTERM)
+}
+
+// signal sends sig and waits up to 10 s for the process to exit; then it
+// kills it. The error is the process's exit status.
+func (m *member) signal(sig os.Signal) error {
 	if m.cmd == nil || m.cmd.Process == nil {
 		return nil
 	}
-	m.cmd.Process.Signal(os.Interrupt)
+	m.cmd.Process.Signal(sig)
 	select {
 	case err := <-m.exited:
 		m.cmd = nil
@@ -254,8 +264,18 @@ func (m *member) stop() error {
 		m.cmd.Process.Kill()
 		<-m.exited
 		m.cmd = nil
-		return fmt.Errorf("%s did not exit within 10 s of SIGTERM", m.Name)
+		return fmt.Errorf("%s did not exit within 10 s of %v", m.Name, sig)
 	}
+}
+
+// kill ends the process with SIGKILL, leaving whatever it set up.
+func (m *member) kill() {
+	if m.cmd == nil || m.cmd.Process == nil {
+		return
+	}
+	m.cmd.Process.Kill()
+	<-m.exited
+	m.cmd = nil
 }
 
 func (m *member) status() (node.Status, error) {

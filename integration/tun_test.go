@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -207,6 +208,9 @@ func TestTUNSubnetRouting(t *testing.T) {
 				// The LAN's router knows the way back to the mesh.
 				host.Run("ip", "route", "add", "default", "via", "192.168.77.1")
 			}
+			// A new namespace inherits IPv4 forwarding from the host's:
+			// start from off, so that restoring it shows.
+			beta.NS.Run("sysctl", "-q", "-w", "net.ipv4.ip_forward=0")
 			forwardBefore := beta.NS.Run("cat", "/proc/sys/net/ipv4/ip_forward")
 			b := meshBook(ms)
 			b.Peers[1].Subnets = []netip.Prefix{netip.MustParsePrefix("192.168.77.0/24")}
@@ -252,6 +256,52 @@ func TestTUNSubnetRouting(t *testing.T) {
 				t.Errorf("ip_forward not restored on beta: %q, was %q", out, forwardBefore)
 			}
 		})
+	}
+}
+
+// TestTUNCleanUpOnSIGTERM sends SIGTERM, as systemd and docker stop do,
+// to a member that routes a LAN with --masquerade and routes another
+// member's subnet, and checks that everything it set up is gone.
+func TestTUNCleanUpOnSIGTERM(t *testing.T) {
+	needRoot(t, "ip", "nft")
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	ms := newMembers(t, dir, "alpha", "beta")
+	beta := ms[1] // alpha is only in the book, with a subnet beta routes
+	b := meshBook(ms)
+	b.Peers[0].Subnets = []netip.Prefix{netip.MustParsePrefix("192.168.66.0/24")}
+	b.Peers[1].Subnets = []netip.Prefix{netip.MustParsePrefix("192.168.77.0/24")}
+	book := writeBook(t, dir, b)
+	// A new namespace inherits IPv4 forwarding from the host's.
+	beta.NS.Run("sysctl", "-q", "-w", "net.ipv4.ip_forward=0", "net.ipv6.conf.all.forwarding=0")
+	beta.start(t, book, "--mode", "tun", "--interface", beta.IfName, "--masquerade", "--state-dir", state)
+
+	stateFile := filepath.Join(state, "sysctl-"+beta.IfName)
+	checks := []struct {
+		what string
+		args []string
+		ok   func(string, error) bool // true while beta runs
+	}{
+		{"interface", []string{"ip", "link", "show", beta.IfName}, func(_ string, err error) bool { return err == nil }},
+		{"route to alpha's subnet", []string{"ip", "route", "show", "192.168.66.0/24"}, func(out string, _ error) bool { return strings.Contains(out, beta.IfName) }},
+		{"nftables table", []string{"nft", "list", "tables"}, func(out string, _ error) bool { return strings.Contains(out, "wgmesh_"+beta.IfName) }},
+		{"ip_forward", []string{"cat", "/proc/sys/net/ipv4/ip_forward"}, func(out string, _ error) bool { return strings.TrimSpace(out) == "1" }},
+		{"IPv6 forwarding", []string{"cat", "/proc/sys/net/ipv6/conf/all/forwarding"}, func(out string, _ error) bool { return strings.TrimSpace(out) == "1" }},
+		{"state file", []string{"cat", stateFile}, func(_ string, err error) bool { return err == nil }},
+		{"UAPI socket", []string{"ls", "/var/run/wireguard/" + beta.IfName + ".sock"}, func(_ string, err error) bool { return err == nil }},
+	}
+	for _, c := range checks {
+		if out, err := beta.NS.Try(c.args...); !c.ok(out, err) {
+			t.Errorf("while running: no %s: %v\n%s", c.what, err, out)
+		}
+	}
+	if err := beta.signal(syscall.SIGTERM); err != nil {
+		t.Errorf("SIGTERM: want a clean exit, got %v", err)
+	}
+	for _, c := range checks {
+		if out, err := beta.NS.Try(c.args...); c.ok(out, err) {
+			t.Errorf("after SIGTERM: %s is still there:\n%s", c.what, out)
+		}
 	}
 }
 

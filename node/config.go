@@ -54,6 +54,12 @@ type Config struct {
 	// the mesh. Default: off.
 	Masquerade bool
 
+	// StateDir, in ModeTUN, keeps the original values of the sysctls the
+	// node changes (IP forwarding on a member with subnets) until it
+	// restores them, so a node that was killed leaves them for the next
+	// one to restore. Default: kept in memory only.
+	StateDir string
+
 	// Registry is a DNS-SD registry outside the mesh, ADDR:PORT, asked for
 	// the endpoints of members that have none in the book, after the
 	// book's registry members: e.g. CoreDNS with the wgsd plugin. Default:

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 
 	"github.com/wgmesh/wgmesh/netstack"
@@ -25,6 +26,9 @@ func (n *Node) Dial(ctx context.Context, network, addr string) (net.Conn, error)
 		return nil, &net.OpError{Op: "dial", Net: network, Err: err}
 	}
 	if st == nil { // TUN mode: the kernel routes mesh addresses
+		if err := tunTarget(book, n.self, dst.Addr()); err != nil {
+			return nil, &net.OpError{Op: "dial", Net: network, Err: err}
+		}
 		var d net.Dialer
 		return d.DialContext(ctx, network, dst.String())
 	}
@@ -35,6 +39,39 @@ func (n *Node) Dial(ctx context.Context, network, addr string) (net.Conn, error)
 		return st.DialUDP(dst)
 	}
 	return nil, &net.OpError{Op: "dial", Net: network, Err: net.UnknownNetworkError(network)}
+}
+
+// tunTarget refuses, in TUN mode, a destination that the host's kernel
+// delivers to the host itself instead of sending into the mesh: loopback,
+// the unspecified address and the addresses of the host's interfaces,
+// except this node's own mesh addresses (which the mesh reaches too). A
+// member routing 127.0.0.0/8 publishes its own loopback; dialing that
+// through the kernel would instead reach the loopback-only services of the
+// host that runs the dialer (a proxy's host, say).
+func tunTarget(book *peerbook.Book, self peerbook.Key, a netip.Addr) error {
+	a = a.WithZone("")
+	local := a.IsLoopback() || a.IsUnspecified()
+	if !local {
+		if p, ok := book.PeerByKey(self); ok && slices.Contains(p.Addresses, a) {
+			return nil
+		}
+		addrs, err := net.InterfaceAddrs()
+		if err != nil {
+			return fmt.Errorf("%s: cannot list this host's addresses to tell whether it is one of them: %w", a, err)
+		}
+		for _, ia := range addrs {
+			if ipn, ok := ia.(*net.IPNet); ok {
+				if ip, ok := netip.AddrFromSlice(ipn.IP); ok && ip.Unmap() == a {
+					local = true
+					break
+				}
+			}
+		}
+	}
+	if local {
+		return fmt.Errorf("%s is not allowed: it is an address of this host, which in TUN mode the kernel delivers to the host itself, not into the mesh", a)
+	}
+	return nil
 }
 
 // Listen listens for TCP connections from the mesh. addr is ":PORT" (all of

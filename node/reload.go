@@ -69,6 +69,11 @@ func (n *Node) Reload(ctx context.Context, book *peerbook.Book) error {
 		if err := n.host.SetRoutes(otherSubnets(book, n.self)); err != nil {
 			return fmt.Errorf("node: reload: routes: %w", err)
 		}
+		if !slices.Equal(oldSelf.Subnets, newSelf.Subnets) {
+			if err := n.host.SetSubnets(newSelf.Subnets); err != nil {
+				return fmt.Errorf("node: reload: forwarding to this member's subnets: %w", err)
+			}
+		}
 	}
 	return nil
 }

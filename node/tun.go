@@ -50,17 +50,15 @@ func createTUN(name string, mtu int) (tun.Device, string, error) {
 // hostSetup is what the operating system must do for this node's
 // interface under book.
 func (n *Node) hostSetup(ifname string, book *peerbook.Book, self *peerbook.Peer) hostnet.Setup {
-	s := hostnet.Setup{Interface: ifname, MTU: book.Mesh.MTU, Routes: otherSubnets(book, n.self)}
+	s := hostnet.Setup{Interface: ifname, MTU: book.Mesh.MTU, Routes: otherSubnets(book, n.self),
+		Subnets: self.Subnets, StateDir: n.cfg.StateDir, Logger: n.log}
 	for _, a := range self.Addresses {
 		if net, ok := book.NetworkOf(a); ok {
 			s.Addresses = append(s.Addresses, netip.PrefixFrom(a, net.Bits()))
 		}
 	}
-	if len(self.Subnets) > 0 {
-		s.Forwarding = true
-		if n.cfg.Masquerade {
-			s.Masquerade = book.Mesh.Networks
-		}
+	if n.cfg.Masquerade {
+		s.Masquerade = book.Mesh.Networks
 	}
 	return s
 }
@@ -105,6 +103,10 @@ func (n *Node) serveUAPI(ifname string) error {
 
 // hostListenAddr picks the local address for Listen in TUN mode: the
 // node's own mesh address, so a listener is reachable from the mesh only.
+// The address alone does not do it (Linux accepts packets for a local
+// address on any interface): on Linux, hostnet's filter drops traffic to
+// the mesh addresses that arrives on another interface than the mesh one
+// and lo.
 func (n *Node) hostListenAddr(ap netip.AddrPort, want6 bool) netip.AddrPort {
 	if ap.Addr().IsValid() && !ap.Addr().IsUnspecified() {
 		return ap
