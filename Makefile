@@ -1,6 +1,9 @@
 # The README's commands. `make test` (which runs `check` first) is what CI runs.
 GO ?= go
 
+# Every GOOS/GOARCH of `make release`; `make check` builds them all.
+PLATFORMS ?= linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64 freebsd/amd64 freebsd/arm64
+
 .PHONY: all build test check demo fuzz bench image
 
 all: test
@@ -18,8 +21,12 @@ check:
 	@unformatted="$$(gofmt -l .)"; \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed on:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
-	GOOS=darwin $(GO) build ./...
+	@for t in $(PLATFORMS); do \
+		echo "GOOS=$${t%/*} GOARCH=$${t#*/} $(GO) build ./..."; \
+		GOOS=$${t%/*} GOARCH=$${t#*/} CGO_ENABLED=0 $(GO) build ./... || exit 1; \
+	done
 	GOOS=darwin $(GO) vet ./node ./hostnet
+	GOOS=windows $(GO) vet $$($(GO) list ./... | grep -v /integration)
 
 demo:
 	$(GO) run . demo

@@ -8,7 +8,6 @@ import (
 	"os"
 	"runtime"
 
-	"golang.zx2c4.com/wireguard/ipc"
 	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/wgmesh/wgmesh/hostnet"
@@ -26,6 +25,11 @@ func defaultInterfaceName() string {
 
 // createTUN makes the kernel interface, with errors that say what to do.
 func createTUN(name string, mtu int) (tun.Device, string, error) {
+	if runtime.GOOS == "windows" {
+		// wireguard-go's Windows TUN needs wintun.dll and hostnet has no
+		// Windows implementation of addresses and routes.
+		return nil, "", errors.New("node: TUN mode is not supported on windows; use --mode netstack")
+	}
 	if runtime.GOOS == "linux" && hostnet.InterfaceExists(name) {
 		return nil, "", fmt.Errorf("node: interface %s already exists; choose another --interface or remove it (ip link del %s)", name, name)
 	}
@@ -78,14 +82,9 @@ func otherSubnets(book *peerbook.Book, self peerbook.Key) []netip.Prefix {
 // same path and permissions as wireguard-go, so `wg show NAME` and wgctrl
 // tools work against wgmesh. Caller holds n.mu.
 func (n *Node) serveUAPI(ifname string) error {
-	f, err := ipc.UAPIOpen(ifname)
+	ln, err := uapiListen(ifname)
 	if err != nil {
-		return fmt.Errorf("node: open UAPI socket for %s: %w", ifname, err)
-	}
-	ln, err := ipc.UAPIListen(ifname, f)
-	if err != nil {
-		f.Close()
-		return fmt.Errorf("node: listen on UAPI socket for %s: %w", ifname, err)
+		return err
 	}
 	n.uapi = ln
 	dev := n.dev
