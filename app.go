@@ -35,6 +35,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			e.upCommand(),
 			e.statusCommand(),
 			e.demoCommand(),
+			e.versionCommand(),
 		},
 		Action:                    unknownCommand,
 		Reader:                    stdin,
