@@ -283,25 +283,6 @@ func TestDemoCommand(t *testing.T) {
 	}
 }
 
-func TestDefaultControlPath(t *testing.T) {
-	p := defaultControlPath()
-	switch {
-	case os.Geteuid() == 0:
-		if p != "/run/wgmesh/wgmesh.sock" {
-			t.Errorf("root: %s", p)
-		}
-	default:
-		t.Setenv("XDG_RUNTIME_DIR", "/run/user/1000")
-		if p := defaultControlPath(); p != "/run/user/1000/wgmesh/wgmesh.sock" {
-			t.Errorf("with XDG_RUNTIME_DIR: %s", p)
-		}
-		t.Setenv("XDG_RUNTIME_DIR", "")
-		if p := defaultControlPath(); !strings.HasPrefix(p, os.TempDir()+"/wgmesh-") {
-			t.Errorf("without XDG_RUNTIME_DIR: %s", p)
-		}
-	}
-}
-
 func TestListenAddr(t *testing.T) {
 	for in, want := range map[string]string{
 		"9100":           "127.0.0.1:9100",

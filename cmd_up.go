@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -29,6 +30,8 @@ func (e *env) upCommand() *cli.Command {
 		Usage:     "join the mesh and run until SIGINT or SIGTERM (the book is followed live; SIGHUP re-reads it)",
 		ArgsUsage: " ",
 		Flags: []cli.Flag{
+			configFlag(),
+			instanceFlag(),
 			&cli.StringFlag{Name: "book", Usage: "peer book `FILE` (watched for changes) or https:// URL (polled) (required)"},
 			&cli.StringFlag{Name: "key", Usage: "private key `FILE`, mode 0600 (required)"},
 			&cli.StringFlag{Name: "mode", Value: "netstack", Usage: "`MODE`: netstack (userspace network stack, no root) or tun (kernel interface; root or CAP_NET_ADMIN)"},
@@ -40,7 +43,7 @@ func (e *env) upCommand() *cli.Command {
 			controlFlag(),
 
 			&cli.StringFlag{Name: "trusted-signers", Usage: "accept only books signed (BOOK.sig) by a key in this OpenSSH allowed_signers `FILE`, never an older serial"},
-			&cli.StringFlag{Name: "state-dir", Value: defaultStateDir(), DefaultText: defaultStateDir(), Usage: "`DIR` keeping the highest accepted serial, the last good remote book and (--mode tun) the sysctl values to restore"},
+			&cli.StringFlag{Name: "state-dir", DefaultText: filepath.Join(defaultStateDir(), "INSTANCE"), Usage: "`DIR` keeping the highest accepted serial, the last good remote book and (--mode tun) the sysctl values to restore"},
 			&cli.DurationFlag{Name: "book-poll", Value: booksource.DefaultPollInterval, Usage: "fetch a --book URL every `DURATION`"},
 			&cli.BoolFlag{Name: "allow-http", Usage: "allow a plain http:// --book URL (use with --trusted-signers or on a trusted network)"},
 			&cli.StringFlag{Name: "book-ca", Usage: "trust the CA certificates in PEM `FILE` for a --book https:// URL, besides the system's"},
@@ -188,7 +191,7 @@ func (d meshDialer) DialContext(ctx context.Context, network, addr string) (net.
 }
 
 func (e *env) up(c *cli.Context) (err error) {
-	cfg, err := upFlags(c)
+	cfg, instance, err := e.upSettings(c)
 	if err != nil {
 		return err
 	}
@@ -342,7 +345,7 @@ func (e *env) up(c *cli.Context) (err error) {
 	svc.setReady(true)
 
 	st := n.Status()
-	attrs := []any{"name", st.Name, "listen_port", st.ListenPort, "control", cfg.controlPath, "book", src.shown, "serial", book.Serial}
+	attrs := []any{"instance", instance, "name", st.Name, "listen_port", st.ListenPort, "control", cfg.controlPath, "book", src.shown, "serial", book.Serial}
 	if src.first.Signer != "" {
 		attrs = append(attrs, "signer", src.first.Signer)
 	}
