@@ -36,12 +36,15 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			e.statusCommand(),
 			e.demoCommand(),
 			e.versionCommand(),
+			e.completionCommand(),
+			e.manCommand(),
 		},
 		Action:                    unknownCommand,
 		Reader:                    stdin,
 		Writer:                    stdout,
 		ErrWriter:                 stderr,
 		HideVersion:               true,
+		EnableBashCompletion:      true, // the completion scripts ask the binary
 		DisableSliceFlagSeparator: true, // a --forward value is never a list
 		// Errors are printed and mapped to exit codes by run, in one place.
 		ExitErrHandler: func(*cli.Context, error) {},
