@@ -4,7 +4,7 @@ GO ?= go
 # Every GOOS/GOARCH of `make release`; `make check` builds them all.
 PLATFORMS ?= linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64 freebsd/amd64 freebsd/arm64
 
-.PHONY: all build test check demo fuzz bench image
+.PHONY: all build test check demo fuzz bench image release deb
 
 all: test
 
@@ -48,3 +48,14 @@ image:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags="-s -w" -o bin/image/wgmesh .
 	cp Dockerfile bin/image/
 	docker build -t $(IMAGE) bin/image
+
+# Reproducible archives for every PLATFORMS entry, with SHA256SUMS, in
+# bin/release (packaging/release.sh says what is in them).
+release:
+	GO=$(GO) PLATFORMS="$(PLATFORMS)" OUT=bin/release sh packaging/release.sh
+
+# bin/wgmesh_VERSION_ARCH.deb for DEB_ARCH (amd64 or arm64; default: the
+# host's): binary, systemd units, sysusers entry, man page, completions.
+DEB_ARCH ?= $(shell $(GO) env GOARCH)
+deb:
+	GO=$(GO) OUT=bin sh packaging/deb/build.sh $(DEB_ARCH)
