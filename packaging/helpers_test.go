@@ -1,0 +1,44 @@
+package packaging
+
+import (
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// need finds a program a test needs. Missing in CI, it fails the test:
+// .ci/run installs it.
+func need(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s is missing: .ci/run must install it", name)
+		}
+		t.Skipf("%s is not installed", name)
+	}
+	return p
+}
+
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("CI runs the tests as root: installing a package into a directory and switching users need it")
+		}
+		t.Skip("needs root: dpkg --root, chown, setpriv")
+	}
+}
+
+func run(t *testing.T, dir string, env []string, name string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
