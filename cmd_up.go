@@ -32,8 +32,8 @@ func (e *env) upCommand() *cli.Command {
 		Flags: []cli.Flag{
 			configFlag(),
 			instanceFlag(),
-			&cli.StringFlag{Name: "book", Usage: "peer book `FILE` (watched for changes) or https:// URL (polled) (required)"},
-			&cli.StringFlag{Name: "key", Usage: "private key `FILE`, mode 0600 (required)"},
+			&cli.StringFlag{Name: "book", Usage: "peer book `FILE` (watched for changes) or https:// URL (polled) (required, here or as book in --config)"},
+			&cli.StringFlag{Name: "key", Usage: "private key `FILE`, mode 0600 (required, here or as key in --config)"},
 			&cli.StringFlag{Name: "mode", Value: "netstack", Usage: "`MODE`: netstack (userspace network stack, no root) or tun (kernel interface; root or CAP_NET_ADMIN)"},
 			&cli.StringFlag{Name: "interface", DefaultText: "wgmesh0; utun on macOS", Usage: "TUN interface `NAME` (--mode tun)"},
 			&cli.BoolFlag{Name: "masquerade", Usage: "source-NAT mesh traffic into this member's subnets, for LAN routers with no route back to the mesh (--mode tun)"},
@@ -98,7 +98,7 @@ func upFlags(c *cli.Context) (upConfig, error) {
 		return cfg, err
 	}
 	if cfg.book == "" || cfg.keyPath == "" {
-		return cfg, usagef("up needs --book FILE and --key FILE")
+		return cfg, usagef("up needs --book FILE and --key FILE (or book and key in a --config file)")
 	}
 	switch mode := node.Mode(c.String("mode")); mode {
 	case node.ModeNetstack, node.ModeTUN:
