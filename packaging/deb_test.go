@@ -9,6 +9,7 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -229,14 +230,15 @@ func mustRead(t *testing.T, path string) []byte {
 	return b
 }
 
-// TestUnitExecStartRunsNode installs the package, writes
-// /etc/wgmesh/home.toml as a user would and runs the ExecStart line of
-// wgmesh@.service, specifiers expanded as systemd does, as the unit's
-// user with the directories systemd would make: the netstack node becomes
-// ready, reloads on ExecReload's SIGHUP and stops cleanly on SIGTERM.
-func TestUnitExecStartRunsNode(t *testing.T) {
-	needRoot(t)
-	setpriv := need(t, "setpriv")
+// unitHome is a machine with the package installed and the node "home"
+// configured as the README says, ready for one unit's ExecStart.
+type unitHome struct {
+	root, wgmesh, etc, runDir, stateDir, book string
+	uid, gid                                  int
+}
+
+func newUnitHome(t *testing.T) *unitHome {
+	t.Helper()
 	root := installDeb(t, buildDeb(t))
 	// The user must reach the root's files: t.TempDir's are 0700.
 	for d := root; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
@@ -250,7 +252,6 @@ func TestUnitExecStartRunsNode(t *testing.T) {
 	run(t, "", nil, wgmesh, "key", "generate", "--out", filepath.Join(etc, "home.key"))
 	pub := strings.TrimSpace(run(t, "", nil, wgmesh, "key", "public", "--key", filepath.Join(etc, "home.key")))
 	os.Chown(filepath.Join(etc, "home.key"), uid, gid)
-	run(t, "", nil, wgmesh, "key", "generate", "--out", filepath.Join(t.TempDir(), "other.key"))
 	book := `format = 1
 serial = 1
 
@@ -279,11 +280,31 @@ endpoint = "127.0.0.1:9"
 		os.Mkdir(d, 0o700)
 		os.Chown(d, uid, gid)
 	}
-	u := unitKeys(t, filepath.Join(root, "usr/lib/systemd/system/wgmesh@.service"))
-	line := u["ExecStart"][0]
-	line = strings.NewReplacer("%i", "home", "%t", runDir, "%S", stateDir, "/usr/bin/wgmesh", wgmesh, "/etc/wgmesh", etc).Replace(line)
-	argv := strings.Fields(line)
+	return &unitHome{root: root, wgmesh: wgmesh, etc: etc, runDir: runDir, stateDir: stateDir, book: book, uid: uid, gid: gid}
+}
 
+// execStart is the unit's ExecStart for instance home, its specifiers
+// expanded as systemd does and its paths moved into the root.
+func (h *unitHome) execStart(t *testing.T, unit string) []string {
+	t.Helper()
+	u := unitKeys(t, filepath.Join(h.root, "usr/lib/systemd/system", unit))
+	line := u["ExecStart"][0]
+	line = strings.NewReplacer("%i", "home", "%t", h.runDir, "%S", h.stateDir, "/usr/bin/wgmesh", h.wgmesh, "/etc/wgmesh", h.etc).Replace(line)
+	return strings.Fields(line)
+}
+
+// TestUnitExecStartRunsNode installs the package, writes
+// /etc/wgmesh/home.toml as a user would and runs the ExecStart line of
+// wgmesh@.service, specifiers expanded as systemd does, as the unit's
+// user with the directories systemd would make: the netstack node becomes
+// ready, reloads on ExecReload's SIGHUP and stops cleanly on SIGTERM.
+func TestUnitExecStartRunsNode(t *testing.T) {
+	needRoot(t)
+	setpriv := need(t, "setpriv")
+	h := newUnitHome(t)
+	argv := h.execStart(t, "wgmesh@.service")
+	uid, gid, etc, book, runDir, wgmesh := h.uid, h.gid, h.etc, h.book, h.runDir, h.wgmesh
+	line := strings.Join(argv, " ")
 	cmd := exec.Command(setpriv, append([]string{"--reuid=" + strconv.Itoa(uid), "--regid=" + strconv.Itoa(gid), "--clear-groups", "--no-new-privs", "--"}, argv...)...)
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=/nonexistent"}
 	var stderr bytes.Buffer
@@ -336,6 +357,82 @@ endpoint = "127.0.0.1:9"
 			t.Fatal("the book with serial 2 was not applied after SIGHUP")
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("exit after SIGTERM: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("no exit within 10s of SIGTERM")
+	}
+}
+
+// TestTUNUnitExecStartWithNetAdminOnly runs wgmesh-tun@.service's
+// ExecStart as the unit's user with CAP_NET_ADMIN as its only (ambient)
+// capability, as AmbientCapabilities= and CapabilityBoundingSet= give it,
+// in a network namespace of its own and with a private /run (for
+// /run/wireguard, which RuntimeDirectory= makes): the TUN node comes up.
+func TestTUNUnitExecStartWithNetAdminOnly(t *testing.T) {
+	needRoot(t)
+	setpriv := need(t, "setpriv")
+	unshare := need(t, "unshare")
+	need(t, "ip")
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		t.Fatalf("TUN mode needs /dev/net/tun: %v", err)
+	}
+	h := newUnitHome(t)
+	argv := h.execStart(t, "wgmesh-tun@.service")
+	ids := fmt.Sprintf("uid=%d,gid=%d", h.uid, h.gid)
+	script := `set -e
+mount -t tmpfs -o mode=0755 tmpfs /run
+mkdir /run/wireguard
+mount -t tmpfs -o mode=0700,` + ids + ` tmpfs /run/wireguard
+ip link set lo up
+exec "$0" --reuid=` + strconv.Itoa(h.uid) + ` --regid=` + strconv.Itoa(h.gid) + ` --clear-groups \
+	--inh-caps=-all,+net_admin --ambient-caps=-all,+net_admin --bounding-set=-all,+net_admin -- "$@"`
+	cmd := exec.Command(unshare, append([]string{"--mount", "--net", "--propagation", "private", "sh", "-c", script, setpriv}, argv...)...)
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/nonexistent"}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	defer func() {
+		cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("ExecStart: %s\nstderr:\n%s", strings.Join(argv, " "), stderr.String())
+		}
+	}()
+	control := filepath.Join(h.runDir, "wgmesh/home/control.sock")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, err := exec.Command(h.wgmesh, "status", "--control", control).CombinedOutput()
+		if err == nil && strings.HasPrefix(string(out), "home (tun)  10.42.0.1") {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("the node exited: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready within 20s: %v %s", err, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// The process has CAP_NET_ADMIN and nothing else.
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"\nCapEff:\t0000000000001000\n", "\nCapAmb:\t0000000000001000\n", fmt.Sprintf("\nUid:\t%d\t%d\t", h.uid, h.uid)} {
+		if !bytes.Contains(status, []byte(want)) {
+			t.Errorf("the node lacks %q in /proc/PID/status:\n%s", strings.TrimSpace(want), status)
+		}
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
 	select {
