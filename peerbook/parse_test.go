@@ -206,6 +206,14 @@ addresses = ["10.42.0.1"]
 `, nil},
 		{"keepalive off", strings.Replace(minimal, "[mesh]\n", "[mesh]\npersistent_keepalive = 0\n", 1), func(b *Book) bool { return b.Mesh.PersistentKeepalive == 0 }},
 		{"serial", "serial = 9223372036854775807\n" + minimal, func(b *Book) bool { return b.Serial == 1<<63-1 }},
+		// The kernel never routes loopback through an interface, so a
+		// loopback subnet cannot capture loopback endpoints.
+		{"loopback subnet with loopback endpoints", minimal + "endpoint = \"127.0.0.1:51820\"\nsubnets = [\"127.0.0.0/8\", \"::1/128\"]\n" +
+			peerWith("b", keyB, "addresses = [\"10.42.0.2\"]\nendpoint = \"127.0.0.1:51821\"\n") +
+			peerWith("c", keyC, "addresses = [\"10.42.0.3\"]\nendpoint = \"[::1]:51822\"\n"), nil},
+		{"endpoint next to a subnet", minimal + "endpoint = \"192.168.2.1:51820\"\nsubnets = [\"192.168.1.0/24\", \"192.168.3.0/24\"]\n", nil},
+		{"subnets cover all but multicast", minimal + "subnets = [\"128.0.0.0/2\", \"192.0.0.0/3\", \"::/1\", \"8000::/2\"]\n" +
+			peerWith("b", keyB, "addresses = [\"10.42.0.2\"]\nsubnets = [\"c000::/3\", \"e000::/4\", \"f000::/5\", \"f800::/6\", \"fc00::/7\", \"fe00::/8\"]\n"), nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
