@@ -131,6 +131,10 @@ func TestParseRules(t *testing.T) {
 		{"endpoint zone", minimal + "endpoint = \"[fe80::1%eth0]:5\"\n", 10, "zone"},
 		{"endpoint type", minimal + "endpoint = 51820\n", 10, "endpoint must be a string"},
 		{"listen_port", minimal + "listen_port = 65536\n", 10, "listen_port must be between 1 and 65535, got 65536"},
+		{"subnet holds several endpoints", minimal + "subnets = [\"198.51.100.0/24\"]\n" +
+			peerWith("b", keyB, "addresses = [\"10.42.0.2\"]\nendpoint = \"198.51.100.7:51820\"\n") +
+			peerWith("c", keyC, "addresses = [\"10.42.0.3\"]\nendpoint = \"198.51.100.9:51820\"\n"), 10,
+			`subnet 198.51.100.0/24 contains the endpoint 198.51.100.7 of peer "b" (line 16) (and 1 more member endpoints)`},
 		{"subnet non-canonical", minimal + "subnets = [\"192.168.1.1/24\"]\n", 10, `subnet "192.168.1.1/24" is not canonical: it has host bits set; write "192.168.1.0/24"`},
 		{"subnet /0", minimal + "subnets = [\"0.0.0.0/0\"]\n", 10, "covers every address"},
 		{"subnet in mesh", minimal + "subnets = [\"10.42.9.0/24\"]\n", 10, "overlaps mesh network 10.42.0.0/16"},
