@@ -204,7 +204,7 @@ func (n *Node) up(ctx context.Context) error {
 		host, err := hostnet.Apply(n.hostSetup(n.ifname, book, self))
 		if err != nil {
 			n.teardown()
-			return fmt.Errorf("node: configure interface %s: %w", n.ifname, err)
+			return fmt.Errorf("node: configure interface %s: %w", n.ifname, locateRouteConflict(book, n.self, err))
 		}
 		n.host = host
 		if err := n.serveUAPI(n.ifname); err != nil {

@@ -67,7 +67,7 @@ func (n *Node) Reload(ctx context.Context, book *peerbook.Book) error {
 	}
 	if n.host != nil {
 		if err := n.host.SetRoutes(otherSubnets(book, n.self)); err != nil {
-			return fmt.Errorf("node: reload: routes: %w", err)
+			return fmt.Errorf("node: reload: routes: %w", locateRouteConflict(book, n.self, err))
 		}
 		if !slices.Equal(oldSelf.Subnets, newSelf.Subnets) {
 			if err := n.host.SetSubnets(newSelf.Subnets); err != nil {
