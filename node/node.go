@@ -52,6 +52,11 @@ type Node struct {
 	upOnce sync.Once
 	upErr  error
 
+	// reloadMu makes reloads apply one after another, in call order. A
+	// reload resolves endpoint names without n.mu; holding reloadMu, it
+	// knows no other reload changed the book meanwhile.
+	reloadMu sync.Mutex
+
 	mu      sync.Mutex
 	book    *peerbook.Book
 	applied map[peerbook.Key]*peerConfig
@@ -186,7 +191,9 @@ func (n *Node) up(ctx context.Context) error {
 	n.paths = map[peerbook.Key]*pathState{}
 	n.discoverNext = map[peerbook.Key]time.Time{}
 	n.endpointChanges = map[peerbook.Key]uint64{}
-	if err := n.apply(ctx, book); err != nil {
+	// Up holds n.mu throughout, lookups included (Reload does not): until
+	// it returns, the node serves nothing that could wait on them.
+	if err := n.apply(book, n.resolveAll(ctx, n.hostnamesToResolve(book))); err != nil {
 		n.teardown()
 		return err
 	}
