@@ -17,7 +17,8 @@ import (
 // side comes to the same conclusion on its own and picks the same relay,
 // the first relay member in book order that it reaches, so both directions
 // agree. The direct entry keeps its endpoint and keepalive, so the moment
-// a direct handshake succeeds the member is routed directly again.
+// a direct handshake succeeds the member is routed directly again. A relay
+// member never relays: its paths are direct or none.
 
 // relayAfter bounds how long a member with a known endpoint may stay
 // without a handshake before it is relayed. WireGuard retries a handshake
@@ -153,8 +154,14 @@ func (n *Node) updatePaths(now time.Time) {
 }
 
 // pickRelay chooses the relay for k: the first relay member in book order,
-// other than this node and k, that this node reaches directly.
+// other than this node and k, that this node reaches directly. A relay
+// member picks none: it reaches members directly or not at all. Two relays
+// that each relayed an unreachable member through the other would pass
+// its packets back and forth and lose them.
 func (n *Node) pickRelay(dev *deviceState, k peerbook.Key, now time.Time) (peerbook.Key, bool) {
+	if self, _ := n.book.PeerByKey(n.self); self.Relay {
+		return peerbook.Key{}, false
+	}
 	for i := range n.book.Peers {
 		p := &n.book.Peers[i]
 		if !p.Relay || p.PublicKey == n.self || p.PublicKey == k {

@@ -98,3 +98,84 @@ func redactKeys(s string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// pathTo returns n's path to the member named name.
+func pathTo(n *Node, name string) string {
+	for _, p := range n.Status().Peers {
+		if p.Name == name {
+			return p.Path
+		}
+	}
+	return ""
+}
+
+// waitPath waits, bounded, until n's path to name is want.
+func waitPath(t *testing.T, n *Node, name, want string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for pathTo(n, name) != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s's path to %s is %q, want %q within %v", n.Status().Name, name, pathTo(n, name), want, within)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestRelaysDoNotRelayThroughEachOther: two relay members, r1 and r2, and
+// an offline member d. An ordinary member m relays d through r1, as it
+// should; but r1 must not relay d through r2 nor r2 through r1, or each
+// would hand d's packets to the other and they would be lost.
+func TestRelaysDoNotRelayThroughEachOther(t *testing.T) {
+	hole, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hole.Close()
+	holeAt := netip.MustParseAddrPort(hole.LocalAddr().String())
+
+	book, keys := testBook(t, 4)
+	for i, name := range []string{"r1", "r2", "m", "d"} {
+		book.Peers[i].Name = name
+	}
+	book.Peers[0].Relay, book.Peers[1].Relay = true, true
+	const wait = 200 * time.Millisecond
+	nodes := startNodes(t, book, keys[:3], nil, func(n *Node) { n.relayAfter = wait })
+	final := boundBook(book, nodes)
+	final.Peers[3].Endpoint = peerbook.Endpoint{Host: holeAt.Addr().String(), Port: holeAt.Port()}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i, n := range nodes {
+		if err := n.Reload(ctx, final); err != nil {
+			t.Fatal(err)
+		}
+		serveEcho(t, n, final.Peers[i].Name)
+	}
+	// Every live pair shakes hands, so each relay is usable by the others.
+	for _, from := range nodes {
+		for _, to := range []string{"r1", "r2", "m"} {
+			if to == from.Status().Name {
+				continue
+			}
+			if err := checkTCP(ctx, from, to); err != nil {
+				t.Fatalf("%s -> %s: %v", from.Status().Name, to, err)
+			}
+		}
+	}
+	r1, r2, m := nodes[0], nodes[1], nodes[2]
+	waitPath(t, m, "d", "relayed via r1", 15*time.Second)
+	// The relays have had as long as m; evaluate their paths once more,
+	// well after their relay wait ended.
+	for _, r := range []*Node{r1, r2} {
+		r.updatePaths(time.Now())
+	}
+	time.Sleep(2 * wait)
+	for _, r := range []*Node{r1, r2} {
+		r.updatePaths(time.Now())
+	}
+	if p := pathTo(r1, "d"); p != PathNone {
+		t.Errorf("r1's path to d is %q, want %q", p, PathNone)
+	}
+	if p := pathTo(r2, "d"); p != PathNone {
+		t.Errorf("r2's path to d is %q, want %q", p, PathNone)
+	}
+}
