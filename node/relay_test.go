@@ -11,22 +11,22 @@ import (
 	"github.com/wgmesh/wgmesh/peerbook"
 )
 
-// TestRelayWhenDirectFails: n1 and n2 are told to reach each other at a
-// socket that swallows every packet, as two members behind symmetric NATs
-// would be. After the relay wait they talk through n0, the relay, and both
-// say so in their status.
-func TestRelayWhenDirectFails(t *testing.T) {
+// relayedPair starts a relay n0 and members n1 and n2 that are told to
+// reach each other at a socket that swallows every packet, as two members
+// behind symmetric NATs would be, and waits until both have talked
+// through the relay. It returns the nodes and the book with the right
+// endpoints.
+func relayedPair(t *testing.T, ctx context.Context) ([]*Node, *peerbook.Book) {
+	t.Helper()
 	blackhole, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer blackhole.Close()
+	t.Cleanup(func() { blackhole.Close() })
 	hole := netip.MustParseAddrPort(blackhole.LocalAddr().String())
 
 	book, keys := testBook(t, 3)
 	book.Peers[0].Name, book.Peers[0].Relay = "relay", true
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
 	nodes := startNodes(t, book, keys, nil, func(n *Node) { n.relayAfter = 2 * time.Second })
 	final := *boundBook(book, nodes)
 	// n1 and n2 get each other's endpoint wrong: straight into the hole.
@@ -62,14 +62,18 @@ func TestRelayWhenDirectFails(t *testing.T) {
 	if err := checkTCP(ctx, nodes[1], "n2"); err != nil {
 		t.Fatalf("n1 -> n2 through the relay: %v", err)
 	}
+	return nodes, &final
+}
+
+// TestRelayWhenDirectFails: n1 and n2 cannot reach each other directly.
+// After the relay wait they talk through n0, the relay, and both say so in
+// their status.
+func TestRelayWhenDirectFails(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	nodes, _ := relayedPair(t, ctx)
 	for i, want := range map[int]string{1: "n2", 2: "n1"} {
-		var path string
-		for _, p := range nodes[i].Status().Peers {
-			if p.Name == want {
-				path = p.Path
-			}
-		}
-		if path != "relayed via relay" {
+		if path := pathTo(nodes[i], want); path != "relayed via relay" {
 			t.Errorf("n%d's path to %s is %q", i, want, path)
 		}
 	}
@@ -86,6 +90,50 @@ func TestRelayWhenDirectFails(t *testing.T) {
 	if !strings.Contains(text, "allowed_ip=10.42.0.3/32") {
 		t.Fatalf("n2's address not routed at all:\n%s", redactKeys(text))
 	}
+}
+
+// TestRelayBackToDirect: n1 and n2 relay; then they learn each other's
+// right endpoints. Once a direct handshake succeeds both go back to the
+// direct path: the status says so, n2's addresses are on n2's own entry
+// again, and traffic between them no longer passes the relay.
+func TestRelayBackToDirect(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	nodes, final := relayedPair(t, ctx)
+	for _, n := range nodes[1:] {
+		if err := n.Reload(ctx, final); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, peer := range map[int]string{1: "n2", 2: "n1"} {
+		waitPath(t, nodes[i], peer, PathDirect, 30*time.Second)
+	}
+	text, _ := nodes[1].dev.IpcGet()
+	if owner := allowedIPOwner(text, "10.42.0.3/32"); owner != hexKey(nodes[2].PublicKey()) {
+		t.Errorf("n1 routes n2's address to %s, want n2's own entry", owner)
+	}
+	relayed := nodes[0].relay.relayedN.Load()
+	if err := checkTCP(ctx, nodes[1], "n2"); err != nil {
+		t.Fatalf("n1 -> n2 directly: %v", err)
+	}
+	if d := nodes[0].relay.relayedN.Load() - relayed; d != 0 {
+		t.Errorf("the relay forwarded %d more packets after the path went direct", d)
+	}
+}
+
+// allowedIPOwner returns the hex public key of the entry that holds prefix
+// in a UAPI get text, or "".
+func allowedIPOwner(text, prefix string) string {
+	var cur string
+	for _, l := range strings.Split(text, "\n") {
+		if v, ok := strings.CutPrefix(l, "public_key="); ok {
+			cur = v
+		}
+		if l == "allowed_ip="+prefix {
+			return cur
+		}
+	}
+	return ""
 }
 
 func redactKeys(s string) string {
