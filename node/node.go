@@ -76,10 +76,12 @@ type Node struct {
 	relay *relayDevice
 	// endpointChanges counts endpoint changes per member (DNS, book).
 	endpointChanges map[peerbook.Key]uint64
-	// staleAfter and relayAfter override staleHandshake and the package's
-	// relayAfter in tests.
-	staleAfter time.Duration
-	relayAfter time.Duration
+	// staleAfter, relayAfter and discoverReachable override
+	// staleHandshake and the package's relayAfter and discoverReachable in
+	// tests.
+	staleAfter        time.Duration
+	relayAfter        time.Duration
+	discoverReachable time.Duration
 	// routesAtStart: the netstack was created for subnet routing.
 	routesAtStart bool
 	stopLoops     context.CancelFunc
