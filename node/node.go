@@ -82,6 +82,8 @@ type Node struct {
 	staleAfter        time.Duration
 	relayAfter        time.Duration
 	discoverReachable time.Duration
+	// probeEvery overrides directProbeEvery in tests.
+	probeEvery time.Duration
 	// routesAtStart: the netstack was created for subnet routing.
 	routesAtStart bool
 	stopLoops     context.CancelFunc

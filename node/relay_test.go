@@ -15,8 +15,9 @@ import (
 // reach each other at a socket that swallows every packet, as two members
 // behind symmetric NATs would be, and waits until both have talked
 // through the relay. It returns the nodes and the book with the right
-// endpoints.
-func relayedPair(t *testing.T, ctx context.Context) ([]*Node, *peerbook.Book) {
+// endpoints. With quiet, n1 and n2 send each other nothing until both
+// relay, so neither device ever tries a direct handshake on its own.
+func relayedPair(t *testing.T, ctx context.Context, quiet bool, prepare func(*Node)) ([]*Node, *peerbook.Book) {
 	t.Helper()
 	blackhole, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -27,7 +28,12 @@ func relayedPair(t *testing.T, ctx context.Context) ([]*Node, *peerbook.Book) {
 
 	book, keys := testBook(t, 3)
 	book.Peers[0].Name, book.Peers[0].Relay = "relay", true
-	nodes := startNodes(t, book, keys, nil, func(n *Node) { n.relayAfter = 2 * time.Second })
+	nodes := startNodes(t, book, keys, nil, func(n *Node) {
+		n.relayAfter = 2 * time.Second
+		if prepare != nil {
+			prepare(n)
+		}
+	})
 	final := *boundBook(book, nodes)
 	// n1 and n2 get each other's endpoint wrong: straight into the hole.
 	wrong := func(name string) *peerbook.Book {
@@ -58,6 +64,10 @@ func relayedPair(t *testing.T, ctx context.Context) ([]*Node, *peerbook.Book) {
 	if err := checkTCP(ctx, nodes[2], "relay"); err != nil {
 		t.Fatal(err)
 	}
+	if quiet {
+		waitPath(t, nodes[1], "n2", "relayed via relay", 15*time.Second)
+		waitPath(t, nodes[2], "n1", "relayed via relay", 15*time.Second)
+	}
 	// n1 -> n2 works once both sides relay.
 	if err := checkTCP(ctx, nodes[1], "n2"); err != nil {
 		t.Fatalf("n1 -> n2 through the relay: %v", err)
@@ -71,7 +81,7 @@ func relayedPair(t *testing.T, ctx context.Context) ([]*Node, *peerbook.Book) {
 func TestRelayWhenDirectFails(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	nodes, _ := relayedPair(t, ctx)
+	nodes, _ := relayedPair(t, ctx, false, nil)
 	for i, want := range map[int]string{1: "n2", 2: "n1"} {
 		if path := pathTo(nodes[i], want); path != "relayed via relay" {
 			t.Errorf("n%d's path to %s is %q", i, want, path)
@@ -99,7 +109,7 @@ func TestRelayWhenDirectFails(t *testing.T) {
 func TestRelayBackToDirect(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	nodes, final := relayedPair(t, ctx)
+	nodes, final := relayedPair(t, ctx, false, nil)
 	for _, n := range nodes[1:] {
 		if err := n.Reload(ctx, final); err != nil {
 			t.Fatal(err)
@@ -118,6 +128,28 @@ func TestRelayBackToDirect(t *testing.T) {
 	}
 	if d := nodes[0].relay.relayedN.Load() - relayed; d != 0 {
 		t.Errorf("the relay forwarded %d more packets after the path went direct", d)
+	}
+}
+
+// TestRelayedMemberProbesDirect: n1 and n2 relay before either sent the
+// other anything, so their devices never try a direct handshake by
+// themselves (as when their retries gave up after 90 s, or with no
+// keepalive between members that both have endpoints). When the direct
+// path starts to work, the relayed members' own probes find it.
+func TestRelayedMemberProbesDirect(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	nodes, final := relayedPair(t, ctx, true, func(n *Node) { n.probeEvery = 500 * time.Millisecond })
+	for _, n := range nodes[1:] {
+		if err := n.Reload(ctx, final); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, peer := range map[int]string{1: "n2", 2: "n1"} {
+		waitPath(t, nodes[i], peer, PathDirect, 15*time.Second)
+	}
+	if err := checkTCP(ctx, nodes[1], "n2"); err != nil {
+		t.Fatalf("n1 -> n2 directly: %v", err)
 	}
 }
 
