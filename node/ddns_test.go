@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -291,5 +292,56 @@ func TestReloadResolvesWithoutLock(t *testing.T) {
 		if p.Endpoint != want {
 			t.Errorf("%s: endpoint %q, want %q", p.Name, p.Endpoint, want)
 		}
+	}
+}
+
+// waitingResolver answers no lookup; each waits for its context to end.
+type waitingResolver struct{ entered chan string }
+
+func (r waitingResolver) LookupNetIP(ctx context.Context, _, host string) ([]netip.Addr, error) {
+	r.entered <- host
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestCloseEndsReloadLookups: Close during a reload that waits for a
+// resolver ends the lookups, and the reload returns net.ErrClosed at once
+// instead of after every lookup's timeout (4 rounds of 5 s for 64 names).
+func TestCloseEndsReloadLookups(t *testing.T) {
+	res := waitingResolver{entered: make(chan string, 1024)}
+	book, keys := testBook(t, 1)
+	n := startNodes(t, book, keys, func(_ int, c *Config) { c.Resolver = res }, nil)[0]
+	grown := *book
+	grown.Serial++
+	grown.Peers = append([]peerbook.Peer(nil), book.Peers...)
+	for i := range 64 {
+		k, err := peerbook.GeneratePrivateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		grown.Peers = append(grown.Peers, peerbook.Peer{
+			Name:      fmt.Sprintf("h%d", i),
+			PublicKey: k.Public(),
+			Addresses: []netip.Addr{netip.AddrFrom4([4]byte{10, 42, 2, byte(i + 1)})},
+			Endpoint:  peerbook.Endpoint{Host: fmt.Sprintf("h%d.test", i), Port: 9},
+		})
+	}
+	reloaded := make(chan error, 1)
+	go func() { reloaded <- n.Reload(context.Background(), &grown) }()
+	select {
+	case <-res.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the reload never asked the resolver")
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-reloaded:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Errorf("reload after Close: %v, want net.ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the reload went on resolving after Close")
 	}
 }

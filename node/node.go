@@ -96,6 +96,9 @@ type Node struct {
 	uapi          net.Listener           // TUN mode only: the wg(8) UAPI socket
 	listenPort    uint16
 	closed        bool
+
+	// upCtx ends when the node closes; a reload's lookups end with it.
+	upCtx context.Context
 }
 
 // New checks cfg and returns a Node that is not yet running. It fails when
@@ -235,7 +238,7 @@ func (n *Node) up(ctx context.Context) error {
 	}
 	n.greetPeers()
 	loopCtx, stop := context.WithCancel(context.Background())
-	n.stopLoops = stop
+	n.stopLoops, n.upCtx = stop, loopCtx
 	n.loops.Add(1)
 	go func() {
 		defer n.loops.Done()

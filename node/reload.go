@@ -31,8 +31,13 @@ func (n *Node) Reload(ctx context.Context, book *peerbook.Book) error {
 		return err
 	}
 	jobs := n.hostnamesToResolve(book)
+	upCtx := n.upCtx
 	n.mu.Unlock()
 
+	// Close ends the lookups: their answers could no longer be applied.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(upCtx, cancel)()
 	looked := n.resolveAll(ctx, jobs)
 
 	n.mu.Lock()
