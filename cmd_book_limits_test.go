@@ -107,3 +107,19 @@ func TestBookCommandsReadLimited(t *testing.T) {
 		}
 	})
 }
+
+func TestBookCAReadLimited(t *testing.T) {
+	if _, err := os.Stat("/dev/zero"); err != nil {
+		t.Skip("no /dev/zero here")
+	}
+	done := make(chan error, 1)
+	go func() { _, err := clientWithCA("/dev/zero"); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "--book-ca: /dev/zero is not a regular file") {
+			t.Fatalf("got %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("--book-ca /dev/zero still reading after 5 s")
+	}
+}

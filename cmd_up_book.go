@@ -21,6 +21,8 @@ import (
 	"github.com/wgmesh/wgmesh/metrics"
 	"github.com/wgmesh/wgmesh/node"
 	"github.com/wgmesh/wgmesh/peerbook"
+
+	"github.com/wgmesh/wgmesh/internal/fileutil"
 )
 
 // defaultStateDir is where `up` keeps the highest accepted serial and the
@@ -169,11 +171,14 @@ func bookRefused(shown string, err error) error {
 	return fmt.Errorf("peer book %s refused: %w", shown, err)
 }
 
+// maxCAFile bounds --book-ca: a bundle of every public CA is under 1 MiB.
+const maxCAFile = 4 << 20
+
 // clientWithCA returns an HTTP client for --book that trusts the system's
 // CAs and those in the PEM file at path. Like booksource's own client it
 // uses no proxy from the environment.
 func clientWithCA(path string) (*http.Client, error) {
-	pem, err := os.ReadFile(path)
+	pem, err := fileutil.ReadFileLimit(path, maxCAFile)
 	if err != nil {
 		return nil, fmt.Errorf("--book-ca: %w", err)
 	}
