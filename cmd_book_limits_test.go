@@ -1,6 +1,9 @@
 package main
 
 import (
+	"encoding/pem"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -121,5 +124,25 @@ func TestBookCAReadLimited(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("--book-ca /dev/zero still reading after 5 s")
+	}
+}
+
+// TestBookCAClientUsesNoProxy: the client made for --book-ca must ignore
+// HTTPS_PROXY like booksource's own (see booksource's
+// TestNoProxyFromEnvironment for the behaviour).
+func TestBookCAClientUsesNoProxy(t *testing.T) {
+	srv := httptest.NewTLSServer(http.NotFoundHandler())
+	defer srv.Close()
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := clientWithCA(ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, ok := c.Transport.(*http.Transport)
+	if !ok || tr.Proxy != nil {
+		t.Fatalf("--book-ca client: transport %T with a proxy function; want none", c.Transport)
 	}
 }
