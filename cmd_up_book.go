@@ -113,6 +113,13 @@ func (s *bookSource) drain() {
 // it. Each value on hup (SIGHUP) makes it read the book again.
 func (e *env) startBookSource(ctx context.Context, cfg upConfig, hup <-chan os.Signal) (*bookSource, error) {
 	opts := booksource.Options{StateDir: cfg.stateDir, Logger: e.log}
+	// Checked here too, to name the flag: whoever can write the state dir
+	// can reset the rollback protection or plant a cached book.
+	if cfg.stateDir != "" && (cfg.trustedSigners != "" || cfg.bookURL) {
+		if err := fileutil.PrivateDir(cfg.stateDir, "state directory"); err != nil {
+			return nil, fmt.Errorf("--state-dir: %w", err)
+		}
+	}
 	if cfg.trustedSigners != "" {
 		signers, err := booksign.LoadAllowedSigners(cfg.trustedSigners)
 		if err != nil {

@@ -278,7 +278,7 @@ func (g *gate) loadSerial() error {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("reading book state: %w", err)
+		return fmt.Errorf("reading book state: %w; wgmesh writes it as a regular file: remove it to reset the rollback protection", err)
 	}
 	fields := strings.Fields(string(data))
 	var serial uint64

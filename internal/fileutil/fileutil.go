@@ -53,7 +53,7 @@ func readFile(path string, max int64, noFollow bool, check func(fs.FileInfo) err
 		return nil, err
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file (%s); give the path of a file", path, kind(fi.Mode()))
+		return nil, fmt.Errorf("%s is not a regular file (%s)", path, kind(fi.Mode()))
 	}
 	if check != nil {
 		if err := check(fi); err != nil {
