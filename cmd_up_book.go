@@ -159,6 +159,10 @@ func (e *env) startBookSource(ctx context.Context, cfg upConfig, hup <-chan os.S
 	} else {
 		src.first, src.updates, err = booksource.WatchFile(ctx, cfg.book, reload, opts)
 	}
+	var serr *booksource.StateError
+	if errors.As(err, &serr) {
+		return nil, fmt.Errorf("--state-dir: %w", err)
+	}
 	if err != nil {
 		return nil, bookRefused(src.shown, err)
 	}

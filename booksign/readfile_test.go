@@ -29,7 +29,7 @@ func TestFilesRefuseFIFO(t *testing.T) {
 					t.Fatalf("got %v, want the FIFO refused by name", err)
 				}
 			case <-time.After(5 * time.Second):
-				if f, err := os.OpenFile(path, os.O_WRONLY, 0); err == nil {
+				if f, err := os.OpenFile(path, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
 					f.Close() // let the stuck open return
 				}
 				t.Fatalf("%s hangs on a FIFO", name)

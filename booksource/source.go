@@ -150,15 +150,22 @@ func newGate(name, sigName string, opts Options, caches bool) (*gate, error) {
 		return g, nil
 	}
 	if err := fileutil.PrivateDir(opts.StateDir, "state directory"); err != nil {
-		return nil, err
+		return nil, &StateError{err}
 	}
 	if g.signed() {
 		if err := g.loadSerial(); err != nil {
-			return nil, err
+			return nil, &StateError{err}
 		}
 	}
 	return g, nil
 }
+
+// StateError is returned by WatchFile and PollURL when Options.StateDir,
+// or a file in it, cannot be used: the book itself was not looked at.
+type StateError struct{ Err error }
+
+func (e *StateError) Error() string { return e.Err.Error() }
+func (e *StateError) Unwrap() error { return e.Err }
 
 func (g *gate) signed() bool { return g.opts.TrustedSigners != nil }
 

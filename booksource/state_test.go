@@ -116,7 +116,7 @@ func TestStateSerialFIFO(t *testing.T) {
 			t.Fatalf("got %v, want the FIFO refused", err)
 		}
 	case <-time.After(wait):
-		if f, err := os.OpenFile(serial, os.O_WRONLY, 0); err == nil {
+		if f, err := os.OpenFile(serial, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
 			f.Close() // let the stuck open return
 		}
 		t.Fatal("start-up hangs on a FIFO named serial")

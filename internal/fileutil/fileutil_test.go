@@ -63,7 +63,7 @@ func TestReadFileLimitFIFO(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		// Unblock the open so the goroutine ends.
-		if f, err := os.OpenFile(path, os.O_WRONLY, 0); err == nil {
+		if f, err := os.OpenFile(path, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
 			f.Close()
 		}
 		t.Fatal("reading a FIFO hangs")
