@@ -24,8 +24,8 @@ func closedSoon(c net.Conn, d time.Duration) bool {
 // connections; over its limits they are now closed at once.
 func TestTCPConnectionCap(t *testing.T) {
 	checkGoroutines(t)
-	if DefaultTCPLimits.Total == 0 || DefaultTCPLimits.PerClient == 0 {
-		t.Fatalf("ServeTCP has no default limits: %+v", DefaultTCPLimits)
+	if defaultTCPLimits.Total == 0 || defaultTCPLimits.PerClient == 0 {
+		t.Fatalf("ServeTCP has no default limits: %+v", defaultTCPLimits)
 	}
 	target := startTCPServer(t, "tcp", "127.0.0.1:0", echo)
 	ln := listenTCP(t, "tcp", "127.0.0.1:0")

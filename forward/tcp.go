@@ -26,9 +26,9 @@ const (
 	maxAcceptBackoff = time.Second
 )
 
-// DefaultTCPLimits bound the connections one ServeTCP relays at once, per
+// defaultTCPLimits bound the connections one ServeTCP relays at once, per
 // client address and in total; a connection over them is closed at once.
-var DefaultTCPLimits = netutil.Limits{Total: 1024, PerClient: 256}
+var defaultTCPLimits = netutil.Limits{Total: 1024, PerClient: 256}
 
 // ServeTCP accepts connections on ln and relays each one to target, dialed
 // through d with a 10 second timeout. A client whose dial fails is
@@ -36,7 +36,7 @@ var DefaultTCPLimits = netutil.Limits{Total: 1024, PerClient: 256}
 // writing, the other side sees EOF and may still reply.
 //
 // At most 1024 connections are relayed at once, 256 per client address
-// (DefaultTCPLimits); further ones are closed at once, and logged at most
+// (defaultTCPLimits); further ones are closed at once, and logged at most
 // once per 10 s.
 //
 // ServeTCP owns ln. It returns nil when ctx is cancelled or ln is closed
@@ -70,7 +70,7 @@ func newTCPServer(d Dialer, target string, log *slog.Logger) *tcpServer {
 		dialer: d,
 		target: target,
 		log:    netutil.OrDiscard(log),
-		limits: DefaultTCPLimits,
+		limits: defaultTCPLimits,
 		conns:  make(map[net.Conn]struct{}),
 	}
 }

@@ -89,7 +89,8 @@ type SOCKS5 struct {
 }
 
 // Limits bound what a proxy's clients hold at once, per client address
-// (source IP) and in total; 0 in a field means no limit.
+// (source IP) and in total. A field of 0 or less means no limit; a
+// Limits that is all zero means the default of the field it is in.
 type Limits struct {
 	Total     int
 	PerClient int
