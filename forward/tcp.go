@@ -35,9 +35,8 @@ var defaultTCPLimits = netutil.Limits{Total: 1024, PerClient: 256}
 // disconnected. Half-closes are passed on: when one side shuts down its
 // writing, the other side sees EOF and may still reply.
 //
-// At most 1024 connections are relayed at once, 256 per client address
-// (defaultTCPLimits); further ones are closed at once, and logged at most
-// once per 10 s.
+// At most 1024 connections are relayed at once, 256 per client address;
+// further ones are closed at once, and logged at most once per 10 s.
 //
 // ServeTCP owns ln. It returns nil when ctx is cancelled or ln is closed
 // (Accept reports net.ErrClosed), and an error wrapping any other accept
