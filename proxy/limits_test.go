@@ -2,8 +2,11 @@ package proxy
 
 import (
 	"bytes"
+	"encoding/base64"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"sync"
@@ -11,6 +14,7 @@ import (
 	"time"
 
 	"github.com/wgmesh/wgmesh/internal/netutil"
+	"github.com/wgmesh/wgmesh/peerbook"
 )
 
 type lockedBuffer struct {
@@ -203,5 +207,42 @@ func TestSOCKS5DestinationCapAcrossAssociations(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("still no room after an association ended: %d destinations counted", s.dests.Total())
 		}
+	}
+}
+
+// TestProxyAuthFailuresLoggedAtBoundedRate: every failed handshake and
+// every wrong password was a log line, so anyone able to connect could
+// flood the log.
+func TestProxyAuthFailuresLoggedAtBoundedRate(t *testing.T) {
+	creds := writeCredentials(t, "alice:s3cret-Pass\n")
+	_, addr, logs := startLimitedSOCKS(t, func(s *SOCKS5) { s.Auth = creds })
+	for range 5 {
+		if _, _, err := dialSOCKS(t, addr, "alice", "wrong"); err == nil {
+			t.Fatal("a wrong password was accepted")
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), "socks5 handshake failed") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := strings.Count(logs.String(), "socks5 handshake failed"); n != 1 {
+		t.Errorf("socks5: %d log lines for 5 failed handshakes, want 1:\n%s", n, logs)
+	}
+
+	var hlogs lockedBuffer
+	h := &HTTP{Dialer: newTestMesh(t).alpha(), Book: func() *peerbook.Book { return nil }, Auth: creds,
+		Logger: slog.New(slog.NewTextHandler(&hlogs, nil))}
+	defer h.Close()
+	for range 5 {
+		req := httptest.NewRequest("GET", "http://beta/", nil)
+		req.Header.Set("Proxy-Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte("alice:wrong")))
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code != http.StatusProxyAuthRequired {
+			t.Fatalf("wrong password: status %d", w.Code)
+		}
+	}
+	if n := strings.Count(hlogs.String(), "http proxy authentication failed"); n != 1 {
+		t.Errorf("http: %d log lines for 5 wrong passwords, want 1:\n%s", n, hlogs.String())
 	}
 }

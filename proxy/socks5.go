@@ -68,7 +68,8 @@ type SOCKS5 struct {
 	PacketListener func(network, address string) (net.PacketConn, error)
 	// Logger receives connection logs, at debug level for each connection
 	// and warn for failures. Nil discards them. Passwords are never logged.
-	// Refusals over the limits below are logged at most once per 10 s.
+	// Failed handshakes (wrong passwords included) and refusals over the
+	// limits below are logged at most once per 10 s each.
 	Logger *slog.Logger
 	// Conns bounds the client connections held at once (each CONNECT and
 	// each UDP ASSOCIATE's control connection); one over them is closed
@@ -85,7 +86,8 @@ type SOCKS5 struct {
 	once    sync.Once
 	assocs  *netutil.Counter // UDP associations per client address
 	dests   *netutil.Counter // destinations of all associations
-	refused *netutil.RateLog
+	refused *netutil.RateLog // limits reached
+	failed  *netutil.RateLog // handshakes that failed, authentication included
 }
 
 // Limits bound what a proxy's clients hold at once, per client address
@@ -119,6 +121,7 @@ func (s *SOCKS5) init() {
 		s.assocs = netutil.NewCounter(s.Associations.orDefault(DefaultAssociationLimits))
 		s.dests = netutil.NewCounter(udpDestinationLimits)
 		s.refused = netutil.NewRateLog(s.log(), 0)
+		s.failed = netutil.NewRateLog(s.log(), 0)
 	})
 }
 
@@ -160,7 +163,10 @@ func (s *SOCKS5) handle(c net.Conn) {
 	c.SetDeadline(time.Now().Add(handshakeTimeout))
 	user, err := s.negotiate(c)
 	if err != nil {
-		log.Warn("socks5 handshake failed", "err", err)
+		// Any client that connects can fail a handshake: a flood of them
+		// costs a line per 10 s.
+		s.init()
+		s.failed.Log("socks5 handshake failed", "client", netutil.AddrString(c.RemoteAddr()), "err", err)
 		return
 	}
 	if user != "" {
