@@ -11,6 +11,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/wgmesh/wgmesh/booksign"
+	"github.com/wgmesh/wgmesh/internal/fileutil"
 	"github.com/wgmesh/wgmesh/peerbook"
 )
 
@@ -133,7 +134,7 @@ func (e *env) bookImport(c *cli.Context) error {
 	}
 	var files []peerbook.WGQuickFile
 	for _, path := range c.Args().Slice() {
-		data, err := os.ReadFile(path)
+		data, err := fileutil.ReadFileLimit(path, peerbook.MaxWGQuickSize)
 		if err != nil {
 			return err
 		}
@@ -189,7 +190,7 @@ func (e *env) bookSign(c *cli.Context) error {
 		return err
 	}
 	path := a[0]
-	data, err := os.ReadFile(path)
+	data, err := fileutil.ReadFileLimit(path, peerbook.MaxSize)
 	if err != nil {
 		return err
 	}
@@ -229,11 +230,11 @@ func (e *env) bookVerify(c *cli.Context) error {
 		return err
 	}
 	path := a[0]
-	data, err := os.ReadFile(path)
+	data, err := fileutil.ReadFileLimit(path, peerbook.MaxSize)
 	if err != nil {
 		return err
 	}
-	sig, err := os.ReadFile(path + ".sig")
+	sig, err := fileutil.ReadFileLimit(path+".sig", booksign.MaxSigSize)
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("%s: unsigned: %s.sig does not exist (sign with: wgmesh book sign --key KEY %s)", path, path, path)
 	}
