@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/wgmesh/wgmesh/booksign"
+	"github.com/wgmesh/wgmesh/internal/fileutil"
 	"github.com/wgmesh/wgmesh/peerbook"
 )
 
@@ -207,7 +207,7 @@ func (e *env) bookSign(c *cli.Context) error {
 		return err
 	}
 	sigPath := path + ".sig"
-	if err := writeFileAtomic(sigPath, sig, 0o644); err != nil {
+	if err := fileutil.WriteFileAtomic(sigPath, sig, 0o644); err != nil {
 		return err
 	}
 	_, err = fmt.Fprintf(e.stdout, "%s: signed serial %d with %s %s\n", sigPath, book.Serial,
@@ -257,36 +257,4 @@ func (e *env) bookVerify(c *cli.Context) error {
 	}
 	_, err = fmt.Fprintf(e.stdout, "%s: good signature by %s, serial %d\n", path, principal, book.Serial)
 	return err
-}
-
-// writeFileAtomic replaces path with data in one step: a reader (a node
-// watching the directory) sees the old file or the new one, never half.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	fail := func(err error) error {
-		f.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := f.Chmod(mode); err != nil {
-		return fail(err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fail(err)
-	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
-	}
-	if err := f.Close(); err != nil {
-		return fail(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	return nil
 }
