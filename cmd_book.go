@@ -19,7 +19,7 @@ func (e *env) bookCommand() *cli.Command {
 		Name:   "book",
 		Usage:  "work with peer books",
 		Action: unknownCommand,
-		Subcommands: []*cli.Command{
+		Subcommands: append([]*cli.Command{
 			{
 				Name:      "check",
 				Usage:     "validate a peer book; print every problem as FILE:LINE: message",
@@ -63,7 +63,7 @@ func (e *env) bookCommand() *cli.Command {
 				},
 				Action: e.bookVerify,
 			},
-		},
+		}, e.bookMemberCommands()...),
 	}
 }
 

@@ -36,7 +36,11 @@ var ErrNoMember = errors.New("no such member")
 // key already in the book, a full network and anything Parse would refuse.
 func AddMember(b *Book, m Member) (*Book, error) {
 	if p, ok := findName(b, m.Name); ok {
-		return nil, fmt.Errorf("member %q already exists (as %q); pick another name, or change it with set", m.Name, p.Name)
+		as := ""
+		if p.Name != m.Name {
+			as = fmt.Sprintf(" (as %q; names are compared ignoring case)", p.Name)
+		}
+		return nil, fmt.Errorf("member %q already exists%s; pick another name, or change it with set", m.Name, as)
 	}
 	for i := range b.Peers {
 		if b.Peers[i].PublicKey == m.PublicKey {

@@ -89,7 +89,7 @@ func TestAddMemberRefuses(t *testing.T) {
 		m    Member
 		want string
 	}{
-		{Member{Name: "A", PublicKey: testKey(t)}, `member "A" already exists (as "a")`},
+		{Member{Name: "A", PublicKey: testKey(t)}, `member "A" already exists (as "a";`},
 		{Member{Name: "b", PublicKey: b.Peers[1].PublicKey}, `is already used by member "c"`},
 		{Member{Name: "b_1", PublicKey: testKey(t)}, `name "b_1" is not a DNS label`},
 		{Member{Name: "b", PublicKey: testKey(t), Groups: []string{"ops", "OPS"}}, `group "OPS" is listed twice`},
