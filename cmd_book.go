@@ -33,6 +33,8 @@ func (e *env) bookCommand() *cli.Command {
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "peer", Usage: "member `NAME` to export (required)"},
 					&cli.StringFlag{Name: "key", Usage: "fill in PrivateKey from `FILE` (mode 0600); without it the line is left to fill in"},
+					&cli.BoolFlag{Name: "qr", Usage: "show the config as a QR code for the WireGuard phone apps (UTF-8 half blocks)"},
+					&cli.StringFlag{Name: "png", Usage: "with --qr: write the QR code to `FILE` as a PNG (mode 0600, never overwriting)"},
 				},
 				Action: e.bookExport,
 			},
@@ -122,6 +124,9 @@ func (e *env) bookExport(c *cli.Context) error {
 	conf, err := peerbook.ExportWGQuick(book, name, priv)
 	if err != nil {
 		return err
+	}
+	if c.Bool("qr") || c.IsSet("png") {
+		return e.exportQR(c, name, conf, priv != nil)
 	}
 	_, err = e.stdout.Write(conf)
 	return err
