@@ -481,6 +481,21 @@ func TestInviteJoinUp(t *testing.T) {
 			t.Error("join of an expired invitation created its directory")
 		}
 	})
+	t.Run("book URL", func(t *testing.T) {
+		w := w.in(t)
+		inv := filepath.Join(dir, "g.invite")
+		w.ok("invite", "--name", "g", "--book-url", "https://config.example.com/mesh/book.toml", "--out", inv, "--sign-key", admin, book)
+		out := filepath.Join(t.TempDir(), "g")
+		got := w.ok("join", "--out", out, inv)
+		want := fmt.Sprintf("  wgmesh up --book https://config.example.com/mesh/book.toml --key %s/node.key --trusted-signers %s/allowed_signers\n", out, out)
+		if !strings.HasSuffix(got, want) {
+			t.Errorf("join printed\n%s\nwant it to end with\n%s", got, want)
+		}
+		if _, err := os.Stat(filepath.Join(out, "book.toml")); err == nil {
+			t.Error("join wrote a copy of a book it follows by URL")
+		}
+		w.refused("is not an https:// (or http://) URL", []string{book}, "invite", "--name", "h", "--book-url", "file:///etc/passwd", "--out", filepath.Join(dir, "h.invite"), "--sign-key", admin, book)
+	})
 	t.Run("signed book needs --sign-key", func(t *testing.T) {
 		w.in(t).refused("is signed", []string{book, book + ".sig"}, "invite", "--name", "f", "--out", filepath.Join(dir, "f.invite"), book)
 		if _, err := os.Stat(filepath.Join(dir, "f.invite")); err == nil {
