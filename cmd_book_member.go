@@ -176,7 +176,7 @@ func (e *env) bookAdd(c *cli.Context) error {
 		}
 	}
 	change := func(b *peerbook.Book) (*peerbook.Book, error) { return peerbook.AddMember(b, m) }
-	ed := &bookEdit{path: a[0], signKey: c.String("sign-key"), change: change, hook: hook}
+	ed := &bookEdit{path: a[0], signKey: c.String("sign-key"), change: change, hook: hook, canCreate: true}
 	if nets := c.StringSlice("network"); len(nets) > 0 {
 		if ed.networks, err = parsePrefixes("--network", nets); err != nil {
 			return err
@@ -320,8 +320,10 @@ type bookEdit struct {
 	signKey string
 	change  func(*peerbook.Book) (*peerbook.Book, error)
 	hook    editHook
-	// networks, when set, let the change create a book that does not exist.
-	networks []netip.Prefix
+	// canCreate marks a change that may start a new book: with networks, a
+	// book that does not exist is created.
+	canCreate bool
+	networks  []netip.Prefix
 
 	signer ssh.Signer // loaded from signKey
 	signed bool       // BOOK.sig written
@@ -337,6 +339,9 @@ func (e *env) runEdit(ed *bookEdit) (*peerbook.Book, error) {
 		ed.signer = s
 	}
 	if _, err := os.Stat(ed.path); errors.Is(err, fs.ErrNotExist) {
+		if !ed.canCreate {
+			return nil, fmt.Errorf("peer book %s does not exist", ed.path)
+		}
 		if len(ed.networks) == 0 {
 			return nil, fmt.Errorf("%s does not exist; to start a new book, give its mesh networks, e.g. --network 10.42.0.0/16 --network fd42:42::/64", ed.path)
 		}
