@@ -377,7 +377,10 @@ func (e *env) runEdit(ed *bookEdit) (*peerbook.Book, error) {
 	if err != nil {
 		return nil, refused(ed.path, err)
 	}
-	text := peerbook.EditText(data, ob, nb)
+	text, inPlace := peerbook.EditText(data, ob, nb)
+	if !inPlace && !bytes.Equal(data, peerbook.Marshal(ob)) {
+		fmt.Fprintf(e.stderr, "note: %s is written whole in canonical form: its layout (inline tables, sub-tables of members) allows no edit in place, so its comments and layout are gone\n", ed.path)
+	}
 	return e.writeEdit(ed, text, func() error {
 		// Compare and swap against writers that take no lock (an editor):
 		// their change is never silently overwritten.

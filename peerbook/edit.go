@@ -16,15 +16,15 @@ import (
 // stay, comments inside the table are lost), new members are appended at
 // the end, and every other byte stays. Where the file's shape does not allow
 // such an edit (inline peer tables, a changed [mesh], members moved around)
-// it returns Marshal(nb), which loses the file's comments. Either way the
-// result parses to nb.
-func EditText(text []byte, ob, nb *Book) []byte {
+// it returns Marshal(nb), which loses the file's comments, and inPlace
+// false. Either way the result parses to nb.
+func EditText(text []byte, ob, nb *Book) (out []byte, inPlace bool) {
 	if out, ok := editText(text, ob, nb); ok {
 		if got, err := Parse(nb.Source, out); err == nil && bytes.Equal(Marshal(got), Marshal(nb)) {
-			return out
+			return out, true
 		}
 	}
-	return Marshal(nb)
+	return Marshal(nb), false
 }
 
 // section is the span of one [[peer]] table in the text.

@@ -154,6 +154,15 @@ public_key = "EG5s6psBQfTap3EclLADZLDBk3NMZZrFw0sFI2dngHg="
 addresses = ["10.9.0.4"]
 `
 
+func edit(t *testing.T, text string, ob, nb *Book) string {
+	t.Helper()
+	out, inPlace := EditText([]byte(text), ob, nb)
+	if !inPlace {
+		t.Errorf("not edited in place:\n%s", out)
+	}
+	return string(out)
+}
+
 func TestEditTextKeepsComments(t *testing.T) {
 	b := mustParse(t, commentedBook)
 	k := testKey(t)
@@ -161,7 +170,7 @@ func TestEditTextKeepsComments(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := string(EditText([]byte(commentedBook), b, nb))
+	got := edit(t, commentedBook, b, nb)
 	want := strings.Replace(commentedBook, "serial = 7 #", "serial = 8 #", 1) +
 		"\n[[peer]]\nname = \"e\"\npublic_key = \"" + k.String() + "\"\naddresses = [\"10.9.0.2\"]\ngroups = [\"ops\"]\n"
 	if got != want {
@@ -172,7 +181,7 @@ func TestEditTextKeepsComments(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got = string(EditText([]byte(commentedBook), b, nb))
+	got = edit(t, commentedBook, b, nb)
 	want = strings.Replace(commentedBook, "serial = 7", "serial = 8", 1)
 	want = strings.Replace(want, "# Carl's laptop\n[[peer]]\nname = \"c\"\npublic_key = \"MMxWCN3DpxUEYCTS0MEfrljU/rA87x5yLPDrfVyV3Qo=\"\naddresses = [\"10.9.0.3\"]\n\n", "", 1)
 	if got != want {
@@ -184,7 +193,7 @@ func TestEditTextKeepsComments(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got = string(EditText([]byte(commentedBook), b, nb))
+	got = edit(t, commentedBook, b, nb)
 	want = strings.Replace(commentedBook, "serial = 7", "serial = 8", 1)
 	want = strings.Replace(want, `addresses = ["10.9.0.1"] # first`, `addresses = ["10.9.0.1"]`+"\nendpoint = \"192.0.2.1:51820\"", 1)
 	if got != want {
@@ -195,7 +204,7 @@ func TestEditTextKeepsComments(t *testing.T) {
 	noSerial := strings.Replace(commentedBook, "serial = 7 # raise me\n", "", 1)
 	b = mustParse(t, noSerial)
 	nb, _ = RemoveMember(b, "d")
-	if got := string(EditText([]byte(noSerial), b, nb)); !strings.HasPrefix(got, "# The office mesh. Ask Ann before changing [mesh].\nformat = 1\nserial = 1\n") {
+	if got := edit(t, noSerial, b, nb); !strings.HasPrefix(got, "# The office mesh. Ask Ann before changing [mesh].\nformat = 1\nserial = 1\n") {
 		t.Errorf("no serial:\n%s", got)
 	}
 }
@@ -207,7 +216,7 @@ func TestEditTextFallsBackToMarshal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := EditText([]byte(inline), b, nb); string(got) != string(Marshal(nb)) {
-		t.Errorf("inline peers: got\n%s", got)
+	if got, inPlace := EditText([]byte(inline), b, nb); inPlace || string(got) != string(Marshal(nb)) {
+		t.Errorf("inline peers: in place %v, got\n%s", inPlace, got)
 	}
 }
