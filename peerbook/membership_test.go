@@ -1,8 +1,11 @@
 package peerbook
 
 import (
+	"bytes"
 	"errors"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -218,5 +221,49 @@ func TestEditTextFallsBackToMarshal(t *testing.T) {
 	}
 	if got, inPlace := EditText([]byte(inline), b, nb); inPlace || string(got) != string(Marshal(nb)) {
 		t.Errorf("inline peers: in place %v, got\n%s", inPlace, got)
+	}
+}
+
+// TestEditTextGoodBooks removes, changes and adds members of every good
+// book: the edit is made in place and parses to the changed book.
+func TestEditTextGoodBooks(t *testing.T) {
+	files, _ := filepath.Glob("../testdata/good/*.toml")
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := Parse(f, data)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		check := func(what string, nb *Book, err error) {
+			t.Helper()
+			if err != nil {
+				t.Errorf("%s: %s: %v", f, what, err)
+				return
+			}
+			out, inPlace := EditText(data, b, nb)
+			got, err := Parse(f, out)
+			switch {
+			case !inPlace:
+				t.Errorf("%s: %s: rewritten whole", f, what)
+			case err != nil:
+				t.Errorf("%s: %s: %v", f, what, err)
+			case !bytes.Equal(Marshal(got), Marshal(nb)):
+				t.Errorf("%s: %s: the edit parses to another book", f, what)
+			}
+		}
+		for _, p := range b.Peers {
+			if len(b.Peers) > 1 {
+				nb, err := RemoveMember(b, p.Name)
+				check("remove "+p.Name, nb, err)
+			}
+			relay := !p.Relay
+			nb, err := SetMember(b, p.Name, Change{Relay: &relay, Groups: &[]string{"g1"}})
+			check("set "+p.Name, nb, err)
+		}
+		nb, err := AddMember(b, Member{Name: "added-member", PublicKey: testKey(t)})
+		check("add", nb, err)
 	}
 }
