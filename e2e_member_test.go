@@ -481,6 +481,24 @@ func TestInviteJoinUp(t *testing.T) {
 			t.Error("join of an expired invitation created its directory")
 		}
 	})
+	t.Run("pasted invitation", func(t *testing.T) {
+		w := w.in(t)
+		inv := filepath.Join(dir, "p.invite")
+		w.ok("invite", "--name", "p", "--out", inv, "--sign-key", admin, book)
+		text, err := os.ReadFile(inv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := filepath.Join(t.TempDir(), "p")
+		code, stdout, stderr := runCLI(t, string(text), "join", "--out", out, "-")
+		if code != 0 || !strings.Contains(stdout, "joined as p: 10.42.0.") {
+			t.Fatalf("join from stdin: exit %d\n%s%s", code, stdout, stderr)
+		}
+		if _, err := peerbook.ReadKeyFile(filepath.Join(out, "node.key")); err != nil {
+			t.Error(err)
+		}
+		w.refused("is not a wgmesh invitation", nil, "join", "--out", filepath.Join(t.TempDir(), "q"), book)
+	})
 	t.Run("book URL", func(t *testing.T) {
 		w := w.in(t)
 		inv := filepath.Join(dir, "g.invite")
