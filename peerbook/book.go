@@ -105,6 +105,8 @@ type Peer struct {
 	Registry bool
 	// Relay marks a member that may forward between members that cannot meet.
 	Relay bool
+	// Groups are the member's group names (DNS labels), for access rules.
+	Groups []string
 	// Line is the line of the member's [[peer]] header in the source file.
 	Line int
 }

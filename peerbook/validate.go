@@ -11,7 +11,7 @@ import (
 var (
 	topKeys  = []string{"format", "serial", "mesh", "peer"}
 	meshKeys = []string{"domain", "networks", "listen_port", "mtu", "persistent_keepalive"}
-	peerKeys = []string{"name", "public_key", "addresses", "endpoint", "listen_port", "subnets", "registry", "relay"}
+	peerKeys = []string{"name", "public_key", "addresses", "endpoint", "listen_port", "subnets", "registry", "relay", "groups"}
 )
 
 // book turns a decoded document into a Book, recording every problem.
@@ -340,6 +340,7 @@ func (c *checker) peer(i int, path string, t map[string]any, b *Book, x *crossCh
 	if v, ok := t["relay"]; ok {
 		p.Relay, _ = c.boolean(path+".relay", st.label+": relay", v)
 	}
+	p.Groups = c.groups(path, st, t)
 	return p
 }
 
