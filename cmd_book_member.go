@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"net/netip"
 	"os"
@@ -468,15 +467,10 @@ func refused(path string, err error) error {
 	return fmt.Errorf("%s not changed: %w", path, err)
 }
 
-// readBookFile reads a book file of at most peerbook.MaxSize bytes (one
-// more, so that Parse reports a longer one as too big).
+// readBookFile reads a book file of at most peerbook.MaxSize bytes; a
+// FIFO or device is refused rather than read.
 func readBookFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return io.ReadAll(io.LimitReader(f, peerbook.MaxSize+1))
+	return fileutil.ReadFileLimit(path, peerbook.MaxSize)
 }
 
 func joinAddrs(as []netip.Addr) string {

@@ -180,11 +180,7 @@ func (e *env) join(c *cli.Context) error {
 	if a[0] == "-" {
 		data, err = io.ReadAll(io.LimitReader(e.stdin, maxInvitation+1))
 	} else {
-		var f *os.File
-		if f, err = os.Open(a[0]); err == nil {
-			data, err = io.ReadAll(io.LimitReader(f, maxInvitation+1))
-			f.Close()
-		}
+		data, err = fileutil.ReadFileLimit(a[0], maxInvitation)
 	}
 	if err != nil {
 		return err

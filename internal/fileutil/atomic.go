@@ -1,5 +1,3 @@
-// Package fileutil holds the file helpers that several commands and
-// packages share, one per job.
 package fileutil
 
 import (

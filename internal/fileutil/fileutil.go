@@ -1,7 +1,7 @@
-// Package fileutil reads the files wgmesh is given (books, signatures,
-// keys, state) without trusting what sits at the path: a FIFO, a device
-// such as /dev/zero or a huge file is refused with an error naming the
-// file, instead of hanging or filling memory.
+// Package fileutil holds the file helpers wgmesh shares, one per job.
+// Reads trust nothing that sits at the path: a FIFO, a device such as
+// /dev/zero or a huge file is refused with an error naming the file,
+// instead of hanging or filling memory. Writes are atomic.
 package fileutil
 
 import (
