@@ -24,7 +24,7 @@ func (n *Node) apply(book *peerbook.Book, looked []resolveResult) error {
 	if !ok {
 		return fmt.Errorf("node: this node's public key %s is not in the peer book %s", n.self, book.Source)
 	}
-	resolved := n.recordResolved(looked)
+	resolved := n.recordResolved(book, looked)
 	want := make(map[peerbook.Key]*peerConfig, len(book.Peers))
 	entries := make(map[peerbook.Key]*peerbook.Peer, len(book.Peers))
 	for i := range book.Peers {

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"sync"
 	"time"
@@ -96,11 +97,15 @@ func (n *Node) resolveAll(ctx context.Context, jobs []resolveJob) []resolveResul
 }
 
 // recordResolved schedules the next lookup of every job (a failed one
-// soon, with back-off) and returns the addresses found. Caller holds n.mu.
-func (n *Node) recordResolved(results []resolveResult) map[peerbook.Key]netip.AddrPort {
+// soon, with back-off) and returns the addresses found that book allows.
+// Caller holds n.mu.
+func (n *Node) recordResolved(book *peerbook.Book, results []resolveResult) map[peerbook.Key]netip.AddrPort {
 	now := time.Now()
 	out := make(map[peerbook.Key]netip.AddrPort, len(results))
 	for _, r := range results {
+		if r.err == nil {
+			r.err = endpointCaptured(book, r.ap)
+		}
 		if r.err != nil {
 			n.log.Warn("cannot resolve member endpoint; will retry", "peer", r.name, "endpoint", r.ep.String(), "err", r.err)
 			n.ddns[r.key] = &ddnsState{next: now.Add(firstRetry), backoff: firstRetry}
@@ -110,6 +115,17 @@ func (n *Node) recordResolved(results []resolveResult) map[peerbook.Key]netip.Ad
 		n.ddns[r.key] = &ddnsState{next: now.Add(n.resolveInterval())}
 	}
 	return out
+}
+
+// endpointCaptured refuses a resolved endpoint inside a member's subnet:
+// the book's literal endpoints are checked when it is parsed, a hostname
+// only once it resolves. Routed into the mesh, the member's WireGuard
+// packets would travel inside the tunnel they carry and never arrive.
+func endpointCaptured(book *peerbook.Book, ap netip.AddrPort) error {
+	if p, subnet, ok := book.SubnetCovering(ap.Addr()); ok {
+		return fmt.Errorf("address %s is inside subnet %s of member %q and would be routed into the mesh; fix the DNS record or that member's subnets", ap.Addr(), subnet, p.Name)
+	}
+	return nil
 }
 
 func (n *Node) resolveInterval() time.Duration {
@@ -201,6 +217,9 @@ func (n *Node) applyResolved(d dueLookup, ap netip.AddrPort, err error) {
 	entry, inBook := n.entries[d.key]
 	if !ok || !applied || !inBook || entry.Endpoint != d.ep || n.dev == nil {
 		return // the book changed meanwhile
+	}
+	if err == nil {
+		err = endpointCaptured(n.book, ap)
 	}
 	if err != nil {
 		st.backoff = min(max(2*st.backoff, firstRetry), n.resolveInterval())

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -343,5 +344,48 @@ func TestCloseEndsReloadLookups(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the reload went on resolving after Close")
+	}
+}
+
+// TestResolvedEndpointInSubnetRefused: a hostname endpoint that resolves
+// into a member's subnet is not used, at a reload and at a re-resolution;
+// the book's literal endpoints get the same check from the validator.
+func TestResolvedEndpointInSubnetRefused(t *testing.T) {
+	d := newTestDNS(t)
+	book, keys := testBook(t, 2)
+	const interval = 100 * time.Millisecond
+	nodes := startNodes(t, book, keys, func(_ int, c *Config) {
+		c.Resolver, c.ResolveInterval = d.resolver(), interval
+	}, nil)
+	alpha := nodes[0]
+	final := *boundBook(book, nodes)
+	final.Peers = slices.Clone(final.Peers)
+	final.Peers[1].Endpoint.Host = "beta.test"
+	final.Peers[1].Subnets = []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}
+	betaKey := keys[1].Public()
+	betaPort := final.Peers[1].Endpoint.Port
+
+	d.set("beta.test", netip.MustParseAddr("10.99.0.5"))
+	if err := alpha.Reload(context.Background(), &final); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * interval) // several re-resolutions of the same answer
+	if ep := alpha.deviceEndpoint(betaKey); ep.IsValid() {
+		t.Fatalf("endpoint %v inside beta's subnet was applied", ep)
+	}
+
+	d.set("beta.test", netip.MustParseAddr("127.0.0.1"))
+	good := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), betaPort)
+	waitEndpoint(t, alpha, betaKey, good, 5*time.Second)
+
+	// A later answer inside the subnet, with the session counted as
+	// broken so that a good answer would be applied: the endpoint stays.
+	alpha.mu.Lock()
+	alpha.staleAfter = time.Nanosecond
+	alpha.mu.Unlock()
+	d.set("beta.test", netip.MustParseAddr("10.99.0.6"))
+	time.Sleep(10 * interval)
+	if ep := alpha.deviceEndpoint(betaKey); ep != good {
+		t.Fatalf("endpoint %v after an answer inside beta's subnet, want %v kept", ep, good)
 	}
 }

@@ -208,3 +208,21 @@ func (b *Book) NetworkOf(addr netip.Addr) (netip.Prefix, bool) {
 	}
 	return netip.Prefix{}, false
 }
+
+// SubnetCovering returns the member whose subnets contain addr, and that
+// subnet. Loopback addresses are never covered: the kernel does not route
+// them through an interface, so a loopback subnet captures nothing.
+func (b *Book) SubnetCovering(addr netip.Addr) (*Peer, netip.Prefix, bool) {
+	addr = addr.Unmap()
+	if addr.IsLoopback() {
+		return nil, netip.Prefix{}, false
+	}
+	for i := range b.Peers {
+		for _, s := range b.Peers[i].Subnets {
+			if s.Contains(addr) {
+				return &b.Peers[i], s, true
+			}
+		}
+	}
+	return nil, netip.Prefix{}, false
+}
