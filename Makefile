@@ -31,8 +31,25 @@ check:
 demo:
 	$(GO) run . demo
 
+# Every fuzz target, FUZZTIME each (go test -fuzz takes one package and one
+# target per run). Findings land in PKG/testdata/fuzz/TARGET/: fix the bug,
+# keep the file as a seed. A longer run: make fuzz FUZZTIME=60s
+FUZZTIME ?= 7s
+FUZZ_TARGETS = \
+	peerbook:FuzzParse peerbook:FuzzImportWGQuick \
+	booksign:FuzzVerifySignature booksign:FuzzParseAllowedSigners \
+	registry:FuzzRegistryAnswers registry:FuzzParseTXT registry:FuzzParseLabel registry:FuzzAnswer \
+	proxy:FuzzSOCKS5Handshake proxy:FuzzSOCKS5UDPHeader proxy:FuzzHTTPTarget proxy:FuzzHTTPProxyRequest \
+	meshdns:FuzzMeshDNSQuery meshdns:FuzzParseReverse \
+	node:FuzzRelayPacket \
+	netstack:FuzzGSOSplit netstack:FuzzGRO
+
 fuzz:
-	$(GO) test ./peerbook -run XXX -fuzz FuzzParse -fuzztime 30s
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t#*:}; \
+		echo "fuzz ./$$pkg $$name ($(FUZZTIME))"; \
+		$(GO) test ./$$pkg -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) || exit 1; \
+	done
 
 # Benchmarks, never timed tests. The shell scripts need root (network
 # namespaces) and iperf3; see bench/README.md.

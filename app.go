@@ -32,6 +32,8 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		Commands: []*cli.Command{
 			e.keyCommand(),
 			e.bookCommand(),
+			e.inviteCommand(),
+			e.joinCommand(),
 			e.upCommand(),
 			e.statusCommand(),
 			e.demoCommand(),

@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/wgmesh/wgmesh/booksign"
+	"github.com/wgmesh/wgmesh/internal/fileutil"
 	"github.com/wgmesh/wgmesh/peerbook"
 )
 
@@ -19,7 +19,7 @@ func (e *env) bookCommand() *cli.Command {
 		Name:   "book",
 		Usage:  "work with peer books",
 		Action: unknownCommand,
-		Subcommands: []*cli.Command{
+		Subcommands: append([]*cli.Command{
 			{
 				Name:      "check",
 				Usage:     "validate a peer book; print every problem as FILE:LINE: message",
@@ -33,6 +33,8 @@ func (e *env) bookCommand() *cli.Command {
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "peer", Usage: "member `NAME` to export (required)"},
 					&cli.StringFlag{Name: "key", Usage: "fill in PrivateKey from `FILE` (mode 0600); without it the line is left to fill in"},
+					&cli.BoolFlag{Name: "qr", Usage: "show the config as a QR code for the WireGuard phone apps (UTF-8 half blocks)"},
+					&cli.StringFlag{Name: "png", Usage: "with --qr: write the QR code to `FILE` as a PNG (mode 0600, never overwriting)"},
 				},
 				Action: e.bookExport,
 			},
@@ -63,7 +65,7 @@ func (e *env) bookCommand() *cli.Command {
 				},
 				Action: e.bookVerify,
 			},
-		},
+		}, e.bookMemberCommands()...),
 	}
 }
 
@@ -123,6 +125,9 @@ func (e *env) bookExport(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if c.Bool("qr") || c.IsSet("png") {
+		return e.exportQR(c, name, conf, priv != nil)
+	}
 	_, err = e.stdout.Write(conf)
 	return err
 }
@@ -133,7 +138,7 @@ func (e *env) bookImport(c *cli.Context) error {
 	}
 	var files []peerbook.WGQuickFile
 	for _, path := range c.Args().Slice() {
-		data, err := os.ReadFile(path)
+		data, err := fileutil.ReadFileLimit(path, peerbook.MaxWGQuickSize)
 		if err != nil {
 			return err
 		}
@@ -189,7 +194,7 @@ func (e *env) bookSign(c *cli.Context) error {
 		return err
 	}
 	path := a[0]
-	data, err := os.ReadFile(path)
+	data, err := fileutil.ReadFileLimit(path, peerbook.MaxSize)
 	if err != nil {
 		return err
 	}
@@ -207,7 +212,7 @@ func (e *env) bookSign(c *cli.Context) error {
 		return err
 	}
 	sigPath := path + ".sig"
-	if err := writeFileAtomic(sigPath, sig, 0o644); err != nil {
+	if err := fileutil.WriteFileAtomic(sigPath, sig, 0o644); err != nil {
 		return err
 	}
 	_, err = fmt.Fprintf(e.stdout, "%s: signed serial %d with %s %s\n", sigPath, book.Serial,
@@ -229,11 +234,11 @@ func (e *env) bookVerify(c *cli.Context) error {
 		return err
 	}
 	path := a[0]
-	data, err := os.ReadFile(path)
+	data, err := fileutil.ReadFileLimit(path, peerbook.MaxSize)
 	if err != nil {
 		return err
 	}
-	sig, err := os.ReadFile(path + ".sig")
+	sig, err := fileutil.ReadFileLimit(path+".sig", booksign.MaxSigSize)
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("%s: unsigned: %s.sig does not exist (sign with: wgmesh book sign --key KEY %s)", path, path, path)
 	}
@@ -257,36 +262,4 @@ func (e *env) bookVerify(c *cli.Context) error {
 	}
 	_, err = fmt.Fprintf(e.stdout, "%s: good signature by %s, serial %d\n", path, principal, book.Serial)
 	return err
-}
-
-// writeFileAtomic replaces path with data in one step: a reader (a node
-// watching the directory) sees the old file or the new one, never half.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	fail := func(err error) error {
-		f.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := f.Chmod(mode); err != nil {
-		return fail(err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fail(err)
-	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
-	}
-	if err := f.Close(); err != nil {
-		return fail(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	return nil
 }

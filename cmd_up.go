@@ -195,6 +195,14 @@ func (e *env) up(c *cli.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	// A forward reaches one fixed target, so a reachable one is allowed,
+	// but it lets whoever reaches it into the mesh as this member: say so,
+	// as the proxies refuse the same without credentials.
+	for _, s := range cfg.forwards {
+		if !s.Loopback() {
+			e.log.Warn(fmt.Sprintf("%s listens on a non-loopback address: anyone who can reach %s reaches %s in the mesh as this member; bind 127.0.0.1 unless that is meant", s, s.Listen, s.Target))
+		}
+	}
 	ctx := c.Context
 	// SIGHUP re-reads the book. Caught from the start: its default action
 	// would end the process.

@@ -21,6 +21,8 @@ import (
 	"github.com/wgmesh/wgmesh/metrics"
 	"github.com/wgmesh/wgmesh/node"
 	"github.com/wgmesh/wgmesh/peerbook"
+
+	"github.com/wgmesh/wgmesh/internal/fileutil"
 )
 
 // defaultStateDir is where `up` keeps the highest accepted serial and the
@@ -111,6 +113,13 @@ func (s *bookSource) drain() {
 // it. Each value on hup (SIGHUP) makes it read the book again.
 func (e *env) startBookSource(ctx context.Context, cfg upConfig, hup <-chan os.Signal) (*bookSource, error) {
 	opts := booksource.Options{StateDir: cfg.stateDir, Logger: e.log}
+	// Checked here too, to name the flag: whoever can write the state dir
+	// can reset the rollback protection or plant a cached book.
+	if cfg.stateDir != "" && (cfg.trustedSigners != "" || cfg.bookURL) {
+		if err := fileutil.PrivateDir(cfg.stateDir, "state directory"); err != nil {
+			return nil, fmt.Errorf("--state-dir: %w", err)
+		}
+	}
 	if cfg.trustedSigners != "" {
 		signers, err := booksign.LoadAllowedSigners(cfg.trustedSigners)
 		if err != nil {
@@ -150,6 +159,10 @@ func (e *env) startBookSource(ctx context.Context, cfg upConfig, hup <-chan os.S
 	} else {
 		src.first, src.updates, err = booksource.WatchFile(ctx, cfg.book, reload, opts)
 	}
+	var serr *booksource.StateError
+	if errors.As(err, &serr) {
+		return nil, fmt.Errorf("--state-dir: %w", err)
+	}
 	if err != nil {
 		return nil, bookRefused(src.shown, err)
 	}
@@ -169,11 +182,14 @@ func bookRefused(shown string, err error) error {
 	return fmt.Errorf("peer book %s refused: %w", shown, err)
 }
 
+// maxCAFile bounds --book-ca: a bundle of every public CA is under 1 MiB.
+const maxCAFile = 4 << 20
+
 // clientWithCA returns an HTTP client for --book that trusts the system's
 // CAs and those in the PEM file at path. Like booksource's own client it
 // uses no proxy from the environment.
 func clientWithCA(path string) (*http.Client, error) {
-	pem, err := os.ReadFile(path)
+	pem, err := fileutil.ReadFileLimit(path, maxCAFile)
 	if err != nil {
 		return nil, fmt.Errorf("--book-ca: %w", err)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/wgmesh/wgmesh/internal/netutil"
 	"github.com/wgmesh/wgmesh/meshdns"
 	"github.com/wgmesh/wgmesh/metrics"
 	"github.com/wgmesh/wgmesh/node"
@@ -177,15 +178,29 @@ type services struct {
 	meshDNS    []string // mesh addresses the DNS server answers on
 	bound      []any    // flag name and bound address, for the ready line
 
+	// idle closes keep-alive connections of the HTTP servers (0:
+	// netutil.HTTPIdleTimeout); limits bound their connections. Tests
+	// shrink them.
+	idle                      time.Duration
+	metricsLimits, httpLimits netutil.Limits
+
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 }
+
+// Connection limits of the HTTP servers, per source IP and in total.
+// Prometheus needs one connection per scraper; proxied browsers open
+// dozens.
+var (
+	defaultMetricsLimits = netutil.Limits{Total: 64, PerClient: 16}
+	defaultHTTPLimits    = netutil.Limits{Total: 1024, PerClient: 256}
+)
 
 // bindServices binds the host listeners of the services, so that a port
 // in use fails start-up before the node starts. Every error names the
 // flag and the address.
 func bindServices(cfg upConfig) (*services, error) {
-	s := &services{}
+	s := &services{metricsLimits: defaultMetricsLimits, httpLimits: defaultHTTPLimits}
 	bind := func(flag, addr string, ln *net.Listener) error {
 		if addr == "" {
 			return nil
@@ -234,7 +249,9 @@ func (s *services) closeListeners() {
 func (s *services) start(cfg upConfig, n *node.Node, creds *proxy.Credentials, log *slog.Logger) error {
 	if s.metricsLn != nil {
 		s.metrics = metrics.New(n)
-		s.metricsSrv = &http.Server{Handler: s.metrics.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		s.metricsSrv = netutil.NewHTTPServer(s.metrics.Handler(), s.idle)
+		refused := netutil.NewRateLog(log.With("service", "metrics"), 0)
+		s.metricsLn = netutil.LimitListener(s.metricsLn, s.metricsLimits, refused)
 	}
 	if s.socksLn != nil {
 		s.socks = &proxy.SOCKS5{Dialer: n, Book: n.Book, Auth: creds, Allow: cfg.proxyAllow, Logger: log.With("proxy", "socks5")}
@@ -243,8 +260,9 @@ func (s *services) start(cfg upConfig, n *node.Node, creds *proxy.Credentials, l
 	}
 	if s.httpLn != nil {
 		s.httpProxy = &proxy.HTTP{Dialer: n, Book: n.Book, Auth: creds, Allow: cfg.proxyAllow, Logger: log.With("proxy", "http")}
-		s.httpSrv = &http.Server{Handler: s.httpProxy, ReadHeaderTimeout: 10 * time.Second}
-		ln := s.httpLn
+		s.httpSrv = netutil.NewHTTPServer(s.httpProxy, s.idle)
+		refused := netutil.NewRateLog(log.With("proxy", "http"), 0)
+		ln := netutil.LimitListener(s.httpLn, s.httpLimits, refused)
 		s.goServe(func() { s.httpSrv.Serve(ln) })
 	}
 	if s.dnsPC == nil {

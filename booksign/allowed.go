@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"path"
 	"strconv"
 	"strings"
@@ -13,6 +11,8 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/wgmesh/wgmesh/internal/fileutil"
 )
 
 // maxAllowedSignersSize bounds what LoadAllowedSigners reads: a file of
@@ -47,19 +47,11 @@ type allowedEntry struct {
 // are never used for books. cert-authority lines are refused: certificate
 // signatures are not supported. Every bad line is reported as FILE:LINE.
 func LoadAllowedSigners(path string) (*AllowedSigners, error) {
-	f, err := os.Open(path)
+	data, err := fileutil.ReadFileLimit(path, maxAllowedSignersSize)
 	if err != nil {
 		return nil, fmt.Errorf("reading allowed signers: %w", err)
 	}
-	defer f.Close()
-	var buf bytes.Buffer
-	if _, err := buf.ReadFrom(io.LimitReader(f, maxAllowedSignersSize+1)); err != nil {
-		return nil, fmt.Errorf("reading allowed signers %s: %w", path, err)
-	}
-	if buf.Len() > maxAllowedSignersSize {
-		return nil, fmt.Errorf("allowed signers %s: larger than %d bytes", path, maxAllowedSignersSize)
-	}
-	return ParseAllowedSigners(path, buf.Bytes())
+	return ParseAllowedSigners(path, data)
 }
 
 // ParseAllowedSigners is LoadAllowedSigners for data already in memory;

@@ -3,12 +3,13 @@ package booksign
 import (
 	"errors"
 	"fmt"
-	"io"
-	"os"
+	"io/fs"
 	"runtime"
 	"strings"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/wgmesh/wgmesh/internal/fileutil"
 )
 
 // maxKeyFileSize bounds what LoadSigner reads; an RSA-16384 private key is
@@ -21,26 +22,19 @@ const maxKeyFileSize = 1 << 20
 // refused with an error saying what to do instead; errors never contain key
 // material.
 func LoadSigner(path string) (ssh.Signer, error) {
-	f, err := os.Open(path)
+	var permErr error
+	data, err := fileutil.ReadFileChecked(path, maxKeyFileSize, func(fi fs.FileInfo) error {
+		if perm := fi.Mode().Perm(); runtime.GOOS != "windows" && perm&0o077 != 0 {
+			permErr = fmt.Errorf("private key %s is readable by others (mode %04o); run: chmod 600 %s", path, perm, path)
+			return permErr
+		}
+		return nil
+	})
+	if permErr != nil {
+		return nil, permErr
+	}
 	if err != nil {
 		return nil, fmt.Errorf("reading private key: %w", err)
-	}
-	defer f.Close()
-	if runtime.GOOS != "windows" {
-		fi, err := f.Stat()
-		if err != nil {
-			return nil, fmt.Errorf("reading private key: %w", err)
-		}
-		if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-			return nil, fmt.Errorf("private key %s is readable by others (mode %04o); run: chmod 600 %s", path, perm, path)
-		}
-	}
-	data, err := io.ReadAll(io.LimitReader(f, maxKeyFileSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("reading private key %s: %w", path, err)
-	}
-	if len(data) > maxKeyFileSize {
-		return nil, fmt.Errorf("private key %s: larger than %d bytes, not a key file", path, maxKeyFileSize)
 	}
 	signer, err := ssh.ParsePrivateKey(data)
 	if err != nil {

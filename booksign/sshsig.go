@@ -60,6 +60,10 @@ var (
 	ErrUnknownSigner = errors.New("signer is not allowed")
 )
 
+// MaxSigSize bounds a signature file; an SSHSIG of an RSA-16384 key is
+// under 5 KiB.
+const MaxSigSize = 64 << 10
+
 const (
 	armorBegin = "-----BEGIN SSH SIGNATURE-----"
 	armorEnd   = "-----END SSH SIGNATURE-----"

@@ -12,6 +12,8 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 
+	"github.com/wgmesh/wgmesh/booksign"
+	"github.com/wgmesh/wgmesh/internal/fileutil"
 	"github.com/wgmesh/wgmesh/peerbook"
 )
 
@@ -19,10 +21,6 @@ import (
 // book's directory before reading: an editor's save, or a book and its
 // signature written one after the other, count as one change.
 const debounce = 200 * time.Millisecond
-
-// maxSigSize bounds a signature file; an SSHSIG of an RSA-16384 key is
-// under 5 KiB.
-const maxSigSize = 64 << 10
 
 // WatchFile reads the book at path (and path+".sig" when
 // opts.TrustedSigners is set) and then follows it. A book that cannot be
@@ -46,7 +44,7 @@ func WatchFile(ctx context.Context, path string, reload <-chan struct{}, opts Op
 // exercise the reload channel on its own.
 func watchFile(ctx context.Context, path string, reload <-chan struct{}, opts Options, watch bool) (Update, <-chan Update, error) {
 	path = filepath.Clean(path)
-	g, err := newGate(path, path+SigSuffix, opts)
+	g, err := newGate(path, path+SigSuffix, opts, false)
 	if err != nil {
 		return Update{}, nil, err
 	}
@@ -117,13 +115,13 @@ func (fw *fileWatch) isRelevant(name string) bool {
 
 // read reads the book and, when signatures are required, its signature.
 func (fw *fileWatch) read() version {
-	book, err := readLimited(fw.path, peerbook.MaxSize)
+	book, err := fileutil.ReadFileLimit(fw.path, peerbook.MaxSize)
 	if err != nil {
 		return version{err: fmt.Errorf("reading book: %w", err)}
 	}
 	v := version{book: book}
 	if fw.gate.signed() {
-		sig, err := readLimited(fw.path+SigSuffix, maxSigSize)
+		sig, err := fileutil.ReadFileLimit(fw.path+SigSuffix, booksign.MaxSigSize)
 		switch {
 		case errors.Is(err, os.ErrNotExist):
 			// Missing: check reports it as an unsigned book.

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/wgmesh/wgmesh/booksign"
+	"github.com/wgmesh/wgmesh/internal/fileutil"
 	"github.com/wgmesh/wgmesh/peerbook"
 )
 
@@ -94,7 +95,7 @@ func PollURL(ctx context.Context, rawURL string, every time.Duration, opts Optio
 		sigU.RawPath += SigSuffix
 	}
 
-	g, err := newGate(shown, displayURL(&sigU), opts)
+	g, err := newGate(shown, displayURL(&sigU), opts, true)
 	if err != nil {
 		return Update{}, nil, err
 	}
@@ -104,7 +105,7 @@ func PollURL(ctx context.Context, rawURL string, every time.Duration, opts Optio
 		client:  safeClient(hopts.Client, hopts.AllowHTTP),
 		timeout: hopts.Timeout,
 		book:    resource{url: u.String(), shown: shown, max: hopts.MaxSize},
-		sig:     resource{url: sigU.String(), shown: displayURL(&sigU), max: maxSigSize},
+		sig:     resource{url: sigU.String(), shown: displayURL(&sigU), max: booksign.MaxSigSize},
 	}
 	if p.timeout <= 0 {
 		p.timeout = DefaultTimeout
@@ -367,13 +368,13 @@ func (p *poller) run(ctx context.Context, every time.Duration, reload <-chan str
 
 func (p *poller) readCache() (version, error) {
 	dir := p.gate.opts.StateDir
-	book, err := readLimited(filepath.Join(dir, CachedBook), peerbook.MaxSize)
+	book, err := fileutil.ReadFileLimitNoFollow(filepath.Join(dir, CachedBook), peerbook.MaxSize)
 	if err != nil {
 		return version{}, err
 	}
 	v := version{book: book}
 	if p.gate.signed() {
-		sig, err := readLimited(filepath.Join(dir, CachedBookSig), maxSigSize)
+		sig, err := fileutil.ReadFileLimitNoFollow(filepath.Join(dir, CachedBookSig), booksign.MaxSigSize)
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			return version{}, err
 		}

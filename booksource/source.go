@@ -39,12 +39,10 @@
 package booksource
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -52,6 +50,7 @@ import (
 	"strings"
 
 	"github.com/wgmesh/wgmesh/booksign"
+	"github.com/wgmesh/wgmesh/internal/fileutil"
 	"github.com/wgmesh/wgmesh/peerbook"
 )
 
@@ -64,6 +63,9 @@ const (
 	CachedBook    = "book.toml"     // last good remote book
 	CachedBookSig = "book.toml.sig" // its signature
 )
+
+// maxSerialFile bounds StateDir/serial: a serial and a hex SHA-256.
+const maxSerialFile = 4 << 10
 
 // ErrStaleSerial is wrapped by the error of a signed book whose serial is
 // lower than the highest serial accepted, or equal to it with different
@@ -138,15 +140,32 @@ type gate struct {
 	seenHash [sha256.Size]byte
 }
 
-func newGate(name, sigName string, opts Options) (*gate, error) {
+// newGate makes the gate of one source; caches says the source keeps its
+// last good book in opts.StateDir. A state dir that will be used is
+// checked first: whoever can write it can reset the rollback protection
+// or plant a cached book.
+func newGate(name, sigName string, opts Options, caches bool) (*gate, error) {
 	g := &gate{name: name, sigName: sigName, opts: opts, log: opts.logger()}
-	if opts.TrustedSigners != nil && opts.StateDir != "" {
+	if opts.StateDir == "" || (!caches && !g.signed()) {
+		return g, nil
+	}
+	if err := fileutil.PrivateDir(opts.StateDir, "state directory"); err != nil {
+		return nil, &StateError{err}
+	}
+	if g.signed() {
 		if err := g.loadSerial(); err != nil {
-			return nil, err
+			return nil, &StateError{err}
 		}
 	}
 	return g, nil
 }
+
+// StateError is returned by WatchFile and PollURL when Options.StateDir,
+// or a file in it, cannot be used: the book itself was not looked at.
+type StateError struct{ Err error }
+
+func (e *StateError) Error() string { return e.Err.Error() }
+func (e *StateError) Unwrap() error { return e.Err }
 
 func (g *gate) signed() bool { return g.opts.TrustedSigners != nil }
 
@@ -258,12 +277,15 @@ func (g *gate) accept(b *peerbook.Book, h [sha256.Size]byte) {
 
 func (g *gate) loadSerial() error {
 	path := filepath.Join(g.opts.StateDir, SerialFile)
-	data, err := os.ReadFile(path)
+	data, err := fileutil.ReadFileLimitNoFollow(path, maxSerialFile)
 	if errors.Is(err, os.ErrNotExist) {
+		// Expected on a node's first start; at any other time someone
+		// removed it, and an older signed book would now be accepted.
+		g.log.Warn("no book serial recorded in the state directory: rollback protection starts over from the first book accepted now (expected on a node's first start only)", "file", path)
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("reading book state: %w", err)
+		return fmt.Errorf("reading book state: %w; wgmesh writes it as a regular file: remove it to reset the rollback protection", err)
 	}
 	fields := strings.Fields(string(data))
 	var serial uint64
@@ -285,56 +307,8 @@ func (g *gate) loadSerial() error {
 // writeFileAtomic replaces dir/name with data (mode 0600) so that a reader
 // or a crash sees the old or the new content, never a mix.
 func writeFileAtomic(dir, name string, data []byte) (err error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("creating state dir: %w", err)
+	if err := fileutil.PrivateDir(dir, "state directory"); err != nil {
+		return err
 	}
-	path := filepath.Join(dir, name)
-	f, err := os.CreateTemp(dir, "."+name+".tmp*")
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err := f.Chmod(0o600); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync() // make the rename durable; best effort
-		d.Close()
-	}
-	return nil
-}
-
-// readLimited reads a file of at most limit bytes; a longer file is an
-// error rather than a silent truncation.
-func readLimited(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var buf bytes.Buffer
-	if _, err := buf.ReadFrom(io.LimitReader(f, limit+1)); err != nil {
-		return nil, fmt.Errorf("reading %s: %w", path, err)
-	}
-	if int64(buf.Len()) > limit {
-		return nil, fmt.Errorf("%s is larger than the limit of %d bytes", path, limit)
-	}
-	return buf.Bytes(), nil
+	return fileutil.WriteFileAtomic(filepath.Join(dir, name), data, 0o600)
 }

@@ -28,6 +28,8 @@ import (
 	"time"
 
 	"github.com/wgmesh/wgmesh/node"
+
+	"github.com/wgmesh/wgmesh/internal/fileutil"
 )
 
 // StatusPath is the HTTP path of the status endpoint.
@@ -149,31 +151,10 @@ func Check(path string) error {
 	return removeStale(path)
 }
 
+// prepareDir creates the socket's directory or checks that only this
+// user can change it: whoever can write it can replace the socket.
 func prepareDir(dir string) error {
-	fi, err := os.Lstat(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return fmt.Errorf("create socket directory: %w", err)
-		}
-		// MkdirAll is subject to the umask; make the mode exact.
-		if err := os.Chmod(dir, 0o700); err != nil {
-			return err
-		}
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("socket directory: %w", err)
-	}
-	if !fi.IsDir() {
-		return fmt.Errorf("socket directory %s is not a directory", dir)
-	}
-	if fi.Mode().Perm()&0o022 != 0 {
-		return fmt.Errorf("socket directory %s has mode %04o: group or others could replace the socket; use a private directory (mode 0700) or fix with: chmod 700 %s", dir, fi.Mode().Perm(), dir)
-	}
-	if uid, ok := ownerOf(fi); ok && uid != os.Geteuid() {
-		return fmt.Errorf("socket directory %s is owned by uid %d, not by this user (uid %d); use a directory of your own", dir, uid, os.Geteuid())
-	}
-	return nil
+	return fileutil.PrivateDir(dir, "socket directory")
 }
 
 // removeStale removes a socket at path that nothing answers on any more.

@@ -44,6 +44,21 @@ func (s Spec) TargetHost() string {
 	return host
 }
 
+// Loopback reports whether a --forward listens on a loopback address
+// (127.0.0.0/8, ::1, "localhost") only, so that only programs on this
+// host can use it.
+func (s Spec) Loopback() bool {
+	host, _, err := net.SplitHostPort(s.Listen)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
+}
+
 // String returns the flag and its value in canonical form, e.g.
 // "--forward tcp:127.0.0.1:8080=beta:80"; use it to label logs and errors.
 func (s Spec) String() string {

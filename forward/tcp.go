@@ -26,10 +26,17 @@ const (
 	maxAcceptBackoff = time.Second
 )
 
+// defaultTCPLimits bound the connections one ServeTCP relays at once, per
+// client address and in total; a connection over them is closed at once.
+var defaultTCPLimits = netutil.Limits{Total: 1024, PerClient: 256}
+
 // ServeTCP accepts connections on ln and relays each one to target, dialed
 // through d with a 10 second timeout. A client whose dial fails is
 // disconnected. Half-closes are passed on: when one side shuts down its
 // writing, the other side sees EOF and may still reply.
+//
+// At most 1024 connections are relayed at once, 256 per client address;
+// further ones are closed at once, and logged at most once per 10 s.
 //
 // ServeTCP owns ln. It returns nil when ctx is cancelled or ln is closed
 // (Accept reports net.ErrClosed), and an error wrapping any other accept
@@ -48,6 +55,7 @@ type tcpServer struct {
 	dialer Dialer
 	target string
 	log    *slog.Logger
+	limits netutil.Limits // of the listener; tests shrink them
 
 	wg sync.WaitGroup
 
@@ -61,6 +69,7 @@ func newTCPServer(d Dialer, target string, log *slog.Logger) *tcpServer {
 		dialer: d,
 		target: target,
 		log:    netutil.OrDiscard(log),
+		limits: defaultTCPLimits,
 		conns:  make(map[net.Conn]struct{}),
 	}
 }
@@ -69,6 +78,7 @@ func (s *tcpServer) serve(ctx context.Context, ln net.Listener) error {
 	// A private context lets shutdown abort in-flight dials even when the
 	// listener, not the caller's ctx, ended the loop.
 	ctx, cancel := context.WithCancel(ctx)
+	ln = netutil.LimitListener(ln, s.limits, netutil.NewRateLog(s.log, 0))
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer func() {
 		stop()

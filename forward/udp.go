@@ -23,6 +23,9 @@ const (
 	// maxUDPSessions bounds the clients relayed at once; each holds a dialed
 	// conn, two goroutines and a receive buffer.
 	maxUDPSessions = 1024
+	// maxUDPSessionsPerClient bounds the sessions of one client address:
+	// every source port is a session, and one host has 64 Ki of them.
+	maxUDPSessionsPerClient = 256
 	// udpQueueLen datagrams may wait for a session's dial or a slow write
 	// before newer ones are dropped, as a full socket buffer would.
 	udpQueueLen = 64
@@ -35,7 +38,9 @@ const (
 // replies are sent back to that client from pc. A session ends after idle
 // without traffic in either direction (DefaultUDPIdle if idle is 0), or when
 // its conn fails; the client's next datagram starts a new one. At most 1024
-// sessions run at once; datagrams from further clients are dropped.
+// sessions run at once, 256 per client address (a session is an address
+// and port); datagrams that would start more are dropped, and logged at
+// most once per 10 s.
 //
 // ServeUDP owns pc. It returns nil when ctx is cancelled or pc is closed
 // (ReadFrom reports net.ErrClosed), and an error wrapping any other read
@@ -54,6 +59,8 @@ type udpServer struct {
 	idle        time.Duration
 	maxSessions int
 	log         *slog.Logger
+	perClient   *netutil.Counter // sessions per client address
+	refused     *netutil.RateLog
 	epoch       time.Time // sessions store their last activity relative to it
 
 	wg sync.WaitGroup
@@ -79,6 +86,7 @@ func keyOf(a net.Addr) udpKey {
 
 type udpSession struct {
 	key    udpKey
+	ip     netip.Addr // the client's, as counted in udpServer.perClient
 	client net.Addr
 	queue  chan []byte   // datagrams from the client, never closed
 	done   chan struct{} // closed when the session ends
@@ -100,6 +108,8 @@ func newUDPServer(d Dialer, target string, idle time.Duration, maxSessions int, 
 		idle:        idle,
 		maxSessions: maxSessions,
 		log:         netutil.OrDiscard(log),
+		perClient:   netutil.NewCounter(netutil.Limits{PerClient: maxUDPSessionsPerClient}),
+		refused:     netutil.NewRateLog(log, 0),
 		epoch:       time.Now(),
 		sessions:    make(map[udpKey]*udpSession),
 	}
@@ -162,12 +172,19 @@ func (s *udpServer) session(ctx context.Context, pc net.PacketConn, client net.A
 		return nil
 	}
 	if len(s.sessions) >= s.maxSessions {
-		s.log.Debug("too many udp sessions, dropping datagram from new client",
+		s.refused.Log("too many udp sessions, dropping datagram from new client",
 			"client", client.String(), "max", s.maxSessions)
+		return nil
+	}
+	ip := netutil.ClientIP(client)
+	if err := s.perClient.Acquire(ip); err != nil {
+		s.refused.Log("too many udp sessions of one client, dropping datagram",
+			"client", client.String(), "reason", err.Error())
 		return nil
 	}
 	ss := &udpSession{
 		key:    key,
+		ip:     ip,
 		client: client,
 		queue:  make(chan []byte, udpQueueLen),
 		done:   make(chan struct{}),
@@ -272,6 +289,7 @@ func (s *udpServer) end(ss *udpSession) {
 	s.mu.Lock()
 	if s.sessions[ss.key] == ss {
 		delete(s.sessions, ss.key)
+		s.perClient.Release(ss.ip)
 	}
 	s.mu.Unlock()
 	ss.end()

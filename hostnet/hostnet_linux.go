@@ -164,25 +164,42 @@ func (a *Applied) route(p netip.Prefix) *netlink.Route {
 	return &netlink.Route{LinkIndex: a.link.Attrs().Index, Dst: ipNet(p), Scope: netlink.SCOPE_LINK}
 }
 
-// existingRoute finds a route to exactly p in the main table through an
-// interface other than ours.
+// existingRoute finds a route of the main table, through an interface
+// other than ours, that overlaps p: the same prefix, a wider one that covers
+// it or a narrower one inside it. Each would take part of p's traffic from
+// the mesh, or lose its own to it. The default route is the exception: a
+// subnet is meant to be more specific than it.
 func existingRoute(p netip.Prefix, ours int) (string, bool) {
 	family := netlink.FAMILY_V4
 	if p.Addr().Is6() {
 		family = netlink.FAMILY_V6
 	}
-	filter := &netlink.Route{Dst: ipNet(p), Table: unix.RT_TABLE_MAIN}
-	rs, err := netlink.RouteListFiltered(family, filter, netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
+	filter := &netlink.Route{Table: unix.RT_TABLE_MAIN}
+	rs, err := netlink.RouteListFiltered(family, filter, netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return "", false
 	}
 	for _, r := range rs {
-		if r.LinkIndex == ours {
+		if r.LinkIndex == ours || r.Dst == nil {
+			continue
+		}
+		a, ok := netip.AddrFromSlice(r.Dst.IP)
+		bits, _ := r.Dst.Mask.Size()
+		if !ok || bits == 0 {
+			continue
+		}
+		q := netip.PrefixFrom(a.Unmap(), bits).Masked()
+		if !q.Overlaps(p) {
 			continue
 		}
 		via := fmt.Sprintf("interface #%d", r.LinkIndex)
-		if l, err := netlink.LinkByIndex(r.LinkIndex); err == nil {
+		if r.LinkIndex == 0 {
+			via = "a route without an interface (a blackhole, say)"
+		} else if l, err := netlink.LinkByIndex(r.LinkIndex); err == nil {
 			via = l.Attrs().Name
+		}
+		if q != p {
+			via += " (the host's route " + q.String() + " overlaps it)"
 		}
 		return via, true
 	}

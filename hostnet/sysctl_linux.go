@@ -5,14 +5,12 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
+	"github.com/wgmesh/wgmesh/internal/fileutil"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
-
-	"golang.org/x/sys/unix"
 )
 
 // forwardingSysctls are the only sysctls hostnet changes, by the name the
@@ -109,7 +107,7 @@ func (a *Applied) loadState() error {
 	if a.stateFile == "" {
 		return nil
 	}
-	data, err := readStateFile(a.stateFile)
+	data, err := fileutil.ReadFileLimitNoFollow(a.stateFile, stateFileMax)
 	if errors.Is(err, fs.ErrNotExist) {
 		a.stateOK = true
 		return nil
@@ -146,35 +144,6 @@ func digits(s string) bool {
 	return true
 }
 
-// readStateFile reads a file wgmesh keeps itself: a regular file, not a
-// symlink, of at most stateFileMax bytes. It opens without blocking, so a
-// FIFO put in its place cannot hang start-up.
-func readStateFile(path string) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
-	if errors.Is(err, unix.ELOOP) {
-		return nil, fmt.Errorf("%s is a symlink; remove it", path)
-	}
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file; remove it", path)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, stateFileMax+1))
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", path, err)
-	}
-	if len(data) > stateFileMax {
-		return nil, fmt.Errorf("%s is larger than %d bytes; remove it", path, stateFileMax)
-	}
-	return data, nil
-}
-
 // saveState writes the recorded values to the state file atomically (a
 // new file renamed over the old), mode 0600; with none left, it removes
 // the file.
@@ -198,45 +167,11 @@ func (a *Applied) saveState() error {
 	for _, k := range keys {
 		fmt.Fprintf(&b, "%s = %s\n", k, a.sysctls[k])
 	}
-	if err := writeFileAtomic(a.stateFile, []byte(b.String())); err != nil {
+	if err := os.MkdirAll(filepath.Dir(a.stateFile), 0o700); err != nil {
 		return fmt.Errorf("hostnet: record the original sysctl values: %w", err)
 	}
-	return nil
-}
-
-func writeFileAtomic(path string, data []byte) (err error) {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err := f.Chmod(0o600); err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync() // make the rename durable; best effort
-		d.Close()
+	if err := fileutil.WriteFileAtomic(a.stateFile, []byte(b.String()), 0o600); err != nil {
+		return fmt.Errorf("hostnet: record the original sysctl values: %w", err)
 	}
 	return nil
 }

@@ -291,8 +291,10 @@ func parseReverse(name string) (netip.Addr, bool) {
 		}
 		var b [4]byte
 		for i, l := range labels {
+			// Only the canonical spelling: "010" is not the label of 10,
+			// so each address has one reverse name.
 			v, err := strconv.ParseUint(l, 10, 8)
-			if err != nil {
+			if err != nil || (len(l) > 1 && l[0] == '0') {
 				return netip.Addr{}, false
 			}
 			b[3-i] = byte(v)

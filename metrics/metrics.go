@@ -79,7 +79,7 @@ func New(src Source) *Metrics {
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !m.ready.Load() {
-			http.Error(w, "not ready: book not applied or device not up", http.StatusServiceUnavailable)
+			http.Error(w, "not ready: starting (book not applied, device not up) or shutting down", http.StatusServiceUnavailable)
 			return
 		}
 		w.Write([]byte("ready\n"))
@@ -92,7 +92,9 @@ func New(src Source) *Metrics {
 // (the book is applied and the device is up).
 func (m *Metrics) Handler() http.Handler { return m.handlers }
 
-// SetReady marks the node ready or not.
+// SetReady marks the node ready or not: true once the book is applied and
+// the device is up, false again when shutting down begins, so that
+// /readyz answers 503 while the node stops.
 func (m *Metrics) SetReady(ready bool) { m.ready.Store(ready) }
 
 // Reloaded counts one book reload by its outcome.

@@ -160,12 +160,97 @@ func TestMetricsMatchStatus(t *testing.T) {
 			}
 		}
 	}
+	// The endpoint is the book's literal 127.0.0.1:PORT: known, from the
+	// book.
+	if got := value(t, mfs, "wgmesh_peer_has_endpoint", "beta"); got != 1 || beta.Endpoint == "" {
+		t.Errorf("has_endpoint %v, status endpoint %q", got, beta.Endpoint)
+	}
+	if got := sources(mfs, "beta"); len(got) != 1 || got["book"] != 1 || beta.EndpointSource != "book" {
+		t.Errorf("endpoint_source %v, status source %q", got, beta.EndpointSource)
+	}
 	reloads := map[string]float64{}
 	for _, mm := range mfs["wgmesh_book_reloads_total"].Metric {
 		reloads[mm.Label[0].GetValue()] = mm.Counter.GetValue()
 	}
 	if reloads["applied"] != 1 || reloads["rejected"] != 2 {
 		t.Errorf("reloads %v", reloads)
+	}
+}
+
+// sources returns the wgmesh_peer_endpoint_source series of peer, by
+// their source label.
+func sources(mfs map[string]*dto.MetricFamily, peer string) map[string]float64 {
+	out := map[string]float64{}
+	mf, ok := mfs["wgmesh_peer_endpoint_source"]
+	if !ok {
+		return out
+	}
+	for _, m := range mf.Metric {
+		labels := map[string]string{}
+		for _, l := range m.Label {
+			labels[l.GetName()] = l.GetValue()
+		}
+		if labels["peer"] == peer {
+			out[labels["source"]] = m.Gauge.GetValue()
+		}
+	}
+	return out
+}
+
+type endpointSource struct{}
+
+func (endpointSource) Status() node.Status {
+	return node.Status{Name: "alpha", Peers: []node.PeerStatus{
+		{Name: "fromdns", Endpoint: "198.51.100.7:51820", EndpointSource: "dns"},
+		{Name: "roamed", Endpoint: "203.0.113.9:40000", EndpointSource: "roaming"},
+		{Name: "nowhere"},
+	}}
+}
+
+// wgmesh_peer_has_endpoint is 1 exactly for the members with an endpoint,
+// and wgmesh_peer_endpoint_source has one series for each of them, labelled
+// with where the endpoint came from, and none for the others.
+func TestMetricsEndpointSourceAndHasEndpoint(t *testing.T) {
+	mfs := scrape(t, New(endpointSource{}).Handler())
+	for peer, want := range map[string]float64{"fromdns": 1, "roamed": 1, "nowhere": 0} {
+		if got := value(t, mfs, "wgmesh_peer_has_endpoint", peer); got != want {
+			t.Errorf("has_endpoint{peer=%q} = %v, want %v", peer, got, want)
+		}
+	}
+	for peer, want := range map[string]string{"fromdns": "dns", "roamed": "roaming"} {
+		if got := sources(mfs, peer); len(got) != 1 || got[want] != 1 {
+			t.Errorf("endpoint_source{peer=%q} = %v, want only source=%q at 1", peer, got, want)
+		}
+	}
+	if got := sources(mfs, "nowhere"); len(got) != 0 {
+		t.Errorf("endpoint_source for a member without endpoint: %v", got)
+	}
+}
+
+// /readyz turns 503 again when shutting down begins (up calls
+// SetReady(false) before it stops anything), also for a client that
+// holds a keep-alive connection from when the node was ready.
+func TestReadyzDuringShutdown(t *testing.T) {
+	m := New(fakeSource{})
+	srv := httptest.NewServer(m.Handler())
+	defer srv.Close()
+	client := srv.Client()
+	get := func() (int, string) {
+		resp, err := client.Get(srv.URL + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	m.SetReady(true)
+	if c, body := get(); c != 200 {
+		t.Fatalf("readyz when ready: %d %s", c, body)
+	}
+	m.SetReady(false)
+	if c, body := get(); c != 503 || !strings.Contains(body, "shutting down") {
+		t.Errorf("readyz while shutting down: %d %q, want 503 saying so", c, body)
 	}
 }
 

@@ -17,13 +17,14 @@ const resolveTimeout = 5 * time.Second
 // apply brings the device from n.applied to book: it adds new members,
 // removes departed ones and updates changed ones in place, in one UAPI
 // transaction. Members whose configuration is unchanged are not mentioned,
-// so their sessions are untouched. Caller holds n.mu.
-func (n *Node) apply(ctx context.Context, book *peerbook.Book) error {
+// so their sessions are untouched. looked are the lookups of the hostnames
+// hostnamesToResolve listed for book, made since. Caller holds n.mu.
+func (n *Node) apply(book *peerbook.Book, looked []resolveResult) error {
 	self, ok := book.PeerByKey(n.self)
 	if !ok {
 		return fmt.Errorf("node: this node's public key %s is not in the peer book %s", n.self, book.Source)
 	}
-	resolved := n.resolveChanged(ctx, book)
+	resolved := n.recordResolved(book, looked)
 	want := make(map[peerbook.Key]*peerConfig, len(book.Peers))
 	entries := make(map[peerbook.Key]*peerbook.Peer, len(book.Peers))
 	for i := range book.Peers {
@@ -31,6 +32,9 @@ func (n *Node) apply(ctx context.Context, book *peerbook.Book) error {
 		entries[p.PublicKey] = p
 		if p.PublicKey == n.self {
 			continue
+		}
+		if _, literal := p.Endpoint.Addr(); literal {
+			delete(n.ddns, p.PublicKey) // no longer a hostname
 		}
 		want[p.PublicKey] = n.peerConfig(book, self, p, resolved)
 	}

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"sync"
 	"time"
@@ -37,11 +38,24 @@ type ddnsState struct {
 	backoff time.Duration
 }
 
-// resolveChanged resolves, in parallel, the hostname endpoints of members
-// that are new or whose endpoint changed in book. Failures are absent from
-// the result and scheduled for retry. Caller holds n.mu.
-func (n *Node) resolveChanged(ctx context.Context, book *peerbook.Book) map[peerbook.Key]netip.AddrPort {
-	var todo []*peerbook.Peer
+// resolveJob is one hostname endpoint to look up before a book is applied.
+type resolveJob struct {
+	key  peerbook.Key
+	name string
+	ep   peerbook.Endpoint
+}
+
+// resolveResult is a resolveJob's answer: an address, or err.
+type resolveResult struct {
+	resolveJob
+	ap  netip.AddrPort
+	err error
+}
+
+// hostnamesToResolve lists the hostname endpoints of members that are new
+// or whose endpoint changed in book. Caller holds n.mu.
+func (n *Node) hostnamesToResolve(book *peerbook.Book) []resolveJob {
+	var todo []resolveJob
 	for i := range book.Peers {
 		p := &book.Peers[i]
 		if p.PublicKey == n.self || p.Endpoint.IsZero() {
@@ -51,39 +65,67 @@ func (n *Node) resolveChanged(ctx context.Context, book *peerbook.Book) map[peer
 			continue
 		}
 		if _, ok := p.Endpoint.Addr(); ok {
-			delete(n.ddns, p.PublicKey)
 			continue
 		}
 		if prev, ok := n.entries[p.PublicKey]; ok && prev.Endpoint == p.Endpoint {
 			continue
 		}
-		todo = append(todo, p)
+		todo = append(todo, resolveJob{key: p.PublicKey, name: p.Name, ep: p.Endpoint})
 	}
-	out := make(map[peerbook.Key]netip.AddrPort, len(todo))
-	var mu sync.Mutex
+	return todo
+}
+
+// resolveAll looks up jobs, resolveParallel at a time. It touches no node
+// state and must run without n.mu: lookups can take resolveTimeout each,
+// and Status, Dial and the loops must go on meanwhile.
+func (n *Node) resolveAll(ctx context.Context, jobs []resolveJob) []resolveResult {
+	out := make([]resolveResult, len(jobs))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, resolveParallel)
-	now := time.Now()
-	for _, p := range todo {
+	for i, j := range jobs {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			ap, err := n.resolve(ctx, p.Endpoint)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				n.log.Warn("cannot resolve member endpoint; will retry", "peer", p.Name, "endpoint", p.Endpoint.String(), "err", err)
-				n.ddns[p.PublicKey] = &ddnsState{next: now.Add(firstRetry), backoff: firstRetry}
-				return
-			}
-			out[p.PublicKey] = ap
-			n.ddns[p.PublicKey] = &ddnsState{next: now.Add(n.resolveInterval())}
+			ap, err := n.resolve(ctx, j.ep)
+			out[i] = resolveResult{resolveJob: j, ap: ap, err: err}
 		}()
 	}
 	wg.Wait()
 	return out
+}
+
+// recordResolved schedules the next lookup of every job (a failed one
+// soon, with back-off) and returns the addresses found that book allows.
+// Caller holds n.mu.
+func (n *Node) recordResolved(book *peerbook.Book, results []resolveResult) map[peerbook.Key]netip.AddrPort {
+	now := time.Now()
+	out := make(map[peerbook.Key]netip.AddrPort, len(results))
+	for _, r := range results {
+		if r.err == nil {
+			r.err = endpointCaptured(book, r.ap)
+		}
+		if r.err != nil {
+			n.log.Warn("cannot resolve member endpoint; will retry", "peer", r.name, "endpoint", r.ep.String(), "err", r.err)
+			n.ddns[r.key] = &ddnsState{next: now.Add(firstRetry), backoff: firstRetry}
+			continue
+		}
+		out[r.key] = r.ap
+		n.ddns[r.key] = &ddnsState{next: now.Add(n.resolveInterval())}
+	}
+	return out
+}
+
+// endpointCaptured refuses a resolved endpoint inside a member's subnet:
+// the book's literal endpoints are checked when it is parsed, a hostname
+// only once it resolves. Routed into the mesh, the member's WireGuard
+// packets would travel inside the tunnel they carry and never arrive.
+func endpointCaptured(book *peerbook.Book, ap netip.AddrPort) error {
+	if p, subnet, ok := book.SubnetCovering(ap.Addr()); ok {
+		return fmt.Errorf("address %s is inside subnet %s of member %q and would be routed into the mesh; fix the DNS record or that member's subnets", ap.Addr(), subnet, p.Name)
+	}
+	return nil
 }
 
 func (n *Node) resolveInterval() time.Duration {
@@ -175,6 +217,9 @@ func (n *Node) applyResolved(d dueLookup, ap netip.AddrPort, err error) {
 	entry, inBook := n.entries[d.key]
 	if !ok || !applied || !inBook || entry.Endpoint != d.ep || n.dev == nil {
 		return // the book changed meanwhile
+	}
+	if err == nil {
+		err = endpointCaptured(n.book, ap)
 	}
 	if err != nil {
 		st.backoff = min(max(2*st.backoff, firstRetry), n.resolveInterval())

@@ -2,8 +2,11 @@ package node
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -171,5 +174,218 @@ func TestUnresolvableMemberDoesNotBlockUp(t *testing.T) {
 	}
 	if st := n.Status(); st.Peers[0].Endpoint != "" {
 		t.Errorf("unresolvable member has endpoint %q", st.Peers[0].Endpoint)
+	}
+}
+
+// stuckResolver answers no lookup until release is called, whatever the
+// context says: a resolver that does not answer at all. entered receives
+// once per lookup that started.
+type stuckResolver struct {
+	entered chan string
+	unblock chan struct{}
+	once    sync.Once
+	addr    netip.Addr
+}
+
+func newStuckResolver(addr netip.Addr) *stuckResolver {
+	return &stuckResolver{entered: make(chan string, 1024), unblock: make(chan struct{}), addr: addr}
+}
+
+func (r *stuckResolver) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
+	r.entered <- host
+	<-r.unblock
+	return []netip.Addr{r.addr}, nil
+}
+
+func (r *stuckResolver) release() { r.once.Do(func() { close(r.unblock) }) }
+
+// TestReloadResolvesWithoutLock: while a reload that adds 64 hostname
+// members waits for a resolver that does not answer, Status, Book, member
+// lookups and a dial through the mesh to an existing member still answer
+// (before, they waited for the whole reload: `wgmesh status` timed out and
+// a SOCKS CONNECT took 19 s). Once the names resolve, the reload applies.
+func TestReloadResolvesWithoutLock(t *testing.T) {
+	hole, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hole.Close()
+	holePort := netip.MustParseAddrPort(hole.LocalAddr().String()).Port()
+
+	res := newStuckResolver(netip.MustParseAddr("127.0.0.1"))
+	t.Cleanup(res.release)
+	book, keys := testBook(t, 2)
+	nodes := startNodes(t, book, keys, func(i int, c *Config) {
+		if i == 0 {
+			c.Resolver = res
+		}
+	}, nil)
+	final := boundBook(book, nodes)
+	for _, n := range nodes {
+		if err := n.Reload(context.Background(), final); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := nodes[0]
+	serveEcho(t, nodes[1], "n1")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := checkTCP(ctx, a, "n1"); err != nil {
+		t.Fatal(err)
+	}
+
+	grown := *final
+	grown.Serial++
+	grown.Peers = append([]peerbook.Peer(nil), final.Peers...)
+	for i := range 64 {
+		k, err := peerbook.GeneratePrivateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		grown.Peers = append(grown.Peers, peerbook.Peer{
+			Name:      fmt.Sprintf("h%d", i),
+			PublicKey: k.Public(),
+			Addresses: []netip.Addr{netip.AddrFrom4([4]byte{10, 42, 2, byte(i + 1)})},
+			Endpoint:  peerbook.Endpoint{Host: fmt.Sprintf("h%d.test", i), Port: holePort},
+		})
+	}
+	reloaded := make(chan error, 1)
+	go func() { reloaded <- a.Reload(context.Background(), &grown) }()
+	select {
+	case <-res.entered:
+	case err := <-reloaded:
+		t.Fatalf("reload returned before resolving: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the reload never asked the resolver")
+	}
+
+	// The resolver is stuck now, until release.
+	answered := make(chan string, 1)
+	go func() {
+		st := a.Status()
+		serial := a.Book().Serial
+		_, err := a.ResolveMember("tcp", "n1")
+		if err == nil {
+			err = checkTCP(ctx, a, "n1")
+		}
+		answered <- fmt.Sprintf("status serial %d, book serial %d, %d peers, n1: %v", st.BookSerial, serial, len(st.Peers), err)
+	}()
+	select {
+	case got := <-answered:
+		if want := fmt.Sprintf("status serial %d, book serial %d, 1 peers, n1: <nil>", final.Serial, final.Serial); got != want {
+			t.Errorf("during the reload: %s; want %s", got, want)
+		}
+	case <-time.After(10 * time.Second):
+		res.release()
+		t.Fatal("Status, Book, ResolveMember and Dial waited for the reload's stuck lookups")
+	}
+
+	res.release()
+	if err := <-reloaded; err != nil {
+		t.Fatal(err)
+	}
+	st := a.Status()
+	if st.BookSerial != grown.Serial || len(st.Peers) != 65 {
+		t.Fatalf("after the reload: serial %d, %d peers", st.BookSerial, len(st.Peers))
+	}
+	want := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), holePort).String()
+	for _, p := range st.Peers[1:] {
+		if p.Endpoint != want {
+			t.Errorf("%s: endpoint %q, want %q", p.Name, p.Endpoint, want)
+		}
+	}
+}
+
+// waitingResolver answers no lookup; each waits for its context to end.
+type waitingResolver struct{ entered chan string }
+
+func (r waitingResolver) LookupNetIP(ctx context.Context, _, host string) ([]netip.Addr, error) {
+	r.entered <- host
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestCloseEndsReloadLookups: Close during a reload that waits for a
+// resolver ends the lookups, and the reload returns net.ErrClosed at once
+// instead of after every lookup's timeout (4 rounds of 5 s for 64 names).
+func TestCloseEndsReloadLookups(t *testing.T) {
+	res := waitingResolver{entered: make(chan string, 1024)}
+	book, keys := testBook(t, 1)
+	n := startNodes(t, book, keys, func(_ int, c *Config) { c.Resolver = res }, nil)[0]
+	grown := *book
+	grown.Serial++
+	grown.Peers = append([]peerbook.Peer(nil), book.Peers...)
+	for i := range 64 {
+		k, err := peerbook.GeneratePrivateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		grown.Peers = append(grown.Peers, peerbook.Peer{
+			Name:      fmt.Sprintf("h%d", i),
+			PublicKey: k.Public(),
+			Addresses: []netip.Addr{netip.AddrFrom4([4]byte{10, 42, 2, byte(i + 1)})},
+			Endpoint:  peerbook.Endpoint{Host: fmt.Sprintf("h%d.test", i), Port: 9},
+		})
+	}
+	reloaded := make(chan error, 1)
+	go func() { reloaded <- n.Reload(context.Background(), &grown) }()
+	select {
+	case <-res.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the reload never asked the resolver")
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-reloaded:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Errorf("reload after Close: %v, want net.ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the reload went on resolving after Close")
+	}
+}
+
+// TestResolvedEndpointInSubnetRefused: a hostname endpoint that resolves
+// into a member's subnet is not used, at a reload and at a re-resolution;
+// the book's literal endpoints get the same check from the validator.
+func TestResolvedEndpointInSubnetRefused(t *testing.T) {
+	d := newTestDNS(t)
+	book, keys := testBook(t, 2)
+	const interval = 100 * time.Millisecond
+	nodes := startNodes(t, book, keys, func(_ int, c *Config) {
+		c.Resolver, c.ResolveInterval = d.resolver(), interval
+	}, nil)
+	alpha := nodes[0]
+	final := *boundBook(book, nodes)
+	final.Peers = slices.Clone(final.Peers)
+	final.Peers[1].Endpoint.Host = "beta.test"
+	final.Peers[1].Subnets = []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}
+	betaKey := keys[1].Public()
+	betaPort := final.Peers[1].Endpoint.Port
+
+	d.set("beta.test", netip.MustParseAddr("10.99.0.5"))
+	if err := alpha.Reload(context.Background(), &final); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * interval) // several re-resolutions of the same answer
+	if ep := alpha.deviceEndpoint(betaKey); ep.IsValid() {
+		t.Fatalf("endpoint %v inside beta's subnet was applied", ep)
+	}
+
+	d.set("beta.test", netip.MustParseAddr("127.0.0.1"))
+	good := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), betaPort)
+	waitEndpoint(t, alpha, betaKey, good, 5*time.Second)
+
+	// A later answer inside the subnet, with the session counted as
+	// broken so that a good answer would be applied: the endpoint stays.
+	alpha.mu.Lock()
+	alpha.staleAfter = time.Nanosecond
+	alpha.mu.Unlock()
+	d.set("beta.test", netip.MustParseAddr("10.99.0.6"))
+	time.Sleep(10 * interval)
+	if ep := alpha.deviceEndpoint(betaKey); ep != good {
+		t.Fatalf("endpoint %v after an answer inside beta's subnet, want %v kept", ep, good)
 	}
 }

@@ -91,7 +91,7 @@ func (n *Node) discoverDue(ctx context.Context, now time.Time) {
 		d := direct(dev, k, now)
 		interval := discoverUnreachable
 		if d {
-			interval = discoverReachable
+			interval = n.discoverReachableEvery()
 		}
 		n.discoverNext[k] = now.Add(interval)
 		jobs = append(jobs, discoverJob{key: k, name: pc.name, direct: d})
@@ -140,6 +140,15 @@ func (n *Node) registryTargets() []registryTarget {
 		out = append(out, registryTarget{ex: registry.DialExchanger{Addr: n.cfg.Registry}, zone: dns.Fqdn(rz), name: n.cfg.Registry})
 	}
 	return out
+}
+
+// discoverReachableEvery is how often a member reached directly is looked
+// up again: discoverReachable, or n.discoverReachable in tests.
+func (n *Node) discoverReachableEvery() time.Duration {
+	if n.discoverReachable > 0 {
+		return n.discoverReachable
+	}
+	return discoverReachable
 }
 
 func (n *Node) registryPort() uint16 {

@@ -52,6 +52,11 @@ type Node struct {
 	upOnce sync.Once
 	upErr  error
 
+	// reloadMu makes reloads apply one after another, in call order. A
+	// reload resolves endpoint names without n.mu; holding reloadMu, it
+	// knows no other reload changed the book meanwhile.
+	reloadMu sync.Mutex
+
 	mu      sync.Mutex
 	book    *peerbook.Book
 	applied map[peerbook.Key]*peerConfig
@@ -71,10 +76,14 @@ type Node struct {
 	relay *relayDevice
 	// endpointChanges counts endpoint changes per member (DNS, book).
 	endpointChanges map[peerbook.Key]uint64
-	// staleAfter and relayAfter override staleHandshake and the package's
-	// relayAfter in tests.
-	staleAfter time.Duration
-	relayAfter time.Duration
+	// staleAfter, relayAfter and discoverReachable override
+	// staleHandshake and the package's relayAfter and discoverReachable in
+	// tests.
+	staleAfter        time.Duration
+	relayAfter        time.Duration
+	discoverReachable time.Duration
+	// probeEvery overrides directProbeEvery in tests.
+	probeEvery time.Duration
 	// routesAtStart: the netstack was created for subnet routing.
 	routesAtStart bool
 	stopLoops     context.CancelFunc
@@ -87,6 +96,9 @@ type Node struct {
 	uapi          net.Listener           // TUN mode only: the wg(8) UAPI socket
 	listenPort    uint16
 	closed        bool
+
+	// upCtx ends when the node closes; a reload's lookups end with it.
+	upCtx context.Context
 }
 
 // New checks cfg and returns a Node that is not yet running. It fails when
@@ -186,7 +198,9 @@ func (n *Node) up(ctx context.Context) error {
 	n.paths = map[peerbook.Key]*pathState{}
 	n.discoverNext = map[peerbook.Key]time.Time{}
 	n.endpointChanges = map[peerbook.Key]uint64{}
-	if err := n.apply(ctx, book); err != nil {
+	// Up holds n.mu throughout, lookups included (Reload does not): until
+	// it returns, the node serves nothing that could wait on them.
+	if err := n.apply(book, n.resolveAll(ctx, n.hostnamesToResolve(book))); err != nil {
 		n.teardown()
 		return err
 	}
@@ -204,7 +218,7 @@ func (n *Node) up(ctx context.Context) error {
 		host, err := hostnet.Apply(n.hostSetup(n.ifname, book, self))
 		if err != nil {
 			n.teardown()
-			return fmt.Errorf("node: configure interface %s: %w", n.ifname, err)
+			return fmt.Errorf("node: configure interface %s: %w", n.ifname, locateRouteConflict(book, n.self, err))
 		}
 		n.host = host
 		if err := n.serveUAPI(n.ifname); err != nil {
@@ -224,7 +238,7 @@ func (n *Node) up(ctx context.Context) error {
 	}
 	n.greetPeers()
 	loopCtx, stop := context.WithCancel(context.Background())
-	n.stopLoops = stop
+	n.stopLoops, n.upCtx = stop, loopCtx
 	n.loops.Add(1)
 	go func() {
 		defer n.loops.Done()

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"time"
 
+	"golang.zx2c4.com/wireguard/device"
+
 	"github.com/wgmesh/wgmesh/peerbook"
 )
 
@@ -16,8 +18,10 @@ import (
 // peer entry, and the relay forwards in userspace (relayDevice). The other
 // side comes to the same conclusion on its own and picks the same relay,
 // the first relay member in book order that it reaches, so both directions
-// agree. The direct entry keeps its endpoint and keepalive, so the moment
-// a direct handshake succeeds the member is routed directly again.
+// agree. The direct entry keeps its endpoint and keepalive and starts a
+// handshake every directProbeEvery, so the moment a direct handshake
+// succeeds the member is routed directly again. A relay
+// member never relays: its paths are direct or none.
 
 // relayAfter bounds how long a member with a known endpoint may stay
 // without a handshake before it is relayed. WireGuard retries a handshake
@@ -26,6 +30,13 @@ const relayAfter = 12 * time.Second
 
 // pathTick is how often paths are re-evaluated.
 const pathTick = time.Second
+
+// directProbeEvery is how often a relayed member's direct entry starts a
+// handshake. WireGuard itself stops trying after 90 s without an answer,
+// and never tries where no keepalive is set and no traffic is routed to
+// the entry (it is relayed), so without these probes a relayed member
+// would stay relayed after the direct path works again.
+const directProbeEvery = 20 * time.Second
 
 // pathState is what the node knows about the path to one member.
 type pathState struct {
@@ -37,6 +48,9 @@ type pathState struct {
 	path    string
 	// source says where the configured endpoint came from.
 	source string
+	// probed is when the direct entry of a relayed member last started
+	// a handshake.
+	probed time.Time
 }
 
 // Path descriptions in Status.
@@ -123,6 +137,15 @@ func (n *Node) updatePaths(now time.Time) {
 				delete(n.relayVia, k)
 				changed = true
 				n.log.Warn("relay lost", "peer", n.applied[k].name, "relay", n.applied[via].name)
+				break
+			}
+			if d != nil && d.endpoint.IsValid() && now.Sub(ps.probed) >= n.probeInterval() {
+				ps.probed = now
+				// As a retry: one initiation per probe, not a fresh
+				// round of WireGuard's own retries.
+				if p := n.dev.LookupPeer(device.NoisePublicKey(k)); p != nil {
+					p.SendHandshakeInitiation(true)
+				}
 			}
 		case !ps.endpointSince.IsZero() && now.Sub(ps.endpointSince) >= n.relayWait():
 			if r, ok := n.pickRelay(dev, k, now); ok {
@@ -153,8 +176,14 @@ func (n *Node) updatePaths(now time.Time) {
 }
 
 // pickRelay chooses the relay for k: the first relay member in book order,
-// other than this node and k, that this node reaches directly.
+// other than this node and k, that this node reaches directly. A relay
+// member picks none: it reaches members directly or not at all. Two relays
+// that each relayed an unreachable member through the other would pass
+// its packets back and forth and lose them.
 func (n *Node) pickRelay(dev *deviceState, k peerbook.Key, now time.Time) (peerbook.Key, bool) {
+	if self, _ := n.book.PeerByKey(n.self); self.Relay {
+		return peerbook.Key{}, false
+	}
 	for i := range n.book.Peers {
 		p := &n.book.Peers[i]
 		if !p.Relay || p.PublicKey == n.self || p.PublicKey == k {
@@ -211,6 +240,13 @@ func relayPrefixes(book *peerbook.Book, self peerbook.Key) []netip.Prefix {
 		}
 	}
 	return out
+}
+
+func (n *Node) probeInterval() time.Duration {
+	if n.probeEvery > 0 {
+		return n.probeEvery
+	}
+	return directProbeEvery
 }
 
 func (n *Node) relayWait() time.Duration {

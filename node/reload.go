@@ -14,12 +14,80 @@ import (
 // updated in place; unchanged members keep their sessions. A book that
 // cannot be applied live is refused with an error and the running book
 // stays in force.
+//
+// New endpoint hostnames are resolved before anything changes, without
+// holding the node's lock: Status, Dial and the node's loops go on while a
+// slow resolver answers. Concurrent reloads apply one after another.
 func (n *Node) Reload(ctx context.Context, book *peerbook.Book) error {
 	if book == nil {
 		return fmt.Errorf("node: reload: nil book")
 	}
+	n.reloadMu.Lock()
+	defer n.reloadMu.Unlock()
+
+	n.mu.Lock()
+	if err := n.checkReloadLocked(book); err != nil {
+		n.mu.Unlock()
+		return err
+	}
+	jobs := n.hostnamesToResolve(book)
+	upCtx := n.upCtx
+	n.mu.Unlock()
+
+	// Close ends the lookups: their answers could no longer be applied.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(upCtx, cancel)()
+	looked := n.resolveAll(ctx, jobs)
+
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	// Close may have run meanwhile. No other reload can have: the book
+	// and entries that jobs were computed from are still the ones in force.
+	if err := n.checkReloadLocked(book); err != nil {
+		return err
+	}
+	newSelf, _ := book.PeerByKey(n.self)
+	oldSelf, _ := n.book.PeerByKey(n.self)
+	if n.cfg.ListenPort == 0 {
+		if port := book.ListenPortOf(newSelf); port != n.listenPort {
+			var w uapiWriter
+			w.listenPort(port)
+			if err := n.dev.IpcSet(w.String()); err != nil {
+				return fmt.Errorf("node: reload refused: cannot listen on UDP port %d: %v", port, err)
+			}
+			n.log.Info("listen port changed", "from", n.listenPort, "to", port)
+			n.listenPort = port
+		}
+	}
+	if err := n.apply(book, looked); err != nil {
+		return err
+	}
+	if n.relay != nil {
+		n.relay.setMembers(relayPrefixes(book, n.self))
+	}
+	if n.stack != nil {
+		if err := n.routeSubnets(book, newSelf.Subnets); err != nil {
+			return err
+		}
+	}
+	if n.host != nil {
+		if err := n.host.SetRoutes(otherSubnets(book, n.self)); err != nil {
+			return fmt.Errorf("node: reload: routes: %w", locateRouteConflict(book, n.self, err))
+		}
+		if !slices.Equal(oldSelf.Subnets, newSelf.Subnets) {
+			if err := n.host.SetSubnets(newSelf.Subnets); err != nil {
+				return fmt.Errorf("node: reload: forwarding to this member's subnets: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// checkReloadLocked refuses a book that the running node cannot apply:
+// the node is not up, or the book changes what needs a restart. Caller
+// holds n.mu.
+func (n *Node) checkReloadLocked(book *peerbook.Book) error {
 	if n.closed {
 		return fmt.Errorf("node: reload: %w", net.ErrClosed)
 	}
@@ -42,38 +110,6 @@ func (n *Node) Reload(ctx context.Context, book *peerbook.Book) error {
 	}
 	if newSelf.Relay != oldSelf.Relay {
 		return fmt.Errorf("node: reload refused: this member's relay setting changed, which needs a restart; the running book stays in force")
-	}
-	if n.cfg.ListenPort == 0 {
-		if port := book.ListenPortOf(newSelf); port != n.listenPort {
-			var w uapiWriter
-			w.listenPort(port)
-			if err := n.dev.IpcSet(w.String()); err != nil {
-				return fmt.Errorf("node: reload refused: cannot listen on UDP port %d: %v", port, err)
-			}
-			n.log.Info("listen port changed", "from", n.listenPort, "to", port)
-			n.listenPort = port
-		}
-	}
-	if err := n.apply(ctx, book); err != nil {
-		return err
-	}
-	if n.relay != nil {
-		n.relay.setMembers(relayPrefixes(book, n.self))
-	}
-	if n.stack != nil {
-		if err := n.routeSubnets(book, newSelf.Subnets); err != nil {
-			return err
-		}
-	}
-	if n.host != nil {
-		if err := n.host.SetRoutes(otherSubnets(book, n.self)); err != nil {
-			return fmt.Errorf("node: reload: routes: %w", err)
-		}
-		if !slices.Equal(oldSelf.Subnets, newSelf.Subnets) {
-			if err := n.host.SetSubnets(newSelf.Subnets); err != nil {
-				return fmt.Errorf("node: reload: forwarding to this member's subnets: %w", err)
-			}
-		}
 	}
 	return nil
 }

@@ -147,3 +147,88 @@ func handshakeWith(n *Node, name string) time.Time {
 	}
 	return time.Time{}
 }
+
+// deviceConfig is the part of the device's configuration a reload
+// changes: each entry's key, endpoint and allowed IPs, in device order.
+func deviceConfig(t *testing.T, n *Node) string {
+	t.Helper()
+	text, err := n.dev.IpcGet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.HasPrefix(l, "public_key=") || strings.HasPrefix(l, "endpoint=") || strings.HasPrefix(l, "allowed_ip=") || strings.HasPrefix(l, "listen_port=") {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// TestReloadRefusals: every change that needs a restart is refused with an
+// error saying what changed, and the running book and device stay as they
+// were, although each refused book also adds a member.
+func TestReloadRefusals(t *testing.T) {
+	m := newTestMesh(t, 2)
+	n := m.nodes[0]
+	extra, err := peerbook.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		edit func(b *peerbook.Book)
+		want string
+	}{
+		{"mtu", func(b *peerbook.Book) { b.Mesh.MTU = 1280 }, "mesh.mtu changed (1420 -> 1280), which needs a restart"},
+		{"relay flag", func(b *peerbook.Book) { b.Peers[0].Relay = true }, "this member's relay setting changed, which needs a restart"},
+		{"subnets in netstack mode", func(b *peerbook.Book) {
+			b.Peers[0].Subnets = []netip.Prefix{netip.MustParsePrefix("192.168.77.0/24")}
+		}, "this member now routes subnets ([192.168.77.0/24]), which in netstack mode needs a restart"},
+		{"addresses", func(b *peerbook.Book) {
+			b.Peers[0].Addresses = []netip.Addr{netip.MustParseAddr("10.42.0.9")}
+		}, "this node's addresses changed"},
+		{"book without this node", func(b *peerbook.Book) { b.Peers = b.Peers[1:] }, "this node's public key " + n.PublicKey().String() + " is not in the new book test.toml"},
+	}
+	running := n.Book()
+	config := deviceConfig(t, n)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			next := *running
+			next.Serial++
+			next.Peers = append([]peerbook.Peer(nil), running.Peers...)
+			next.Peers = append(next.Peers, peerbook.Peer{Name: "extra", PublicKey: extra.Public(),
+				Addresses: []netip.Addr{netip.MustParseAddr("10.42.0.50")},
+				Endpoint:  peerbook.Endpoint{Host: "127.0.0.1", Port: 9}})
+			c.edit(&next)
+			err := n.Reload(context.Background(), &next)
+			if err == nil {
+				t.Fatal("reload applied")
+			}
+			if !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "the running book stays in force") {
+				t.Errorf("error %q, want it to say %q and that the running book stays in force", err, c.want)
+			}
+			if n.Book() != running {
+				t.Errorf("book in force changed to serial %d", n.Book().Serial)
+			}
+			if st := n.Status(); st.BookSerial != running.Serial || len(st.Peers) != 1 {
+				t.Errorf("status: serial %d, %d peers", st.BookSerial, len(st.Peers))
+			}
+			if got := deviceConfig(t, n); got != config {
+				t.Errorf("device changed:\n%s\nwas:\n%s", got, config)
+			}
+		})
+	}
+	// The node still works, and a good book still applies.
+	serveEcho(t, m.nodes[1], "n1")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := checkTCP(ctx, n, "n1"); err != nil {
+		t.Fatal(err)
+	}
+	good := *running
+	good.Serial++
+	if err := n.Reload(ctx, &good); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -41,7 +41,7 @@ func TestUAPICannotBeInjected(t *testing.T) {
 	}
 	self, _ := book.PeerByKey(keys[0].Public())
 	n.ddns = map[peerbook.Key]*ddnsState{}
-	resolved := n.resolveChanged(context.Background(), book)
+	resolved := n.recordResolved(book, n.resolveAll(context.Background(), n.hostnamesToResolve(book)))
 	pc := n.peerConfig(book, self, &book.Peers[1], resolved)
 	var w uapiWriter
 	w.writePeer(pc, false)

@@ -105,6 +105,8 @@ type Peer struct {
 	Registry bool
 	// Relay marks a member that may forward between members that cannot meet.
 	Relay bool
+	// Groups are the member's group names (DNS labels), for access rules.
+	Groups []string
 	// Line is the line of the member's [[peer]] header in the source file.
 	Line int
 }
@@ -205,4 +207,22 @@ func (b *Book) NetworkOf(addr netip.Addr) (netip.Prefix, bool) {
 		}
 	}
 	return netip.Prefix{}, false
+}
+
+// SubnetCovering returns the member whose subnets contain addr, and that
+// subnet. Loopback addresses are never covered: the kernel does not route
+// them through an interface, so a loopback subnet captures nothing.
+func (b *Book) SubnetCovering(addr netip.Addr) (*Peer, netip.Prefix, bool) {
+	addr = addr.Unmap()
+	if addr.IsLoopback() {
+		return nil, netip.Prefix{}, false
+	}
+	for i := range b.Peers {
+		for _, s := range b.Peers[i].Subnets {
+			if s.Contains(addr) {
+				return &b.Peers[i], s, true
+			}
+		}
+	}
+	return nil, netip.Prefix{}, false
 }

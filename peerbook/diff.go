@@ -75,7 +75,8 @@ func (p *Peer) Equal(q *Peer) bool {
 		p.ListenPort == q.ListenPort &&
 		slices.Equal(p.Subnets, q.Subnets) &&
 		p.Registry == q.Registry &&
-		p.Relay == q.Relay
+		p.Relay == q.Relay &&
+		slices.Equal(p.Groups, q.Groups)
 }
 
 // Equal reports whether two [mesh] tables hold the same settings.

@@ -72,4 +72,36 @@ func checkInvariants(t testing.TB, b *Book) {
 	if len(overlaps(subnets)) > 0 {
 		t.Errorf("overlapping subnets %v", subnets)
 	}
+	for _, s := range subnets {
+		if _, ok := overlapsMulticast(s); ok || s.Contains(broadcast4) {
+			t.Errorf("subnet %s routes multicast or broadcast", s)
+		}
+		for i := range b.Peers {
+			if ap, ok := b.Peers[i].Endpoint.Addr(); ok && !ap.Addr().IsLoopback() && s.Contains(ap.Addr()) {
+				t.Errorf("subnet %s contains the endpoint of %q", s, b.Peers[i].Name)
+			}
+		}
+	}
+	// No set of subnets adds up to a default route, by a model other than
+	// the validator's sweep: split the space until each piece is inside a
+	// subnet or outside all of them.
+	if coveredBy(netip.MustParsePrefix("0.0.0.0/0"), subnets) || coveredBy(netip.MustParsePrefix("::/0"), subnets) {
+		t.Errorf("subnets %v cover a whole address family", subnets)
+	}
+}
+
+func coveredBy(p netip.Prefix, subnets []netip.Prefix) bool {
+	touched := false
+	for _, s := range subnets {
+		if s.Bits() <= p.Bits() && s.Contains(p.Addr()) {
+			return true
+		}
+		touched = touched || s.Overlaps(p)
+	}
+	if !touched || p.Bits() == p.Addr().BitLen() {
+		return false
+	}
+	lo := netip.PrefixFrom(p.Addr(), p.Bits()+1)
+	hi := netip.PrefixFrom(lastAddr(p), p.Bits()+1).Masked()
+	return coveredBy(lo, subnets) && coveredBy(hi, subnets)
 }

@@ -1,15 +1,19 @@
 package peerbook
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"strings"
 
 	"golang.org/x/crypto/curve25519"
+
+	"github.com/wgmesh/wgmesh/internal/fileutil"
 )
 
 // KeyLen is the length of a WireGuard key in bytes.
@@ -129,9 +133,13 @@ func (k PrivateKey) Format(f fmt.State, _ rune) { io.WriteString(f, "(private ke
 // GoString keeps %#v from printing the bytes.
 func (k PrivateKey) GoString() string { return "(private key)" }
 
+// maxKeyFile bounds a key file: a key and a newline, with room for
+// comments an admin may add.
+const maxKeyFile = 1024
+
 // ReadPrivateKey reads a key in `wg genkey` format from r.
 func ReadPrivateKey(r io.Reader) (PrivateKey, error) {
-	b, err := io.ReadAll(io.LimitReader(r, 1024))
+	b, err := io.ReadAll(io.LimitReader(r, maxKeyFile))
 	if err != nil {
 		return PrivateKey{}, err
 	}
@@ -141,22 +149,21 @@ func ReadPrivateKey(r io.Reader) (PrivateKey, error) {
 // ReadKeyFile reads a private key file. Like ssh, it refuses a file that
 // group or others can read or write, and says how to fix it.
 func ReadKeyFile(path string) (PrivateKey, error) {
-	f, err := os.Open(path)
+	var permErr error
+	data, err := fileutil.ReadFileChecked(path, maxKeyFile, func(st fs.FileInfo) error {
+		if perm := st.Mode().Perm(); perm&0o077 != 0 {
+			permErr = fmt.Errorf("key file %s: permissions %04o are too open: the private key must be readable by its owner only; fix with: chmod 600 %s", path, perm, path)
+			return permErr
+		}
+		return nil
+	})
+	if permErr != nil {
+		return PrivateKey{}, permErr
+	}
 	if err != nil {
 		return PrivateKey{}, fmt.Errorf("key file: %w", err)
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return PrivateKey{}, fmt.Errorf("key file: %w", err)
-	}
-	if !st.Mode().IsRegular() {
-		return PrivateKey{}, fmt.Errorf("key file %s: not a regular file", path)
-	}
-	if perm := st.Mode().Perm(); perm&0o077 != 0 {
-		return PrivateKey{}, fmt.Errorf("key file %s: permissions %04o are too open: the private key must be readable by its owner only; fix with: chmod 600 %s", path, perm, path)
-	}
-	k, err := ReadPrivateKey(f)
+	k, err := ReadPrivateKey(bytes.NewReader(data))
 	if err != nil {
 		return PrivateKey{}, fmt.Errorf("key file %s: %w", path, err)
 	}

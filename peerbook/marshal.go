@@ -52,6 +52,9 @@ func Marshal(b *Book) []byte {
 		if p.Relay {
 			w.WriteString("relay = true\n")
 		}
+		if len(p.Groups) > 0 {
+			w.WriteString("groups = " + stringList(p.Groups) + "\n")
+		}
 	}
 	return w.Bytes()
 }
@@ -64,6 +67,19 @@ func prefixList(ps []netip.Prefix) string {
 			w.WriteString(", ")
 		}
 		w.WriteString(quote(p.String()))
+	}
+	w.WriteByte(']')
+	return w.String()
+}
+
+func stringList(ss []string) string {
+	var w bytes.Buffer
+	w.WriteByte('[')
+	for i, s := range ss {
+		if i > 0 {
+			w.WriteString(", ")
+		}
+		w.WriteString(quote(s))
 	}
 	w.WriteByte(']')
 	return w.String()

@@ -4,13 +4,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"sort"
 	"strings"
 	"unicode/utf8"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/wgmesh/wgmesh/internal/fileutil"
 )
 
 // maxProblems bounds the error of a hostile book with millions of mistakes;
@@ -19,16 +19,10 @@ const maxProblems = 1000
 
 // Load reads and parses the book at path. Messages name the file as given.
 func Load(path string) (*Book, error) {
-	f, err := os.Open(path)
+	// A regular file only: a FIFO would block the open, a device never end.
+	data, err := fileutil.ReadFileLimit(path, MaxSize)
 	if err != nil {
 		return nil, fmt.Errorf("peer book: %w", err)
-	}
-	defer f.Close()
-	// Read one byte past the limit so that Parse can tell "too big" from
-	// "exactly at the limit" without us slurping an arbitrarily large file.
-	data, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("peer book %s: %w", path, err)
 	}
 	return Parse(path, data)
 }

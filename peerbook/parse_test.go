@@ -131,6 +131,10 @@ func TestParseRules(t *testing.T) {
 		{"endpoint zone", minimal + "endpoint = \"[fe80::1%eth0]:5\"\n", 10, "zone"},
 		{"endpoint type", minimal + "endpoint = 51820\n", 10, "endpoint must be a string"},
 		{"listen_port", minimal + "listen_port = 65536\n", 10, "listen_port must be between 1 and 65535, got 65536"},
+		{"subnet holds several endpoints", minimal + "subnets = [\"198.51.100.0/24\"]\n" +
+			peerWith("b", keyB, "addresses = [\"10.42.0.2\"]\nendpoint = \"198.51.100.7:51820\"\n") +
+			peerWith("c", keyC, "addresses = [\"10.42.0.3\"]\nendpoint = \"198.51.100.9:51820\"\n"), 10,
+			`subnet 198.51.100.0/24 contains the endpoint 198.51.100.7 of peer "b" (line 16) (and 1 more member endpoints)`},
 		{"subnet non-canonical", minimal + "subnets = [\"192.168.1.1/24\"]\n", 10, `subnet "192.168.1.1/24" is not canonical: it has host bits set; write "192.168.1.0/24"`},
 		{"subnet /0", minimal + "subnets = [\"0.0.0.0/0\"]\n", 10, "covers every address"},
 		{"subnet in mesh", minimal + "subnets = [\"10.42.9.0/24\"]\n", 10, "overlaps mesh network 10.42.0.0/16"},
@@ -206,6 +210,14 @@ addresses = ["10.42.0.1"]
 `, nil},
 		{"keepalive off", strings.Replace(minimal, "[mesh]\n", "[mesh]\npersistent_keepalive = 0\n", 1), func(b *Book) bool { return b.Mesh.PersistentKeepalive == 0 }},
 		{"serial", "serial = 9223372036854775807\n" + minimal, func(b *Book) bool { return b.Serial == 1<<63-1 }},
+		// The kernel never routes loopback through an interface, so a
+		// loopback subnet cannot capture loopback endpoints.
+		{"loopback subnet with loopback endpoints", minimal + "endpoint = \"127.0.0.1:51820\"\nsubnets = [\"127.0.0.0/8\", \"::1/128\"]\n" +
+			peerWith("b", keyB, "addresses = [\"10.42.0.2\"]\nendpoint = \"127.0.0.1:51821\"\n") +
+			peerWith("c", keyC, "addresses = [\"10.42.0.3\"]\nendpoint = \"[::1]:51822\"\n"), nil},
+		{"endpoint next to a subnet", minimal + "endpoint = \"192.168.2.1:51820\"\nsubnets = [\"192.168.1.0/24\", \"192.168.3.0/24\"]\n", nil},
+		{"subnets cover all but multicast", minimal + "subnets = [\"128.0.0.0/2\", \"192.0.0.0/3\", \"::/1\", \"8000::/2\"]\n" +
+			peerWith("b", keyB, "addresses = [\"10.42.0.2\"]\nsubnets = [\"c000::/3\", \"e000::/4\", \"f000::/5\", \"f800::/6\", \"fc00::/7\", \"fe00::/8\"]\n"), nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -254,7 +266,8 @@ func TestOversized(t *testing.T) {
 	if err := os.WriteFile(path, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Load(path); err == nil || !strings.Contains(err.Error(), "over the limit") {
+	// Load refuses it before reading it whole, naming the file.
+	if _, err := Load(path); err == nil || !strings.Contains(err.Error(), path+" is larger than the limit of 16777216 bytes") {
 		t.Fatalf("Load: err = %v", err)
 	}
 }

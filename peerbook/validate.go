@@ -3,6 +3,7 @@ package peerbook
 import (
 	"fmt"
 	"net/netip"
+	"sort"
 	"strconv"
 	"strings"
 )
@@ -10,7 +11,7 @@ import (
 var (
 	topKeys  = []string{"format", "serial", "mesh", "peer"}
 	meshKeys = []string{"domain", "networks", "listen_port", "mtu", "persistent_keepalive"}
-	peerKeys = []string{"name", "public_key", "addresses", "endpoint", "listen_port", "subnets", "registry", "relay"}
+	peerKeys = []string{"name", "public_key", "addresses", "endpoint", "listen_port", "subnets", "registry", "relay", "groups"}
 )
 
 // book turns a decoded document into a Book, recording every problem.
@@ -224,6 +225,9 @@ func (c *checker) peers(doc map[string]any, b *Book) {
 		b.Peers = append(b.Peers, p)
 	}
 	c.subnetOverlaps(x)
+	c.endpointsInSubnets(x)
+	c.subnetsCoverAll(x, 4)
+	c.subnetsCoverAll(x, 6)
 }
 
 // crossCheck gathers what must be unique across members.
@@ -236,6 +240,18 @@ type crossCheck struct {
 	subnets     []netip.Prefix
 	subnetPaths []string
 	subnetOwner []int
+	// every subnet that parsed, refused or not, for the whole-space check
+	claimed []subnetClaim
+	// literal IP endpoints, for the check that no subnet captures one
+	endpoints []subnetClaim
+}
+
+// subnetClaim is one prefix (or endpoint address, as a host prefix) with
+// where it was written and which member wrote it.
+type subnetClaim struct {
+	prefix netip.Prefix
+	path   string
+	owner  int
 }
 
 func (c *checker) other(x *crossCheck, i int) string {
@@ -303,6 +319,9 @@ func (c *checker) peer(i int, path string, t map[string]any, b *Book, x *crossCh
 				c.add(path+".endpoint", "%s: %v", st.label, err)
 			} else {
 				p.Endpoint = ep
+				if ap, ok := ep.Addr(); ok {
+					x.endpoints = append(x.endpoints, subnetClaim{netip.PrefixFrom(ap.Addr(), ap.Addr().BitLen()), path + ".endpoint", self})
+				}
 			}
 		}
 	}
@@ -321,6 +340,7 @@ func (c *checker) peer(i int, path string, t map[string]any, b *Book, x *crossCh
 	if v, ok := t["relay"]; ok {
 		p.Relay, _ = c.boolean(path+".relay", st.label+": relay", v)
 	}
+	p.Groups = c.groups(path, st, t)
 	return p
 }
 
@@ -445,6 +465,15 @@ func (c *checker) subnets(path string, st peerState, t map[string]any, b *Book, 
 			c.add(paths[i], "%s: subnet %q covers every address; a member cannot route everything for the mesh, list its LAN ranges instead", st.label, s)
 			continue
 		}
+		x.claimed = append(x.claimed, subnetClaim{p, paths[i], self})
+		if r, ok := overlapsMulticast(p); ok {
+			c.add(paths[i], "%s: subnet %s overlaps the multicast range %s; multicast is not routed to one member, and every member would send its own multicast (mDNS, for one) into the tunnel; list unicast LAN ranges only", st.label, p, r)
+			continue
+		}
+		if p.Contains(broadcast4) {
+			c.add(paths[i], "%s: subnet %s contains the broadcast address %s; every member would send its broadcasts into the tunnel; list unicast LAN ranges only", st.label, p, broadcast4)
+			continue
+		}
 		bad := false
 		for _, n := range b.Mesh.Networks {
 			if n.Overlaps(p) {
@@ -491,4 +520,141 @@ func (c *checker) subnetOverlaps(x *crossCheck) {
 
 func (c *checker) otherAt(x *crossCheck, i int, path string) string {
 	return fmt.Sprintf("%s (line %d)", x.states[i].label, c.lines.line(path))
+}
+
+var (
+	multicast  = []netip.Prefix{netip.MustParsePrefix("224.0.0.0/4"), netip.MustParsePrefix("ff00::/8")}
+	broadcast4 = netip.MustParseAddr("255.255.255.255")
+)
+
+// overlapsMulticast returns the multicast range that p overlaps.
+func overlapsMulticast(p netip.Prefix) (netip.Prefix, bool) {
+	for _, m := range multicast {
+		if m.Overlaps(p) {
+			return m, true
+		}
+	}
+	return netip.Prefix{}, false
+}
+
+// lastAddr is the highest address of p.
+func lastAddr(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr()
+	if a.Is4() {
+		b := a.As4()
+		for i := p.Bits(); i < 32; i++ {
+			b[i/8] |= 0x80 >> (i % 8)
+		}
+		return netip.AddrFrom4(b)
+	}
+	b := a.As16()
+	for i := p.Bits(); i < 128; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	return netip.AddrFrom16(b)
+}
+
+// endpointsInSubnets refuses a subnet that contains a member's literal IP
+// endpoint: every other member would route that endpoint into the tunnel,
+// so WireGuard's own packets to the member would go to the subnet's router
+// (or into the member's own tunnel) and never arrive. Loopback endpoints are
+// exempt: the kernel never routes loopback through an interface, which is
+// also why listing 127.0.0.0/8 stays allowed. Hostname endpoints are
+// resolved only when a node applies the book.
+func (c *checker) endpointsInSubnets(x *crossCheck) {
+	var eps []subnetClaim
+	for _, e := range x.endpoints {
+		if !e.prefix.Addr().IsLoopback() {
+			eps = append(eps, e)
+		}
+	}
+	if len(eps) == 0 {
+		return
+	}
+	sort.SliceStable(eps, func(i, j int) bool { return eps[i].prefix.Addr().Less(eps[j].prefix.Addr()) })
+	// Sorted endpoints and a binary search per subnet: O((n+m) log n), as
+	// for the overlap sweep.
+	for i, p := range x.subnets {
+		first, last := p.Masked().Addr(), lastAddr(p)
+		lo := sort.Search(len(eps), func(k int) bool { return !eps[k].prefix.Addr().Less(first) })
+		hi := sort.Search(len(eps), func(k int) bool { return last.Less(eps[k].prefix.Addr()) })
+		if lo >= hi {
+			continue
+		}
+		e := eps[lo]
+		owner, ep := x.subnetOwner[i], e.prefix.Addr()
+		label := x.states[owner].label
+		more := ""
+		if n := hi - lo - 1; n > 0 {
+			more = fmt.Sprintf(" (and %d more member endpoints)", n)
+		}
+		if e.owner == owner {
+			c.add(x.subnetPaths[i], "%s: subnet %s contains the member's own endpoint %s%s; the other members would route that endpoint into the tunnel to the member itself, so their WireGuard packets would never reach it; list ranges that leave %s out, or give the member an endpoint outside its subnets", label, p, ep, more, ep)
+			continue
+		}
+		other := x.states[e.owner].label
+		c.add(x.subnetPaths[i], "%s: subnet %s contains the endpoint %s of %s%s; the other members would route that endpoint into the tunnel to %s, so their WireGuard packets would never reach %s; list ranges that leave %s out", label, p, ep, c.otherAt(x, e.owner, e.path), more, label, other, ep)
+	}
+}
+
+// subnetsCoverAll refuses subnets that together cover every address of one
+// IP version (0.0.0.0/1 and 128.0.0.0/1, say): that is a default route in
+// pieces, with the same effect as the refused /0. Every subnet that parsed
+// counts, refused or not, so the message appears however the book is fixed.
+func (c *checker) subnetsCoverAll(x *crossCheck, version int) {
+	bits := 32
+	if version == 6 {
+		bits = 128
+	}
+	var ps []subnetClaim
+	for _, s := range x.claimed {
+		if s.prefix.Addr().BitLen() == bits {
+			ps = append(ps, s)
+		}
+	}
+	sort.SliceStable(ps, func(i, j int) bool {
+		a, b := ps[i].prefix, ps[j].prefix
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c < 0
+		}
+		return a.Bits() < b.Bits()
+	})
+	var next netip.Addr // the lowest address not yet covered
+	if bits == 32 {
+		next = netip.IPv4Unspecified()
+	} else {
+		next = netip.IPv6Unspecified()
+	}
+	var chain []subnetClaim
+	for _, s := range ps {
+		if next.Less(s.prefix.Addr()) {
+			return // a gap
+		}
+		end := lastAddr(s.prefix)
+		if end.Less(next) {
+			continue // inside what the chain already covers
+		}
+		chain = append(chain, s)
+		if next = end.Next(); !next.IsValid() {
+			c.coverProblem(x, version, chain)
+			return
+		}
+	}
+}
+
+func (c *checker) coverProblem(x *crossCheck, version int, chain []subnetClaim) {
+	at := chain[0].path
+	var parts []string
+	for i, s := range chain {
+		if c.lines.line(s.path) > c.lines.line(at) {
+			at = s.path
+		}
+		if i < 4 {
+			parts = append(parts, fmt.Sprintf("%s of %s", s.prefix, c.otherAt(x, s.owner, s.path)))
+		}
+	}
+	if n := len(chain) - len(parts); n > 0 {
+		parts = append(parts, fmt.Sprintf("%d more", n))
+	}
+	c.add(at, "the members' subnets together cover every IPv%d address (%s), like a default route; every member would send all its traffic, WireGuard's own included, into the mesh; list only the LAN ranges the members really route", version, strings.Join(parts, ", "))
 }

@@ -15,6 +15,10 @@ type WGQuickFile struct {
 	Data []byte
 }
 
+// MaxWGQuickSize bounds a wg-quick file to import; a config with
+// thousands of peers is well under it.
+const MaxWGQuickSize = 1 << 20
+
 // Imported is a peer book made from wg-quick files.
 type Imported struct {
 	Book *Book

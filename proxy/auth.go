@@ -2,14 +2,17 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
-	"os"
+	"io/fs"
 	"strings"
 	"unicode"
+
+	"github.com/wgmesh/wgmesh/internal/fileutil"
 )
 
 // maxCredentialsFile bounds the size of a credentials file.
@@ -42,25 +45,21 @@ func NewCredentials(users map[string]string) (*Credentials, error) {
 // readable or writable by group or others (chmod 600). Problems are
 // reported as FILE:LINE: message.
 func LoadCredentials(path string) (*Credentials, error) {
-	f, err := os.Open(path)
+	var permErr error
+	data, err := fileutil.ReadFileChecked(path, maxCredentialsFile, func(st fs.FileInfo) error {
+		if perm := st.Mode().Perm(); perm&0o077 != 0 {
+			permErr = fmt.Errorf("credentials file %s: permissions %04o are too open: passwords must be readable by their owner only; fix with: chmod 600 %s", path, perm, path)
+			return permErr
+		}
+		return nil
+	})
+	if permErr != nil {
+		return nil, permErr
+	}
 	if err != nil {
 		return nil, fmt.Errorf("credentials file: %w", err)
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("credentials file: %w", err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("credentials file %s: not a regular file", path)
-	}
-	if perm := st.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("credentials file %s: permissions %04o are too open: passwords must be readable by their owner only; fix with: chmod 600 %s", path, perm, path)
-	}
-	if st.Size() > maxCredentialsFile {
-		return nil, fmt.Errorf("credentials file %s: larger than %d bytes", path, maxCredentialsFile)
-	}
-	return parseCredentials(path, io.LimitReader(f, maxCredentialsFile))
+	return parseCredentials(path, bytes.NewReader(data))
 }
 
 func parseCredentials(path string, r io.Reader) (*Credentials, error) {

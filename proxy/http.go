@@ -32,14 +32,16 @@ type HTTP struct {
 	// Allow lists destinations allowed beyond members' addresses and
 	// subnets. Empty allows only the mesh.
 	Allow []netip.Prefix
-	// Logger receives request logs at debug level and failures at warn.
-	// Nil discards them. Credentials are never logged.
+	// Logger receives request logs at debug level and failures at warn;
+	// failed authentications at most once per 10 s. Nil discards them.
+	// Credentials are never logged.
 	Logger *slog.Logger
 
-	once      sync.Once
-	forwarder *httputil.ReverseProxy
-	transport *http.Transport
-	t         tracker
+	once       sync.Once
+	authFailed *netutil.RateLog
+	forwarder  *httputil.ReverseProxy
+	transport  *http.Transport
+	t          tracker
 }
 
 // proxyRealm is the Basic authentication realm offered in 407 replies.
@@ -63,7 +65,8 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Proxy-Authenticate", `Basic realm="`+proxyRealm+`"`)
 			http.Error(w, "wgmesh proxy: authentication required", http.StatusProxyAuthRequired)
 			if user != "" {
-				log.Warn("http proxy authentication failed", "user", user)
+				// Anyone can try passwords: a line per 10 s at most.
+				h.authFailed.Log("http proxy authentication failed", "client", r.RemoteAddr, "user", user)
 			}
 			return
 		}
@@ -97,6 +100,7 @@ func (h *HTTP) Close() error {
 func (h *HTTP) log() *slog.Logger { return netutil.OrDiscard(h.Logger) }
 
 func (h *HTTP) init() {
+	h.authFailed = netutil.NewRateLog(h.log(), 0)
 	h.transport = &http.Transport{
 		DialContext:           h.dialMesh,
 		MaxIdleConnsPerHost:   8,

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/wgmesh/wgmesh/internal/netutil"
@@ -67,9 +68,61 @@ type SOCKS5 struct {
 	PacketListener func(network, address string) (net.PacketConn, error)
 	// Logger receives connection logs, at debug level for each connection
 	// and warn for failures. Nil discards them. Passwords are never logged.
+	// Failed handshakes (wrong passwords included) and refusals over the
+	// limits below are logged at most once per 10 s each.
 	Logger *slog.Logger
+	// Conns bounds the client connections held at once (each CONNECT and
+	// each UDP ASSOCIATE's control connection); one over them is closed
+	// at once. Zero: DefaultConnLimits.
+	Conns Limits
+	// Associations bounds the UDP ASSOCIATEs held at once; over them a
+	// request gets reply 0x01 (general failure). Zero:
+	// DefaultAssociationLimits. Each association talks to at most 256
+	// destinations at once, all of one client's to 512 and all of them
+	// together to 1024; datagrams to more are dropped.
+	Associations Limits
 
-	t tracker
+	t       tracker
+	once    sync.Once
+	assocs  *netutil.Counter // UDP associations per client address
+	dests   *netutil.Counter // destinations of all associations
+	refused *netutil.RateLog // limits reached
+	failed  *netutil.RateLog // handshakes that failed, authentication included
+}
+
+// Limits bound what a proxy's clients hold at once, per client address
+// (source IP) and in total. A field of 0 or less means no limit; a
+// Limits that is all zero means the default of the field it is in.
+type Limits struct {
+	Total     int
+	PerClient int
+}
+
+// Defaults of the SOCKS5 limits. Every UDP destination holds a 64 KiB
+// receive buffer (a datagram may be that large), so udpDestinationLimits
+// bounds the memory of all associations together to about 64 MiB.
+var (
+	DefaultConnLimits        = Limits{Total: 1024, PerClient: 256}
+	DefaultAssociationLimits = Limits{Total: 64, PerClient: 16}
+)
+
+// UDP destinations of all associations together, and of one client's.
+var udpDestinationLimits = netutil.Limits{Total: 1024, PerClient: 512}
+
+func (l Limits) orDefault(d Limits) netutil.Limits {
+	if l == (Limits{}) {
+		l = d
+	}
+	return netutil.Limits(l)
+}
+
+func (s *SOCKS5) init() {
+	s.once.Do(func() {
+		s.assocs = netutil.NewCounter(s.Associations.orDefault(DefaultAssociationLimits))
+		s.dests = netutil.NewCounter(udpDestinationLimits)
+		s.refused = netutil.NewRateLog(s.log(), 0)
+		s.failed = netutil.NewRateLog(s.log(), 0)
+	})
 }
 
 // Serve accepts SOCKS5 clients on ln until Close, then returns nil. It
@@ -79,6 +132,8 @@ func (s *SOCKS5) Serve(ln net.Listener) error {
 		ln.Close()
 		return errors.New("socks5: Dialer and Book are required")
 	}
+	s.init()
+	ln = netutil.LimitListener(ln, s.Conns.orDefault(DefaultConnLimits), s.refused)
 	return s.t.serve(ln, s.log(), "socks5", s.handle)
 }
 
@@ -108,7 +163,10 @@ func (s *SOCKS5) handle(c net.Conn) {
 	c.SetDeadline(time.Now().Add(handshakeTimeout))
 	user, err := s.negotiate(c)
 	if err != nil {
-		log.Warn("socks5 handshake failed", "err", err)
+		// Any client that connects can fail a handshake: a flood of them
+		// costs a line per 10 s.
+		s.init()
+		s.failed.Log("socks5 handshake failed", "client", netutil.AddrString(c.RemoteAddr()), "err", err)
 		return
 	}
 	if user != "" {

@@ -47,6 +47,7 @@ type udpSession struct {
 	dst      netip.AddrPort
 	conn     net.Conn
 	lastSend time.Time // under association.mu
+	uncount  sync.Once // gives its place in SOCKS5.dests back
 }
 
 func (s *SOCKS5) associate(c net.Conn, log *slog.Logger, host string, port uint16) {
@@ -56,6 +57,13 @@ func (s *SOCKS5) associate(c net.Conn, log *slog.Logger, host string, port uint1
 		// The relay is for the client only, whatever it announces.
 		log.Debug("socks5 udp associate: ignoring announced address", "announced", host)
 	}
+	s.init()
+	if err := s.assocs.Acquire(clientIP); err != nil {
+		writeReply(c, repGeneralFailure, netip.AddrPort{})
+		s.refused.Log("socks5 udp associate refused", "client", clientIP.String(), "reason", err.Error())
+		return
+	}
+	defer s.assocs.Release(clientIP)
 	listen := s.PacketListener
 	if listen == nil {
 		listen = net.ListenPacket
@@ -169,10 +177,15 @@ func (a *association) session(dst netip.AddrPort) *udpSession {
 	}
 	if len(a.sessions) >= maxUDPSessions {
 		a.mu.Unlock()
-		a.log.Warn("socks5 udp: too many destinations, dropping datagram", "target", dst.String(), "limit", maxUDPSessions)
+		a.s.refused.Log("socks5 udp: too many destinations, dropping datagram", "client", a.clientIP.String(), "target", dst.String(), "limit", maxUDPSessions)
 		return nil
 	}
 	a.mu.Unlock()
+	if err := a.s.dests.Acquire(a.clientIP); err != nil {
+		a.s.refused.Log("socks5 udp: too many destinations in all associations, dropping datagram", "client", a.clientIP.String(), "target", dst.String(), "reason", err.Error())
+		return nil
+	}
+	release := func() { a.s.dests.Release(a.clientIP) }
 
 	// Dialing UDP sends nothing, so it does not block for long; it is
 	// still bounded and aborted by Close.
@@ -180,6 +193,7 @@ func (a *association) session(dst netip.AddrPort) *udpSession {
 	conn, err := a.s.Dialer.Dial(ctx, "udp", dst.String())
 	cancel()
 	if err != nil {
+		release()
 		a.log.Warn("socks5 udp: dial failed", "target", dst.String(), "err", err)
 		return nil
 	}
@@ -188,11 +202,13 @@ func (a *association) session(dst netip.AddrPort) *udpSession {
 	if a.closed {
 		a.mu.Unlock()
 		conn.Close()
+		release()
 		return nil
 	}
 	a.sessions[dst] = sess
 	a.mu.Unlock()
 	if !a.s.t.goTracked(conn, func() { a.readMesh(sess) }) {
+		sess.uncount.Do(release)
 		return nil
 	}
 	return sess
@@ -237,6 +253,7 @@ func (a *association) forget(sess *udpSession) {
 	}
 	a.mu.Unlock()
 	sess.conn.Close()
+	sess.uncount.Do(func() { a.s.dests.Release(a.clientIP) })
 }
 
 // parseUDPRequest splits RSV RSV FRAG ATYP DST.ADDR DST.PORT DATA.

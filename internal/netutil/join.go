@@ -52,14 +52,22 @@ func pipe(dst, src net.Conn) (int64, error) {
 }
 
 func copyConn(dst, src net.Conn) (int64, error) {
-	_, srcTCP := src.(*net.TCPConn)
-	_, dstTCP := dst.(*net.TCPConn)
-	if srcTCP && dstTCP {
-		return io.Copy(dst, src) // lets the kernel splice
+	if sc, dc := tcpOf(src), tcpOf(dst); sc != nil && dc != nil {
+		return io.Copy(dc, sc) // lets the kernel splice
 	}
 	bp := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(bp)
 	// Hide ReaderFrom/WriterTo: the net package's fallbacks would copy
 	// through their own 32 KiB buffer instead of ours.
 	return io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, *bp)
+}
+
+// tcpOf returns the *net.TCPConn under c and LimitListener's wrapper, or
+// nil.
+func tcpOf(c net.Conn) *net.TCPConn {
+	if lc, ok := c.(*limitConn); ok {
+		c = lc.Conn
+	}
+	tc, _ := c.(*net.TCPConn)
+	return tc
 }

@@ -1,0 +1,152 @@
+package fileutil
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestReadFileLimit(t *testing.T) {
+	dir := t.TempDir()
+	small := filepath.Join(dir, "small")
+	if err := os.WriteFile(small, []byte("12345"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := ReadFileLimit(small, 5); err != nil || string(b) != "12345" {
+		t.Fatalf("at the limit: %q, %v", b, err)
+	}
+	_, err := ReadFileLimit(small, 4)
+	if err == nil || !strings.Contains(err.Error(), small) || !strings.Contains(err.Error(), "limit of 4 bytes") {
+		t.Fatalf("over the limit: %v, want an error naming the file and the limit", err)
+	}
+	if _, err := ReadFileLimit(filepath.Join(dir, "missing"), 10); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("missing file: %v, want fs.ErrNotExist", err)
+	}
+	if _, err := ReadFileLimit(dir, 10); err == nil || !strings.Contains(err.Error(), "not a regular file (a directory)") {
+		t.Fatalf("directory: %v", err)
+	}
+}
+
+func TestReadFileLimitDevZero(t *testing.T) {
+	if _, err := os.Stat("/dev/zero"); err != nil {
+		t.Skip("no /dev/zero here")
+	}
+	done := make(chan error, 1)
+	go func() { _, err := ReadFileLimit("/dev/zero", 1<<40); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "/dev/zero is not a regular file (a character device)") {
+			t.Fatalf("got %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("reading /dev/zero did not stop")
+	}
+}
+
+// A FIFO would block the open until a writer comes.
+func TestReadFileLimitFIFO(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "serial")
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := ReadFileLimitNoFollow(path, 100); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "not a regular file (a FIFO)") {
+			t.Fatalf("got %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		// Unblock the open so the goroutine ends.
+		if f, err := os.OpenFile(path, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			f.Close()
+		}
+		t.Fatal("reading a FIFO hangs")
+	}
+}
+
+func TestReadFileLimitSymlink(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "target")
+	link := filepath.Join(dir, "link")
+	if err := os.WriteFile(target, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := ReadFileLimit(link, 10); err != nil || string(b) != "x" {
+		t.Fatalf("ReadFileLimit follows symlinks (a ConfigMap's book is one): %q, %v", b, err)
+	}
+	if _, err := ReadFileLimitNoFollow(link, 10); err == nil || !strings.Contains(err.Error(), "is a symlink") {
+		t.Fatalf("ReadFileLimitNoFollow of a symlink: %v", err)
+	}
+}
+
+func TestPrivateDir(t *testing.T) {
+	base := t.TempDir()
+	fresh := filepath.Join(base, "a", "state")
+	if err := PrivateDir(fresh, "state directory"); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(fresh); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("created with %v, %v; want mode 0700", fi.Mode(), err)
+	}
+	if err := PrivateDir(fresh, "state directory"); err != nil {
+		t.Fatalf("existing private dir: %v", err)
+	}
+
+	open := filepath.Join(base, "open")
+	if err := os.Mkdir(open, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := PrivateDir(open, "state directory"); err == nil || !strings.Contains(err.Error(), "mode 0777") || !strings.Contains(err.Error(), "chmod 700 "+open) {
+		t.Fatalf("0777 dir: %v", err)
+	}
+	if err := os.Chmod(open, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := PrivateDir(open, "state directory"); err != nil {
+		t.Fatalf("group-readable dir is fine: %v", err)
+	}
+
+	link := filepath.Join(base, "link")
+	if err := os.Symlink(fresh, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := PrivateDir(link, "state directory"); err == nil || !strings.Contains(err.Error(), "is a symlink") {
+		t.Fatalf("symlink: %v", err)
+	}
+
+	file := filepath.Join(base, "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := PrivateDir(file, "state directory"); err == nil || !strings.Contains(err.Error(), "not a directory") {
+		t.Fatalf("file: %v", err)
+	}
+}
+
+func TestPrivateDirOtherOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give a directory to another user")
+	}
+	dir := filepath.Join(t.TempDir(), "theirs")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dir, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if err := PrivateDir(dir, "state directory"); err == nil || !strings.Contains(err.Error(), "owned by uid 65534") {
+		t.Fatalf("dir of another user: %v", err)
+	}
+}
