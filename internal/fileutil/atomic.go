@@ -6,7 +6,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"syscall"
 )
 
 // WriteFileAtomic replaces path with data in one step, through a temporary
@@ -24,8 +23,8 @@ func WriteFileAtomic(path string, data []byte, perm fs.FileMode) error {
 	group := -1
 	if fi, err := os.Stat(path); err == nil {
 		mode = fi.Mode().Perm()
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			owner, group = int(st.Uid), int(st.Gid)
+		if uid, gid, ok := ownerGroupOf(fi); ok {
+			owner, group = uid, gid
 		}
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("writing %s: %w", path, err)

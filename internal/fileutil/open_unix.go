@@ -24,3 +24,12 @@ func ownerOf(fi os.FileInfo) (int, bool) {
 	}
 	return int(st.Uid), true
 }
+
+// ownerGroupOf is the file's owner and group, which an atomic write keeps.
+func ownerGroupOf(fi os.FileInfo) (int, int, bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, 0, false
+	}
+	return int(st.Uid), int(st.Gid), true
+}
