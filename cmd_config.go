@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -14,6 +13,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/wgmesh/wgmesh/config"
+	"github.com/wgmesh/wgmesh/internal/fileutil"
 	"github.com/wgmesh/wgmesh/node"
 	"github.com/wgmesh/wgmesh/peerbook"
 )
@@ -187,11 +187,11 @@ func runtimeBase() string {
 
 // instanceControlPath is the default control socket of instance name,
 // RUNTIME_BASE/NAME/control.sock, as the systemd unit sets it. The base
-// directory is created private, or must not be writable by others: the
-// control package checks only the socket's own directory.
+// directory must be private too: the control package checks only the
+// socket's own directory, and whoever can write the base can swap it.
 func instanceControlPath(name string) (string, error) {
 	base := runtimeBase()
-	if err := privateBase(base); err != nil {
+	if err := fileutil.PrivateDir(base, "runtime directory"); err != nil {
 		return "", err
 	}
 	return filepath.Join(base, name, "control.sock"), nil
@@ -200,29 +200,6 @@ func instanceControlPath(name string) (string, error) {
 // controlPathOf is instanceControlPath without the check, for clients.
 func controlPathOf(name string) string {
 	return filepath.Join(runtimeBase(), name, "control.sock")
-}
-
-func privateBase(dir string) error {
-	fi, err := os.Lstat(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return fmt.Errorf("create runtime directory: %w", err)
-		}
-		return os.Chmod(dir, 0o700)
-	}
-	if err != nil {
-		return fmt.Errorf("runtime directory: %w", err)
-	}
-	if !fi.IsDir() {
-		return fmt.Errorf("runtime directory %s is not a directory", dir)
-	}
-	if fi.Mode().Perm()&0o022 != 0 {
-		return fmt.Errorf("runtime directory %s has mode %04o: others could replace the control sockets in it; fix with: chmod 700 %s", dir, fi.Mode().Perm(), dir)
-	}
-	if uid, ok := fileOwner(fi); ok && uid != os.Geteuid() && uid != 0 {
-		return fmt.Errorf("runtime directory %s is owned by uid %d, not by this user (uid %d) or root", dir, uid, os.Geteuid())
-	}
-	return nil
 }
 
 // instanceStateDir is the default state directory of instance name:
