@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"github.com/wgmesh/wgmesh/booksource"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -131,6 +132,7 @@ func applyInstance(c *cli.Context) (string, error) {
 		// /etc/wgmesh/home.toml is instance home, as for wgmesh@home.
 		name = strings.TrimSuffix(filepath.Base(p), ".toml")
 	}
+	unnamed := name == ""
 	if name == "" {
 		name = defaultInstance
 		if node.Mode(c.String("mode")) == node.ModeTUN {
@@ -153,7 +155,7 @@ func applyInstance(c *cli.Context) (string, error) {
 		}
 	}
 	if !c.IsSet("state-dir") {
-		if d := instanceStateDir(name); d != "" {
+		if d := instanceStateDir(name, unnamed); d != "" {
 			if err := c.Set("state-dir", d); err != nil {
 				return "", err
 			}
@@ -205,10 +207,27 @@ func controlPathOf(name string) string {
 // instanceStateDir is the default state directory of instance name:
 // /var/lib/wgmesh/NAME for root (the systemd unit's StateDirectory), else
 // under the user's XDG state directory; "" when there is none.
-func instanceStateDir(name string) string {
-	base := defaultStateDir()
+//
+// Before instances, an unnamed node kept its state in the base directory
+// itself. While the base still holds that node's serial file and the
+// instance's directory holds none, an unnamed node goes on using it: moving
+// would forget the highest serial it accepted, its rollback protection.
+func instanceStateDir(name string, unnamed bool) string {
+	return instanceStateDirIn(defaultStateDir(), name, unnamed)
+}
+
+func instanceStateDirIn(base, name string, unnamed bool) string {
 	if base == "" {
 		return ""
 	}
-	return filepath.Join(base, name)
+	dir := filepath.Join(base, name)
+	if unnamed && isRegular(filepath.Join(base, booksource.SerialFile)) && !isRegular(filepath.Join(dir, booksource.SerialFile)) {
+		return base
+	}
+	return dir
+}
+
+func isRegular(path string) bool {
+	fi, err := os.Lstat(path)
+	return err == nil && fi.Mode().IsRegular()
 }

@@ -223,3 +223,31 @@ func TestVersionCommand(t *testing.T) {
 		}
 	}
 }
+
+// TestInstanceStateDirKeepsLegacySerial: a node that ran before instances
+// kept its serial in the base directory; moving to base/NAME would forget
+// it and with it the rollback protection.
+func TestInstanceStateDirKeepsLegacySerial(t *testing.T) {
+	base := t.TempDir()
+	if got := instanceStateDirIn(base, "wgmesh", true); got != filepath.Join(base, "wgmesh") {
+		t.Fatalf("fresh host: %s", got)
+	}
+	if err := os.WriteFile(filepath.Join(base, "serial"), []byte("7 x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := instanceStateDirIn(base, "wgmesh", true); got != base {
+		t.Errorf("unnamed node with a legacy serial: %s, want %s", got, base)
+	}
+	if got := instanceStateDirIn(base, "home", false); got != filepath.Join(base, "home") {
+		t.Errorf("a named instance never used the legacy directory: %s", got)
+	}
+	if err := os.Mkdir(filepath.Join(base, "wgmesh"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(base, "wgmesh", "serial"), []byte("9 y\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := instanceStateDirIn(base, "wgmesh", true); got != filepath.Join(base, "wgmesh") {
+		t.Errorf("instance directory with its own serial: %s", got)
+	}
+}
