@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"fmt"
+	"github.com/wgmesh/wgmesh/config"
 	"io"
 	"net/url"
 	"os"
@@ -246,7 +247,8 @@ func (e *env) join(c *cli.Context) error {
 	bookPath := filepath.Join(dir, "book.toml")
 	sigPath := bookPath + ".sig"
 	signersPath := filepath.Join(dir, "allowed_signers")
-	files := []string{keyPath}
+	configPath := filepath.Join(dir, "wgmesh.toml")
+	files := []string{keyPath, configPath}
 	if inv.BookURL == "" {
 		files = append(files, bookPath)
 		if sig != nil {
@@ -298,12 +300,19 @@ func (e *env) join(c *cli.Context) error {
 		}
 	}
 
+	// The same settings twice: as a config file (what a service unit
+	// runs) and spelled out as flags.
+	conf := &config.File{Book: bookPath, Key: keyPath}
 	cmd := []string{"wgmesh", "up", "--book", bookPath, "--key", keyPath}
 	if inv.BookURL != "" {
-		cmd[3] = inv.BookURL
+		conf.Book, cmd[3] = inv.BookURL, inv.BookURL
 	}
 	if sig != nil {
+		conf.TrustedSigners = signersPath
 		cmd = append(cmd, "--trusted-signers", signersPath)
+	}
+	if err := config.Write(configPath, conf); err != nil {
+		return undo(err)
 	}
 	for i := range cmd {
 		cmd[i] = shellQuote(cmd[i])
@@ -313,7 +322,7 @@ func (e *env) join(c *cli.Context) error {
 	if a[0] != "-" {
 		fmt.Fprintf(e.stdout, "delete %s now: it holds this machine's private key\n", a[0])
 	}
-	fmt.Fprintf(e.stdout, "start the node with:\n  %s\n", strings.Join(cmd, " "))
+	fmt.Fprintf(e.stdout, "start the node with:\n  wgmesh up --config %s\nwhich is the same as:\n  %s\n", shellQuote(configPath), strings.Join(cmd, " "))
 	return nil
 }
 

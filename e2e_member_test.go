@@ -452,18 +452,21 @@ func TestInviteJoinUp(t *testing.T) {
 	// The new machine has nothing but the invitation.
 	newMachine := filepath.Join(t.TempDir(), "etc", "wgmesh")
 	out = w.ok("join", "--out", newMachine, inv)
-	m := regexp.MustCompile(`start the node with:\n  (wgmesh up .*)\n`).FindStringSubmatch(out)
+	m := regexp.MustCompile(`start the node with:\n  (wgmesh up --config .*)\nwhich is the same as:\n  (wgmesh up .*)\n`).FindStringSubmatch(out)
 	if m == nil {
 		t.Fatalf("join printed no up command:\n%s", out)
 	}
-	want := fmt.Sprintf("wgmesh up --book %s/book.toml --key %s/node.key --trusted-signers %s/allowed_signers", newMachine, newMachine, newMachine)
-	if m[1] != want {
+	if want := fmt.Sprintf("wgmesh up --config %s/wgmesh.toml", newMachine); m[1] != want {
 		t.Errorf("join printed\n  %s\nwant\n  %s", m[1], want)
+	}
+	want := fmt.Sprintf("wgmesh up --book %s/book.toml --key %s/node.key --trusted-signers %s/allowed_signers", newMachine, newMachine, newMachine)
+	if m[2] != want {
+		t.Errorf("join printed\n  %s\nwant\n  %s", m[2], want)
 	}
 	if fi, err := os.Stat(filepath.Join(newMachine, "node.key")); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("node.key: %v, %v; want mode 0600", fi, err)
 	}
-	// The exact command, plus what a test on one machine needs.
+	// The exact config command, plus what a test on one machine needs.
 	args := append(strings.Fields(m[1])[2:], "--listen-port", "0", "--state-dir", filepath.Join(dir, "state-d"),
 		"--forward", "tcp:127.0.0.1:0=a:9000")
 	d := startUp(t, w.bin, "d", filepath.Join(dir, "run", "d.sock"), args...)
