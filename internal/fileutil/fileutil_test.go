@@ -6,9 +6,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wgmesh/wgmesh/internal/testutil"
 )
 
 func TestReadFileLimit(t *testing.T) {
@@ -33,40 +34,20 @@ func TestReadFileLimit(t *testing.T) {
 }
 
 func TestReadFileLimitDevZero(t *testing.T) {
-	if _, err := os.Stat("/dev/zero"); err != nil {
-		t.Skip("no /dev/zero here")
-	}
-	done := make(chan error, 1)
-	go func() { _, err := ReadFileLimit("/dev/zero", 1<<40); done <- err }()
-	select {
-	case err := <-done:
-		if err == nil || !strings.Contains(err.Error(), "/dev/zero is not a regular file (a character device)") {
-			t.Fatalf("got %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("reading /dev/zero did not stop")
+	zero := testutil.DevZero(t)
+	err := testutil.Within(t, 10*time.Second, "reading /dev/zero", func() error { _, err := ReadFileLimit(zero, 1<<40); return err })
+	if err == nil || !strings.Contains(err.Error(), "/dev/zero is not a regular file (a character device)") {
+		t.Fatalf("got %v", err)
 	}
 }
 
 // A FIFO would block the open until a writer comes.
 func TestReadFileLimitFIFO(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "serial")
-	if err := syscall.Mkfifo(path, 0o600); err != nil {
-		t.Skipf("mkfifo: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { _, err := ReadFileLimitNoFollow(path, 100); done <- err }()
-	select {
-	case err := <-done:
-		if err == nil || !strings.Contains(err.Error(), "not a regular file (a FIFO)") {
-			t.Fatalf("got %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		// Unblock the open so the goroutine ends.
-		if f, err := os.OpenFile(path, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
-			f.Close()
-		}
-		t.Fatal("reading a FIFO hangs")
+	testutil.FIFO(t, path)
+	err := testutil.Within(t, 10*time.Second, "reading a FIFO", func() error { _, err := ReadFileLimitNoFollow(path, 100); return err })
+	if err == nil || !strings.Contains(err.Error(), "not a regular file (a FIFO)") {
+		t.Fatalf("got %v", err)
 	}
 }
 
