@@ -150,9 +150,6 @@ func peerStatus(st node.Status, name string) node.PeerStatus {
 }
 
 func TestEndToEndServices(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test builds and runs the binary; skipped in -short mode")
-	}
 	bin := buildBinary(t)
 	dir := t.TempDir()
 	bookPath := filepath.Join(dir, "book.toml")
