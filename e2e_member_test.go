@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/wgmesh/wgmesh/control"
+	"github.com/wgmesh/wgmesh/internal/testutil"
 	"github.com/wgmesh/wgmesh/peerbook"
 )
 
@@ -31,11 +32,11 @@ import (
 type cliRunner struct {
 	t   *testing.T
 	bin string
-	all *syncBuffer
+	all *testutil.Buffer
 }
 
 func newCLI(t *testing.T) *cliRunner {
-	return &cliRunner{t: t, bin: buildBinary(t), all: &syncBuffer{}}
+	return &cliRunner{t: t, bin: buildBinary(t), all: &testutil.Buffer{}}
 }
 
 // in is r for a subtest.

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wgmesh/wgmesh/internal/testutil"
 	"github.com/wgmesh/wgmesh/node"
 )
 
@@ -50,31 +51,14 @@ type proc struct {
 	name    string
 	control string
 	cmd     *exec.Cmd
-	stderr  *syncBuffer
+	stderr  *testutil.Buffer
 	done    chan struct{}
 	err     error // valid after done
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func startUp(t *testing.T, bin, name, control string, args ...string) *proc {
 	t.Helper()
-	p := &proc{name: name, control: control, stderr: &syncBuffer{}, done: make(chan struct{})}
+	p := &proc{name: name, control: control, stderr: &testutil.Buffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(bin, append([]string{"up", "--control", control}, args...)...)
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {

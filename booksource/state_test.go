@@ -1,13 +1,11 @@
 package booksource
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -129,26 +127,9 @@ func TestStateSerialSymlinkRefused(t *testing.T) {
 	}
 }
 
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 func TestStateMissingSerialWarns(t *testing.T) {
 	path, opts := signedSetup(t)
-	var logs logBuffer
+	var logs testutil.Buffer
 	opts.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	const warning = "no book serial recorded in the state directory"
 
@@ -166,7 +147,7 @@ func TestStateMissingSerialWarns(t *testing.T) {
 	if !strings.Contains(logs.String(), "level=WARN msg=\""+warning) || !strings.Contains(logs.String(), filepath.Join(opts.StateDir, SerialFile)) {
 		t.Fatalf("first start without a serial file logged:\n%s\nwant a warning naming the file", logs.String())
 	}
-	logs = logBuffer{}
+	logs = testutil.Buffer{}
 	start()
 	if strings.Contains(logs.String(), warning) {
 		t.Fatalf("second start, serial recorded, still warns:\n%s", logs.String())
@@ -176,7 +157,7 @@ func TestStateMissingSerialWarns(t *testing.T) {
 	if err := os.Remove(filepath.Join(opts.StateDir, SerialFile)); err != nil {
 		t.Fatal(err)
 	}
-	logs = logBuffer{}
+	logs = testutil.Buffer{}
 	start()
 	if !strings.Contains(logs.String(), warning) {
 		t.Fatalf("start after the serial file was removed logged:\n%s", logs.String())

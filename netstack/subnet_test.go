@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wgmesh/wgmesh/internal/testutil"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
@@ -24,7 +25,7 @@ import (
 type routerPair struct {
 	client, router *Stack
 	r              *SubnetRouter
-	logs           *syncBuffer
+	logs           *testutil.Buffer
 }
 
 var (
@@ -45,7 +46,7 @@ func newRouterPair(tb testing.TB, edit func(*SubnetRouter)) *routerPair {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testutil.Buffer{}
 	r, err := router.RouteSubnets([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, &net.Dialer{},
 		slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
@@ -253,7 +254,7 @@ func count(bs []bool) int {
 // TestRefusalLogBounded: a burst of refusals gives one line at once and
 // one line with the count at the end of the interval.
 func TestRefusalLogBounded(t *testing.T) {
-	var buf syncBuffer
+	var buf testutil.Buffer
 	l := newRefusalLog(slog.New(slog.NewTextHandler(&buf, nil)), 50*time.Millisecond, 2, 4)
 	defer l.close()
 	for range 1000 {
@@ -321,26 +322,6 @@ func memInUse() uint64 {
 	runtime.ReadMemStats(&m)
 	return m.HeapInuse + m.StackInuse
 }
-
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) Bytes() []byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]byte(nil), s.b.Bytes()...)
-}
-
-func (s *syncBuffer) String() string { return string(s.Bytes()) }
 
 // TestFlowMembers: a flow counts against the member whose allowed IPs
 // hold its source, its subnets included, so a member cannot spread its

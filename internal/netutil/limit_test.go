@@ -7,27 +7,11 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/wgmesh/wgmesh/internal/testutil"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func TestCounter(t *testing.T) {
 	c := NewCounter(Limits{Total: 3, PerClient: 2})
@@ -89,7 +73,7 @@ func TestLimitListener(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs testutil.Buffer
 	refused := NewRateLog(slog.New(slog.NewTextHandler(&logs, nil)), time.Hour)
 	ln := LimitListener(raw, Limits{Total: 2}, refused)
 	accepted := acceptAll(t, ln)
