@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wgmesh/wgmesh/internal/testutil"
 	"github.com/wgmesh/wgmesh/node"
 	"github.com/wgmesh/wgmesh/peerbook"
 )
@@ -180,16 +181,6 @@ func listenLoopback(t testing.TB) net.Listener {
 func forbiddenTarget(t *testing.T) string {
 	t.Helper()
 	ln := listenLoopback(t)
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			t.Errorf("the proxy connected to %s, outside the mesh", ln.Addr())
-			c.Close()
-		}
-	}()
+	testutil.ServeConns(t, ln, func(net.Conn) { t.Errorf("the proxy connected to %s, outside the mesh", ln.Addr()) })
 	return ln.Addr().String()
 }
