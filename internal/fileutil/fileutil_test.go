@@ -2,6 +2,7 @@ package fileutil
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -66,6 +67,39 @@ func TestReadFileLimitSymlink(t *testing.T) {
 	}
 	if _, err := ReadFileLimitNoFollow(link, 10); err == nil || !strings.Contains(err.Error(), "is a symlink") {
 		t.Fatalf("ReadFileLimitNoFollow of a symlink: %v", err)
+	}
+}
+
+func TestReadPrivateFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "secret")
+	if err := os.WriteFile(path, []byte("s3cret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var asked []fs.FileMode
+	tooOpen := func(perm fs.FileMode) error {
+		asked = append(asked, perm)
+		return fmt.Errorf("%s is too open (%04o)", path, perm)
+	}
+	if b, err := ReadPrivateFile(path, 100, "secret file", tooOpen); err != nil || string(b) != "s3cret" || len(asked) != 0 {
+		t.Fatalf("0600: %q, %v, tooOpen asked for %v", b, err, asked)
+	}
+	for _, perm := range []fs.FileMode{0o640, 0o604, 0o620} {
+		if err := os.Chmod(path, perm); err != nil {
+			t.Fatal(err)
+		}
+		want := fmt.Sprintf("%s is too open (%04o)", path, perm)
+		if b, err := ReadPrivateFile(path, 100, "secret file", tooOpen); err == nil || err.Error() != want || b != nil {
+			t.Errorf("%04o: %q, %v; want tooOpen's error as it is", perm, b, err)
+		}
+	}
+	allow := func(fs.FileMode) error { return nil }
+	if b, err := ReadPrivateFile(path, 100, "secret file", allow); err != nil || string(b) != "s3cret" {
+		t.Errorf("tooOpen allowing it: %q, %v", b, err)
+	}
+	_, err := ReadPrivateFile(filepath.Join(dir, "missing"), 100, "secret file", tooOpen)
+	if !errors.Is(err, fs.ErrNotExist) || !strings.HasPrefix(err.Error(), "secret file: ") {
+		t.Errorf("missing file: %v, want fs.ErrNotExist wrapped as \"secret file: ...\"", err)
 	}
 }
 
