@@ -8,17 +8,8 @@ import (
 	"time"
 
 	"github.com/wgmesh/wgmesh/internal/netutil"
+	"github.com/wgmesh/wgmesh/internal/testutil"
 )
-
-// closedSoon reports whether the far side closes c within d.
-func closedSoon(c net.Conn, d time.Duration) bool {
-	c.SetReadDeadline(time.Now().Add(d))
-	_, err := c.Read(make([]byte, 1))
-	if ne, ok := err.(net.Error); ok && ne.Timeout() {
-		return false
-	}
-	return err != nil
-}
 
 // TestTCPConnectionCap: a forward used to relay any number of
 // connections; over its limits they are now closed at once.
@@ -64,7 +55,7 @@ func TestTCPConnectionCap(t *testing.T) {
 		t.Fatal("connections within the limits are not relayed")
 	}
 	for range 5 {
-		if c := dialFrom("127.0.0.1"); !closedSoon(c, 5*time.Second) {
+		if c := dialFrom("127.0.0.1"); !testutil.ClosedWithin(c, 5*time.Second) {
 			t.Fatal("a third connection of one client was relayed beyond the per-client limit of 2")
 		}
 	}
@@ -72,7 +63,7 @@ func TestTCPConnectionCap(t *testing.T) {
 	if !works(b1) {
 		t.Fatal("another client was refused")
 	}
-	if c := dialFrom("127.0.0.3"); !closedSoon(c, 5*time.Second) {
+	if c := dialFrom("127.0.0.3"); !testutil.ClosedWithin(c, 5*time.Second) {
 		t.Fatal("a fourth connection was relayed beyond the total limit of 3")
 	}
 	if n := strings.Count(log.String(), "connection refused"); n != 1 {

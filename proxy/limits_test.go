@@ -28,15 +28,6 @@ func startLimitedSOCKS(t *testing.T, set func(*SOCKS5)) (*SOCKS5, string, *testu
 	return s, serveSOCKS(t, s), logs
 }
 
-func closedAtOnce(c net.Conn) bool {
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	_, err := c.Read(make([]byte, 1))
-	if ne, ok := err.(net.Error); ok && ne.Timeout() {
-		return false
-	}
-	return err != nil
-}
-
 func TestSOCKS5ConnectionCap(t *testing.T) {
 	if DefaultConnLimits.Total == 0 || DefaultConnLimits.PerClient == 0 {
 		t.Fatalf("no default connection limits: %+v", DefaultConnLimits)
@@ -53,7 +44,7 @@ func TestSOCKS5ConnectionCap(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		if !closedAtOnce(c) {
+		if !testutil.ClosedWithin(c, 5*time.Second) {
 			t.Fatal("a connection over the cap of 2 was kept open")
 		}
 	}

@@ -57,17 +57,6 @@ func acceptAll(t *testing.T, ln net.Listener) <-chan net.Conn {
 	return ch
 }
 
-// closedByServer reports whether the server closed c: a read ends with
-// EOF (or a reset) before the deadline.
-func closedByServer(c net.Conn, within time.Duration) bool {
-	c.SetReadDeadline(time.Now().Add(within))
-	_, err := c.Read(make([]byte, 1))
-	if ne, ok := err.(net.Error); ok && ne.Timeout() {
-		return false
-	}
-	return err != nil
-}
-
 func TestLimitListener(t *testing.T) {
 	raw, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -90,7 +79,7 @@ func TestLimitListener(t *testing.T) {
 	_ = c2
 	// Over the cap: closed at once, never handed to the server.
 	for range 3 {
-		if c := dial(); !closedByServer(c, 5*time.Second) {
+		if c := dial(); !testutil.ClosedWithin(c, 5*time.Second) {
 			t.Fatal("a connection over the cap was not closed")
 		}
 	}
@@ -106,7 +95,7 @@ func TestLimitListener(t *testing.T) {
 	// A closed conn frees its place (twice closed, counted once).
 	s1.Close()
 	s1.Close()
-	if !closedByServer(c1, 5*time.Second) {
+	if !testutil.ClosedWithin(c1, 5*time.Second) {
 		t.Fatal("closing the server side did not close the client")
 	}
 	dial()
@@ -115,7 +104,7 @@ func TestLimitListener(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("no room after a connection closed")
 	}
-	if c := dial(); !closedByServer(c, 5*time.Second) {
+	if c := dial(); !testutil.ClosedWithin(c, 5*time.Second) {
 		t.Fatal("the cap is not enforced after a close")
 	}
 	s2.Close()
@@ -139,7 +128,7 @@ func TestLimitListenerPerClient(t *testing.T) {
 	}
 	dialFrom("127.0.0.1")
 	<-accepted
-	if c := dialFrom("127.0.0.1"); !closedByServer(c, 5*time.Second) {
+	if c := dialFrom("127.0.0.1"); !testutil.ClosedWithin(c, 5*time.Second) {
 		t.Fatal("a second connection of one client was not refused")
 	}
 	dialFrom("127.0.0.2") // another client (all of 127/8 is loopback on Linux)

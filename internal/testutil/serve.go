@@ -3,6 +3,7 @@ package testutil
 import (
 	"net"
 	"testing"
+	"time"
 )
 
 // ServeConns accepts connections on ln until ln is closed, which it is
@@ -22,4 +23,16 @@ func ServeConns(tb testing.TB, ln net.Listener, handle func(net.Conn)) {
 			}()
 		}
 	}()
+}
+
+// ClosedWithin reports whether the far side closes c (a read ends with EOF
+// or a reset) within d: a server that refuses a connection over its limits
+// closes it at once, one that serves it does not.
+func ClosedWithin(c net.Conn, d time.Duration) bool {
+	c.SetReadDeadline(time.Now().Add(d))
+	_, err := c.Read(make([]byte, 1))
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		return false
+	}
+	return err != nil
 }
