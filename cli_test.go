@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/wgmesh/wgmesh/internal/testutil"
 	"github.com/wgmesh/wgmesh/peerbook"
 )
 
@@ -97,13 +98,7 @@ func bookText(serial uint64, members []*testMember) []byte {
 const badBook = "format = 1\nserial = 1\nbogus = true\n[mesh]\nnetworks = [\"10.42.0.0/16\"]\n"
 
 func TestKeyInteropWithWG(t *testing.T) {
-	wg, err := exec.LookPath("wg")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("wg (wireguard-tools) is not installed; .ci/run installs it")
-		}
-		t.Skip("wg (wireguard-tools) not installed")
-	}
+	wg := testutil.Tool(t, "wg", "wireguard-tools")
 	wgRun := func(stdin string, args ...string) string {
 		t.Helper()
 		cmd := exec.Command(wg, args...)

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/wgmesh/wgmesh/control"
+	"github.com/wgmesh/wgmesh/internal/testutil"
 )
 
 // End-to-end tests of how `wgmesh up` follows its book: a watched file
@@ -190,13 +191,7 @@ func TestEndToEndBookReload(t *testing.T) {
 // openssh-client.
 func sshKeygen(t *testing.T, stdin string, args ...string) string {
 	t.Helper()
-	path, err := exec.LookPath("ssh-keygen")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("ssh-keygen (openssh-client) is not installed; .ci/run installs it")
-		}
-		t.Skip("ssh-keygen (openssh-client) not installed")
-	}
+	path := testutil.Tool(t, "ssh-keygen", "openssh-client")
 	cmd := exec.Command(path, args...)
 	cmd.Stdin = strings.NewReader(stdin)
 	out, err := cmd.CombinedOutput()

@@ -475,13 +475,7 @@ func TestInviteJoinUp(t *testing.T) {
 // installs them.
 func zbarimg(t *testing.T, path string) string {
 	t.Helper()
-	bin, err := exec.LookPath("zbarimg")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("zbarimg (zbar-tools) is not installed; .ci/run installs it")
-		}
-		t.Skip("zbarimg (zbar-tools) not installed")
-	}
+	bin := testutil.Tool(t, "zbarimg", "zbar-tools")
 	out, err := exec.Command(bin, "--quiet", "--raw", path).Output()
 	if err != nil {
 		t.Fatalf("zbarimg %s: %v", path, err)

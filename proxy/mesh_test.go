@@ -142,14 +142,7 @@ func (m *testMesh) serveBetaUDPEcho(t testing.TB) {
 // fails when CI is set: CI must run the tests against the real client.
 func needCurl(t *testing.T) string {
 	t.Helper()
-	path, err := exec.LookPath("curl")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("curl not found and CI is set: install it (apt-get install -y curl): %v", err)
-		}
-		t.Skipf("curl not found (apt-get install -y curl); skipping the test with the real client: %v", err)
-	}
-	return path
+	return testutil.Tool(t, "curl", "curl")
 }
 
 // runCurl runs curl with a clean environment (no proxy variables, no
