@@ -32,16 +32,7 @@ func TestTCPConnectionCap(t *testing.T) {
 		}
 	}()
 
-	dialFrom := func(src string) net.Conn {
-		t.Helper()
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
-		c, err := d.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
+	dialFrom := func(src string) net.Conn { return testutil.DialFrom(t, "tcp", src, ln.Addr().String()) }
 	works := func(c net.Conn) bool {
 		c.SetDeadline(time.Now().Add(5 * time.Second))
 		if _, err := c.Write([]byte("x")); err != nil {
@@ -99,16 +90,7 @@ func TestUDPSessionsPerClient(t *testing.T) {
 		return wait()
 	}
 	t.Cleanup(cancel)
-	dialFrom := func(src string) net.Conn {
-		t.Helper()
-		d := net.Dialer{LocalAddr: &net.UDPAddr{IP: net.ParseIP(src)}}
-		c, err := d.Dial("udp", pc.LocalAddr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
+	dialFrom := func(src string) net.Conn { return testutil.DialFrom(t, "udp", src, pc.LocalAddr().String()) }
 	mustExchange(t, dialFrom("127.0.0.1"), "one")
 	mustExchange(t, dialFrom("127.0.0.1"), "two")
 	for i := range 3 {

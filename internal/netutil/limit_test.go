@@ -117,15 +117,7 @@ func TestLimitListenerPerClient(t *testing.T) {
 	}
 	ln := LimitListener(raw, Limits{Total: 10, PerClient: 1}, nil)
 	accepted := acceptAll(t, ln)
-	dialFrom := func(src string) net.Conn {
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
-		c, err := d.Dial("tcp", raw.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
+	dialFrom := func(src string) net.Conn { return testutil.DialFrom(t, "tcp", src, raw.Addr().String()) }
 	dialFrom("127.0.0.1")
 	<-accepted
 	if c := dialFrom("127.0.0.1"); !testutil.ClosedWithin(c, 5*time.Second) {

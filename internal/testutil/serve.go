@@ -36,3 +36,20 @@ func ClosedWithin(c net.Conn, d time.Duration) bool {
 	}
 	return err != nil
 }
+
+// DialFrom dials addr over network ("tcp" or "udp") from the local
+// address src (a loopback address other than 127.0.0.1 makes another
+// client) and closes the connection when the test ends.
+func DialFrom(t testing.TB, network, src, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	if network == "udp" {
+		d.LocalAddr = &net.UDPAddr{IP: net.ParseIP(src)}
+	}
+	c, err := d.Dial(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
