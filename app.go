@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 )
@@ -103,6 +104,16 @@ func unknownCommand(c *cli.Context) error {
 	}
 	cli.ShowSubcommandHelp(c)
 	return usagef("%s needs a command", c.Command.HelpName)
+}
+
+// requiredFlag returns the value of the string flag name, or a usage error
+// when it is empty: "book remove needs --name NAME", with metavar the
+// flag's placeholder.
+func requiredFlag(c *cli.Context, name, metavar string) (string, error) {
+	if v := c.String(name); v != "" {
+		return v, nil
+	}
+	return "", usagef("%s needs --%s %s", strings.TrimPrefix(c.Command.HelpName, c.App.Name+" "), name, metavar)
 }
 
 // args checks the number of positional arguments.

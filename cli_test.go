@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/wgmesh/wgmesh/internal/testutil"
 	"github.com/wgmesh/wgmesh/peerbook"
 )
 
@@ -97,13 +98,7 @@ func bookText(serial uint64, members []*testMember) []byte {
 const badBook = "format = 1\nserial = 1\nbogus = true\n[mesh]\nnetworks = [\"10.42.0.0/16\"]\n"
 
 func TestKeyInteropWithWG(t *testing.T) {
-	wg, err := exec.LookPath("wg")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("wg (wireguard-tools) is not installed; .ci/run installs it")
-		}
-		t.Skip("wg (wireguard-tools) not installed")
-	}
+	wg := testutil.Tool(t, "wg", "wireguard-tools")
 	wgRun := func(stdin string, args ...string) string {
 		t.Helper()
 		cmd := exec.Command(wg, args...)
@@ -236,7 +231,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"key", "generate", "--nope"}, "nope"},
 		{[]string{"--log-level", "loud", "status"}, "--log-level"},
 		{[]string{"book", "check"}, "FILE"},
-		{[]string{"book", "export", "book.toml"}, "--peer"},
+		{[]string{"book", "export", "book.toml"}, "book export needs --peer NAME"},
 		{[]string{"up", "--key", "k"}, "--book"},
 		{[]string{"up", "--book", "b", "--key", "k", "--mode", "bogus"}, "--mode"},
 		{[]string{"up", "--book", "b", "--key", "k", "--listen-port", "70000"}, "--listen-port"},
@@ -257,9 +252,14 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"up", "--book", "b", "--key", "k", "--book-poll", "10s"}, "--book-poll applies to a --book URL"},
 		{[]string{"up", "--book", "https://192.0.2.1/b", "--key", "k", "--book-poll", "0s"}, "--book-poll"},
 		{[]string{"up", "--book", "b", "--key", "k", "--resolve-interval", "-1s"}, "--resolve-interval"},
-		{[]string{"book", "sign", "book.toml"}, "--key"},
-		{[]string{"book", "verify", "book.toml"}, "--trusted-signers"},
+		{[]string{"book", "sign", "book.toml"}, "book sign needs --key SSH_PRIVATE_KEY"},
+		{[]string{"book", "verify", "book.toml"}, "book verify needs --trusted-signers FILE"},
 		{[]string{"book", "import"}, "FILE.conf"},
+		{[]string{"book", "add", "book.toml"}, "book add needs --name NAME"},
+		{[]string{"book", "remove", "book.toml"}, "book remove needs --name NAME"},
+		{[]string{"book", "set", "book.toml"}, "book set needs --name NAME"},
+		{[]string{"invite", "book.toml"}, "invite needs --name NAME"},
+		{[]string{"join", "x.invite"}, "join needs --out DIR"},
 	} {
 		code, _, stderr := runCLI(t, "", tc.args...)
 		if code != 2 || !strings.HasPrefix(stderr, "wgmesh: ") || !strings.Contains(stderr, tc.want) {

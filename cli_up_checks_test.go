@@ -8,9 +8,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wgmesh/wgmesh/internal/testutil"
 )
 
 // TestForwardWarnsBeyondLoopback: a --forward on a reachable address
@@ -54,35 +55,34 @@ func upBounded(t *testing.T, args ...string) (int, string) {
 	return code, errOut.String()
 }
 
-// TestUpRefusesOpenStateDir: a --state-dir that others can write was
-// used; up now refuses it before anything starts, naming the flag.
-func TestUpRefusesOpenStateDir(t *testing.T) {
-	dir := t.TempDir()
+// signedUpArgs writes a signed book of two members in dir, makes the
+// state directory dir/state, and returns the arguments of an `up` of the
+// first member that trusts the signer and keeps its state there.
+func signedUpArgs(t *testing.T, dir string) (args []string, state string) {
+	t.Helper()
 	ms := newMembers(t, dir, "alpha", "beta")
 	book := filepath.Join(dir, "book.toml")
 	writeBook(t, book, 1, ms)
-	key := filepath.Join(dir, "id_ed25519")
-	sshKeygen(t, "", "-q", "-t", "ed25519", "-N", "", "-f", key)
+	key, allowed := newSigner(t, dir, "id_ed25519")
 	if code, _, stderr := runCLI(t, "", "book", "sign", "--key", key, book); code != 0 {
 		t.Fatalf("book sign: %s", stderr)
 	}
-	pub, err := os.ReadFile(key + ".pub")
-	if err != nil {
-		t.Fatal(err)
-	}
-	allowed := filepath.Join(dir, "allowed_signers")
-	if err := os.WriteFile(allowed, []byte(`admin namespaces="wgmesh-peerbook" `+string(pub)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	state := filepath.Join(dir, "state")
+	state = filepath.Join(dir, "state")
 	if err := os.Mkdir(state, 0o700); err != nil {
 		t.Fatal(err)
 	}
+	return []string{"--book", book, "--key", ms[0].keyPath, "--control", filepath.Join(dir, "s.sock"),
+		"--trusted-signers", allowed, "--state-dir", state}, state
+}
+
+// TestUpRefusesOpenStateDir: a --state-dir that others can write was
+// used; up now refuses it before anything starts, naming the flag.
+func TestUpRefusesOpenStateDir(t *testing.T) {
+	args, state := signedUpArgs(t, t.TempDir())
 	if err := os.Chmod(state, 0o777); err != nil {
 		t.Fatal(err)
 	}
-	code, stderr := upBounded(t, "--book", book, "--key", ms[0].keyPath, "--control", filepath.Join(dir, "s.sock"),
-		"--trusted-signers", allowed, "--state-dir", state)
+	code, stderr := upBounded(t, args...)
 	if code != 1 || !strings.Contains(stderr, "--state-dir: state directory "+state+" has mode 0777") || !strings.Contains(stderr, "chmod 700 "+state) {
 		t.Fatalf("up with a 0777 state dir: exit %d, stderr %q", code, stderr)
 	}
@@ -92,50 +92,18 @@ func TestUpRefusesOpenStateDir(t *testing.T) {
 // open(2), where SIGTERM could not end it; now it is refused at once,
 // naming --state-dir and the file.
 func TestUpStateFIFO(t *testing.T) {
-	dir := t.TempDir()
-	ms := newMembers(t, dir, "alpha", "beta")
-	book := filepath.Join(dir, "book.toml")
-	writeBook(t, book, 1, ms)
-	key := filepath.Join(dir, "id_ed25519")
-	sshKeygen(t, "", "-q", "-t", "ed25519", "-N", "", "-f", key)
-	if code, _, stderr := runCLI(t, "", "book", "sign", "--key", key, book); code != 0 {
-		t.Fatalf("book sign: %s", stderr)
-	}
-	pub, err := os.ReadFile(key + ".pub")
-	if err != nil {
-		t.Fatal(err)
-	}
-	allowed := filepath.Join(dir, "allowed_signers")
-	if err := os.WriteFile(allowed, []byte(`admin namespaces="wgmesh-peerbook" `+string(pub)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	state := filepath.Join(dir, "state")
-	if err := os.Mkdir(state, 0o700); err != nil {
-		t.Fatal(err)
-	}
+	args, state := signedUpArgs(t, t.TempDir())
 	serial := filepath.Join(state, "serial")
-	if err := syscall.Mkfifo(serial, 0o600); err != nil {
-		t.Skipf("mkfifo: %v", err)
-	}
+	testutil.FIFO(t, serial)
 	type result struct {
 		code   int
 		stderr string
 	}
-	done := make(chan result, 1)
-	go func() {
-		code, stderr := upBounded(t, "--book", book, "--key", ms[0].keyPath, "--control", filepath.Join(dir, "s.sock"),
-			"--trusted-signers", allowed, "--state-dir", state)
-		done <- result{code, stderr}
-	}()
-	select {
-	case r := <-done:
-		if r.code != 1 || !strings.Contains(r.stderr, "wgmesh: --state-dir: ") || !strings.Contains(r.stderr, serial+" is not a regular file (a FIFO)") {
-			t.Fatalf("up with a FIFO serial: exit %d, stderr %q", r.code, r.stderr)
-		}
-	case <-time.After(10 * time.Second):
-		if f, err := os.OpenFile(serial, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
-			f.Close() // let the stuck open return
-		}
-		t.Fatal("up hangs on a FIFO named serial in the state dir")
+	r := testutil.Within(t, 10*time.Second, "up with a FIFO named serial in the state dir", func() result {
+		code, stderr := upBounded(t, args...)
+		return result{code, stderr}
+	})
+	if r.code != 1 || !strings.Contains(r.stderr, "wgmesh: --state-dir: ") || !strings.Contains(r.stderr, serial+" is not a regular file (a FIFO)") {
+		t.Fatalf("up with a FIFO serial: exit %d, stderr %q", r.code, r.stderr)
 	}
 }

@@ -105,9 +105,9 @@ func (e *env) bookExport(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	name := c.String("peer")
-	if name == "" {
-		return usagef("book export needs --peer NAME")
+	name, err := requiredFlag(c, "peer", "NAME")
+	if err != nil {
+		return err
 	}
 	book, err := loadBook(a[0])
 	if err != nil {
@@ -185,9 +185,9 @@ func (e *env) bookSign(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	keyPath := c.String("key")
-	if keyPath == "" {
-		return usagef("book sign needs --key SSH_PRIVATE_KEY")
+	keyPath, err := requiredFlag(c, "key", "SSH_PRIVATE_KEY")
+	if err != nil {
+		return err
 	}
 	signer, err := booksign.LoadSigner(keyPath)
 	if err != nil {
@@ -225,9 +225,9 @@ func (e *env) bookVerify(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	signersPath := c.String("trusted-signers")
-	if signersPath == "" {
-		return usagef("book verify needs --trusted-signers FILE")
+	signersPath, err := requiredFlag(c, "trusted-signers", "FILE")
+	if err != nil {
+		return err
 	}
 	trusted, err := booksign.LoadAllowedSigners(signersPath)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wgmesh/wgmesh/internal/testutil"
 	"github.com/wgmesh/wgmesh/peerbook"
 )
 
@@ -18,44 +19,26 @@ import (
 func runCLIBounded(t *testing.T, args ...string) (int, string) {
 	t.Helper()
 	type result struct {
-		code           int
-		stdout, stderr string
+		code int
+		out  string
 	}
-	done := make(chan result, 1)
-	go func() {
+	r := testutil.Within(t, 5*time.Second, "wgmesh "+strings.Join(args, " "), func() result {
 		code, out, errOut := runCLI(t, "", args...)
-		done <- result{code, out, errOut}
-	}()
-	select {
-	case r := <-done:
-		return r.code, r.stdout + r.stderr
-	case <-time.After(5 * time.Second):
-		t.Fatalf("wgmesh %s still running after 5 s", strings.Join(args, " "))
-		return 0, ""
-	}
+		return result{code, out + errOut}
+	})
+	return r.code, r.out
 }
 
 func TestBookCommandsReadLimited(t *testing.T) {
-	if _, err := os.Stat("/dev/zero"); err != nil {
-		t.Skip("no /dev/zero here")
-	}
+	devZero := testutil.DevZero(t)
 	dir := t.TempDir()
 	ms := newMembers(t, dir, "alpha", "beta")
 	book := filepath.Join(dir, "book.toml")
 	writeBook(t, book, 1, ms)
-	key := filepath.Join(dir, "id_ed25519")
-	sshKeygen(t, "", "-q", "-t", "ed25519", "-N", "", "-f", key)
-	pub, err := os.ReadFile(key + ".pub")
-	if err != nil {
-		t.Fatal(err)
-	}
-	allowed := filepath.Join(dir, "allowed_signers")
-	if err := os.WriteFile(allowed, []byte(`admin namespaces="wgmesh-peerbook" `+string(pub)), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	key, allowed := newSigner(t, dir, "id_ed25519")
 	zero := func(name string) string {
 		p := filepath.Join(dir, name)
-		if err := os.Symlink("/dev/zero", p); err != nil {
+		if err := os.Symlink(devZero, p); err != nil {
 			t.Fatal(err)
 		}
 		return p
@@ -112,18 +95,10 @@ func TestBookCommandsReadLimited(t *testing.T) {
 }
 
 func TestBookCAReadLimited(t *testing.T) {
-	if _, err := os.Stat("/dev/zero"); err != nil {
-		t.Skip("no /dev/zero here")
-	}
-	done := make(chan error, 1)
-	go func() { _, err := clientWithCA("/dev/zero"); done <- err }()
-	select {
-	case err := <-done:
-		if err == nil || !strings.Contains(err.Error(), "--book-ca: /dev/zero is not a regular file") {
-			t.Fatalf("got %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("--book-ca /dev/zero still reading after 5 s")
+	devZero := testutil.DevZero(t)
+	err := testutil.Within(t, 5*time.Second, "--book-ca /dev/zero", func() error { _, err := clientWithCA(devZero); return err })
+	if err == nil || !strings.Contains(err.Error(), "--book-ca: /dev/zero is not a regular file") {
+		t.Fatalf("got %v", err)
 	}
 }
 

@@ -96,11 +96,11 @@ func (e *env) bookMemberCommands() []*cli.Command {
 
 // parseMember reads the member flags shared by add and invite.
 func parseMember(c *cli.Context) (peerbook.Member, error) {
-	m := peerbook.Member{Name: c.String("name"), Registry: c.Bool("registry"), Relay: c.Bool("relay")}
-	if m.Name == "" {
-		return m, usagef("%s needs --name NAME", c.Command.HelpName)
-	}
+	m := peerbook.Member{Registry: c.Bool("registry"), Relay: c.Bool("relay")}
 	var err error
+	if m.Name, err = requiredFlag(c, "name", "NAME"); err != nil {
+		return m, err
+	}
 	if s := c.String("endpoint"); s != "" {
 		if m.Endpoint, err = peerbook.ParseEndpoint(s); err != nil {
 			return m, fmt.Errorf("--endpoint: %w", err)
@@ -198,9 +198,9 @@ func (e *env) bookRemove(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	name := c.String("name")
-	if name == "" {
-		return usagef("book remove needs --name NAME")
+	name, err := requiredFlag(c, "name", "NAME")
+	if err != nil {
+		return err
 	}
 	ed := &bookEdit{path: a[0], signKey: c.String("sign-key"),
 		change: func(b *peerbook.Book) (*peerbook.Book, error) { return peerbook.RemoveMember(b, name) }}
@@ -217,9 +217,9 @@ func (e *env) bookSet(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	name := c.String("name")
-	if name == "" {
-		return usagef("book set needs --name NAME")
+	name, err := requiredFlag(c, "name", "NAME")
+	if err != nil {
+		return err
 	}
 	var ch peerbook.Change
 	changed := false

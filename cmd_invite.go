@@ -173,9 +173,9 @@ func (e *env) join(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	dir := c.String("out")
-	if dir == "" {
-		return usagef("join needs --out DIR")
+	dir, err := requiredFlag(c, "out", "DIR")
+	if err != nil {
+		return err
 	}
 	var data []byte
 	if a[0] == "-" {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/wgmesh/wgmesh/internal/netutil"
+	"github.com/wgmesh/wgmesh/internal/testutil"
 	"github.com/wgmesh/wgmesh/node"
 	"github.com/wgmesh/wgmesh/peerbook"
 	"github.com/wgmesh/wgmesh/proxy"
@@ -90,16 +91,6 @@ func request(t *testing.T, addr, req string) (net.Conn, int) {
 	return c, resp.StatusCode
 }
 
-// closedWithin reports whether the server closes c within d.
-func closedWithin(c net.Conn, d time.Duration) bool {
-	c.SetReadDeadline(time.Now().Add(d))
-	_, err := c.Read(make([]byte, 1))
-	if ne, ok := err.(net.Error); ok && ne.Timeout() {
-		return false
-	}
-	return err != nil
-}
-
 const (
 	metricsReq = "GET /healthz HTTP/1.1\r\nHost: wgmesh\r\n\r\n"
 	// No Proxy-Authorization: answered 407, the connection kept alive.
@@ -119,7 +110,7 @@ func TestServicesCloseIdleConnections(t *testing.T) {
 		if code == 0 {
 			t.Fatalf("%s: no answer", tc.name)
 		}
-		if !closedWithin(c, 5*time.Second) {
+		if !testutil.ClosedWithin(c, 5*time.Second) {
 			t.Errorf("%s: an idle keep-alive connection (after a %d) is still open after 5 s, idle timeout 200 ms", tc.name, code)
 		}
 	}
@@ -138,7 +129,7 @@ func TestServicesConnectionCap(t *testing.T) {
 			}
 		}
 		c, code := request(t, tc.addr, tc.req)
-		if code != 0 || !closedWithin(c, 5*time.Second) {
+		if code != 0 || !testutil.ClosedWithin(c, 5*time.Second) {
 			t.Errorf("%s: a third connection over a cap of 2 was served (status %d)", tc.name, code)
 		}
 	}

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/wgmesh/wgmesh/control"
+	"github.com/wgmesh/wgmesh/internal/testutil"
 )
 
 // End-to-end tests of how `wgmesh up` follows its book: a watched file
@@ -94,9 +95,6 @@ func stopProc(t *testing.T, p *proc) {
 }
 
 func TestEndToEndBookReload(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test builds and runs the binary; skipped in -short mode")
-	}
 	bin := buildBinary(t)
 	dir := t.TempDir()
 	bookPath := filepath.Join(dir, "book.toml")
@@ -193,13 +191,7 @@ func TestEndToEndBookReload(t *testing.T) {
 // openssh-client.
 func sshKeygen(t *testing.T, stdin string, args ...string) string {
 	t.Helper()
-	path, err := exec.LookPath("ssh-keygen")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("ssh-keygen (openssh-client) is not installed; .ci/run installs it")
-		}
-		t.Skip("ssh-keygen (openssh-client) not installed")
-	}
+	path := testutil.Tool(t, "ssh-keygen", "openssh-client")
 	cmd := exec.Command(path, args...)
 	cmd.Stdin = strings.NewReader(stdin)
 	out, err := cmd.CombinedOutput()
@@ -209,23 +201,30 @@ func sshKeygen(t *testing.T, stdin string, args ...string) string {
 	return string(out)
 }
 
-func TestEndToEndSignedBook(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test builds and runs the binary; skipped in -short mode")
-	}
-	dir := t.TempDir()
-	admin, other := filepath.Join(dir, "admin"), filepath.Join(dir, "other")
-	sshKeygen(t, "", "-q", "-t", "ed25519", "-N", "", "-C", "admin", "-f", admin)
-	sshKeygen(t, "", "-q", "-t", "ed25519", "-N", "", "-C", "other", "-f", other)
-	pub, err := os.ReadFile(admin + ".pub")
+// newSigner makes an admin's SSH signing key at dir/name and an
+// allowed_signers file, dir/allowed_signers, that trusts it for books as
+// admin@example.com, and returns both paths.
+func newSigner(t *testing.T, dir, name string) (key, allowed string) {
+	t.Helper()
+	key = filepath.Join(dir, name)
+	sshKeygen(t, "", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", key)
+	pub, err := os.ReadFile(key + ".pub")
 	if err != nil {
 		t.Fatal(err)
 	}
-	allowed := filepath.Join(dir, "allowed_signers")
+	allowed = filepath.Join(dir, "allowed_signers")
 	if err := os.WriteFile(allowed, []byte(`admin@example.com namespaces="wgmesh-peerbook" `+string(pub)), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return key, allowed
+}
+
+func TestEndToEndSignedBook(t *testing.T) {
 	bin := buildBinary(t)
+	dir := t.TempDir()
+	admin, allowed := newSigner(t, dir, "admin")
+	other := filepath.Join(dir, "other")
+	sshKeygen(t, "", "-q", "-t", "ed25519", "-N", "", "-C", "other", "-f", other)
 	bookPath := filepath.Join(dir, "book.toml")
 	ms := newMembers(t, dir, "alpha", "beta", "gamma")
 	alpha, beta, gamma := ms[0], ms[1], ms[2]
@@ -347,9 +346,6 @@ func TestEndToEndSignedBook(t *testing.T) {
 }
 
 func TestEndToEndRemoteBook(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test builds and runs the binary; skipped in -short mode")
-	}
 	bin := buildBinary(t)
 	dir := t.TempDir()
 	ms := newMembers(t, dir, "alpha", "beta", "gamma")

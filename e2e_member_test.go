@@ -3,14 +3,11 @@ package main
 import (
 	"bytes"
 	"crypto/rand"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"image"
 	"image/color"
 	"image/png"
-	"io"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -23,6 +20,7 @@ import (
 	"time"
 
 	"github.com/wgmesh/wgmesh/control"
+	"github.com/wgmesh/wgmesh/internal/testutil"
 	"github.com/wgmesh/wgmesh/peerbook"
 )
 
@@ -34,11 +32,11 @@ import (
 type cliRunner struct {
 	t   *testing.T
 	bin string
-	all *syncBuffer
+	all *testutil.Buffer
 }
 
 func newCLI(t *testing.T) *cliRunner {
-	return &cliRunner{t: t, bin: buildBinary(t), all: &syncBuffer{}}
+	return &cliRunner{t: t, bin: buildBinary(t), all: &testutil.Buffer{}}
 }
 
 // in is r for a subtest.
@@ -127,9 +125,6 @@ func loadTestBook(t *testing.T, path string) *peerbook.Book {
 }
 
 func TestBookAddAllocatesAndRefuses(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test builds and runs the binary; skipped in -short mode")
-	}
 	w := newCLI(t)
 	dir := t.TempDir()
 	book := filepath.Join(dir, "book.toml")
@@ -246,21 +241,9 @@ func newPublicKey(t *testing.T) string {
 }
 
 func TestBookAddSignKey(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test builds and runs the binary; skipped in -short mode")
-	}
-	dir := t.TempDir()
-	admin := filepath.Join(dir, "admin")
-	sshKeygen(t, "", "-q", "-t", "ed25519", "-N", "", "-C", "admin", "-f", admin)
-	pub, err := os.ReadFile(admin + ".pub")
-	if err != nil {
-		t.Fatal(err)
-	}
-	allowed := filepath.Join(dir, "allowed_signers")
-	if err := os.WriteFile(allowed, []byte(`admin@example.com namespaces="wgmesh-peerbook" `+string(pub)), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	w := newCLI(t)
+	dir := t.TempDir()
+	admin, allowed := newSigner(t, dir, "admin")
 	book := filepath.Join(dir, "book.toml")
 	out := w.ok("book", "add", "--network", "10.42.0.0/16", "--name", "a", "--public-key", newPublicKey(t), "--sign-key", admin, book)
 	if !strings.Contains(out, book+".sig: signed serial 1 with ssh-ed25519 SHA256:") {
@@ -282,9 +265,6 @@ func TestBookAddSignKey(t *testing.T) {
 }
 
 func TestBookAddConcurrent(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test builds and runs the binary; skipped in -short mode")
-	}
 	w := newCLI(t)
 	dir := t.TempDir()
 	book := filepath.Join(dir, "book.toml")
@@ -334,29 +314,7 @@ func peerIn(r control.Report, name string) (subnets []netip.Prefix, ok bool) {
 	return nil, false
 }
 
-// download reads everything from a TCP address and checks it against want.
-func download(t *testing.T, addr string, want []byte) {
-	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(60 * time.Second))
-	h := sha256.New()
-	n, err := io.Copy(h, c)
-	if err != nil {
-		t.Fatalf("after %d bytes: %v", n, err)
-	}
-	if sum := sha256.Sum256(want); n != int64(len(want)) || !bytes.Equal(h.Sum(nil), sum[:]) {
-		t.Fatalf("received %d bytes with another SHA-256 than the %d sent", n, len(want))
-	}
-}
-
 func TestBookMembershipLive(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test builds and runs the binary; skipped in -short mode")
-	}
 	w := newCLI(t)
 	dir := t.TempDir()
 	book := filepath.Join(dir, "book.toml")
@@ -412,21 +370,9 @@ func TestBookMembershipLive(t *testing.T) {
 }
 
 func TestInviteJoinUp(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test builds and runs the binary; skipped in -short mode")
-	}
-	dir := t.TempDir()
-	admin := filepath.Join(dir, "admin")
-	sshKeygen(t, "", "-q", "-t", "ed25519", "-N", "", "-C", "admin", "-f", admin)
-	pub, err := os.ReadFile(admin + ".pub")
-	if err != nil {
-		t.Fatal(err)
-	}
-	allowed := filepath.Join(dir, "allowed_signers")
-	if err := os.WriteFile(allowed, []byte(`admin@example.com namespaces="wgmesh-peerbook" `+string(pub)), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	w := newCLI(t)
+	dir := t.TempDir()
+	admin, allowed := newSigner(t, dir, "admin")
 	book := filepath.Join(dir, "book.toml")
 	aKey := filepath.Join(dir, "a.key")
 	w.ok("book", "add", "--network", "10.42.0.0/16", "--name", "a", "--new-key", aKey, "--sign-key", admin, book)
@@ -532,13 +478,7 @@ func TestInviteJoinUp(t *testing.T) {
 // installs them.
 func zbarimg(t *testing.T, path string) string {
 	t.Helper()
-	bin, err := exec.LookPath("zbarimg")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("zbarimg (zbar-tools) is not installed; .ci/run installs it")
-		}
-		t.Skip("zbarimg (zbar-tools) not installed")
-	}
+	bin := testutil.Tool(t, "zbarimg", "zbar-tools")
 	out, err := exec.Command(bin, "--quiet", "--raw", path).Output()
 	if err != nil {
 		t.Fatalf("zbarimg %s: %v", path, err)
@@ -595,9 +535,6 @@ func halfBlockPNG(t *testing.T, text, path string) {
 }
 
 func TestBookExportQR(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test builds and runs the binary; skipped in -short mode")
-	}
 	w := newCLI(t)
 	dir := t.TempDir()
 	book := filepath.Join(dir, "book.toml")

@@ -18,6 +18,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/wgmesh/wgmesh/internal/testutil"
 	"github.com/wgmesh/wgmesh/node"
 )
 
@@ -93,13 +94,7 @@ func lookup(t *testing.T, network, addr, name string, qtype uint16) *dns.Msg {
 // curl runs the real curl with a bounded time and returns its output.
 func curl(t *testing.T, args ...string) string {
 	t.Helper()
-	path, err := exec.LookPath("curl")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("curl is not installed; .ci/run installs it")
-		}
-		t.Skip("curl not installed")
-	}
+	path := testutil.Tool(t, "curl", "curl")
 	out, err := exec.Command(path, append([]string{"-sS", "--max-time", "20"}, args...)...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("curl %v: %v\n%s", args, err, out)
@@ -150,9 +145,6 @@ func peerStatus(st node.Status, name string) node.PeerStatus {
 }
 
 func TestEndToEndServices(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test builds and runs the binary; skipped in -short mode")
-	}
 	bin := buildBinary(t)
 	dir := t.TempDir()
 	bookPath := filepath.Join(dir, "book.toml")

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wgmesh/wgmesh/internal/testutil"
 	"github.com/wgmesh/wgmesh/node"
 )
 
@@ -30,8 +31,13 @@ import (
 
 const payloadSize = 10 << 20
 
+// buildBinary builds wgmesh for an end-to-end test; every such test
+// calls it first, so -short skips them here.
 func buildBinary(t *testing.T) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end test builds and runs the binary; skipped in -short mode")
+	}
 	bin := filepath.Join(t.TempDir(), "wgmesh")
 	cmd := exec.Command("go", "build", "-o", bin, ".")
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -45,31 +51,14 @@ type proc struct {
 	name    string
 	control string
 	cmd     *exec.Cmd
-	stderr  *syncBuffer
+	stderr  *testutil.Buffer
 	done    chan struct{}
 	err     error // valid after done
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func startUp(t *testing.T, bin, name, control string, args ...string) *proc {
 	t.Helper()
-	p := &proc{name: name, control: control, stderr: &syncBuffer{}, done: make(chan struct{})}
+	p := &proc{name: name, control: control, stderr: &testutil.Buffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(bin, append([]string{"up", "--control", control}, args...)...)
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {
@@ -150,6 +139,28 @@ func boundForward(t *testing.T, p *proc, proto, target string) string {
 	}
 }
 
+// download reads everything from a TCP address and checks it against want.
+func download(t *testing.T, addr string, want []byte) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	h := sha256.New()
+	n, err := io.Copy(h, c)
+	if err != nil {
+		t.Fatalf("after %d bytes: %v", n, err)
+	}
+	if n != int64(len(want)) {
+		t.Fatalf("received %d bytes, want %d", n, len(want))
+	}
+	if sum := sha256.Sum256(want); !bytes.Equal(h.Sum(nil), sum[:]) {
+		t.Fatal("SHA-256 of the received bytes differs from the payload's")
+	}
+}
+
 // payloadServer serves data to every TCP client, then closes.
 func payloadServer(t *testing.T, data []byte) *net.TCPAddr {
 	t.Helper()
@@ -203,9 +214,6 @@ func udpEcho(t *testing.T) *net.UDPAddr {
 }
 
 func TestEndToEnd(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test builds and runs the binary; skipped in -short mode")
-	}
 	bin := buildBinary(t)
 	dir := t.TempDir()
 	bookPath := filepath.Join(dir, "book.toml")
@@ -264,23 +272,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	t.Run("10MiB through forward and expose", func(t *testing.T) {
-		c, err := net.DialTimeout("tcp", tcpForward, 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(60 * time.Second))
-		h := sha256.New()
-		n, err := io.Copy(h, c)
-		if err != nil {
-			t.Fatalf("after %d bytes: %v", n, err)
-		}
-		if n != payloadSize {
-			t.Fatalf("received %d bytes, want %d", n, payloadSize)
-		}
-		if want := sha256.Sum256(payload); !bytes.Equal(h.Sum(nil), want[:]) {
-			t.Fatal("SHA-256 of the received bytes differs from the payload's")
-		}
+		download(t, tcpForward, payload)
 	})
 
 	t.Run("UDP through forward and expose", func(t *testing.T) {

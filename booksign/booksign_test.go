@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/wgmesh/wgmesh/internal/testutil"
 )
 
 var testBook = []byte("format = 1\nserial = 7\n\n[mesh]\nnetworks = [\"10.42.0.0/16\"]\n")
@@ -356,14 +358,7 @@ func TestVerifyExpiryUsesClock(t *testing.T) {
 // cannot run: they fail under CI (which must have it) and skip elsewhere.
 func sshKeygen(t *testing.T) string {
 	t.Helper()
-	p, err := exec.LookPath("ssh-keygen")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("ssh-keygen not found and CI is set: install openssh-client (apt-get install openssh-client)")
-		}
-		t.Skip("ssh-keygen not found; install openssh-client to test interoperability with OpenSSH")
-	}
-	return p
+	return testutil.Tool(t, "ssh-keygen", "openssh-client")
 }
 
 func run(t *testing.T, stdin []byte, name string, args ...string) ([]byte, error) {

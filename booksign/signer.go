@@ -22,19 +22,14 @@ const maxKeyFileSize = 1 << 20
 // refused with an error saying what to do instead; errors never contain key
 // material.
 func LoadSigner(path string) (ssh.Signer, error) {
-	var permErr error
-	data, err := fileutil.ReadFileChecked(path, maxKeyFileSize, func(fi fs.FileInfo) error {
-		if perm := fi.Mode().Perm(); runtime.GOOS != "windows" && perm&0o077 != 0 {
-			permErr = fmt.Errorf("private key %s is readable by others (mode %04o); run: chmod 600 %s", path, perm, path)
-			return permErr
+	data, err := fileutil.ReadPrivateFile(path, maxKeyFileSize, "reading private key", func(perm fs.FileMode) error {
+		if runtime.GOOS == "windows" {
+			return nil // Windows' permission bits do not say who may read the file
 		}
-		return nil
+		return fmt.Errorf("private key %s is readable by others (mode %04o); run: chmod 600 %s", path, perm, path)
 	})
-	if permErr != nil {
-		return nil, permErr
-	}
 	if err != nil {
-		return nil, fmt.Errorf("reading private key: %w", err)
+		return nil, err
 	}
 	signer, err := ssh.ParsePrivateKey(data)
 	if err != nil {

@@ -3,16 +3,15 @@
 package booksource
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wgmesh/wgmesh/internal/testutil"
 )
 
 // signedSetup writes a signed book and returns its path and the options
@@ -104,24 +103,13 @@ func TestStateSerialFIFO(t *testing.T) {
 		t.Fatal(err)
 	}
 	serial := filepath.Join(opts.StateDir, SerialFile)
-	if err := syscall.Mkfifo(serial, 0o600); err != nil {
-		t.Skipf("mkfifo: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() {
+	testutil.FIFO(t, serial)
+	err := testutil.Within(t, wait, "start-up with a FIFO named serial", func() error {
 		_, _, err := WatchFile(context.Background(), path, nil, opts)
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		if err == nil || !strings.Contains(err.Error(), serial+" is not a regular file (a FIFO)") {
-			t.Fatalf("got %v, want the FIFO refused", err)
-		}
-	case <-time.After(wait):
-		if f, err := os.OpenFile(serial, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
-			f.Close() // let the stuck open return
-		}
-		t.Fatal("start-up hangs on a FIFO named serial")
+		return err
+	})
+	if err == nil || !strings.Contains(err.Error(), serial+" is not a regular file (a FIFO)") {
+		t.Fatalf("got %v, want the FIFO refused", err)
 	}
 }
 
@@ -141,26 +129,9 @@ func TestStateSerialSymlinkRefused(t *testing.T) {
 	}
 }
 
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 func TestStateMissingSerialWarns(t *testing.T) {
 	path, opts := signedSetup(t)
-	var logs logBuffer
+	var logs testutil.Buffer
 	opts.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	const warning = "no book serial recorded in the state directory"
 
@@ -178,7 +149,7 @@ func TestStateMissingSerialWarns(t *testing.T) {
 	if !strings.Contains(logs.String(), "level=WARN msg=\""+warning) || !strings.Contains(logs.String(), filepath.Join(opts.StateDir, SerialFile)) {
 		t.Fatalf("first start without a serial file logged:\n%s\nwant a warning naming the file", logs.String())
 	}
-	logs = logBuffer{}
+	logs = testutil.Buffer{}
 	start()
 	if strings.Contains(logs.String(), warning) {
 		t.Fatalf("second start, serial recorded, still warns:\n%s", logs.String())
@@ -188,7 +159,7 @@ func TestStateMissingSerialWarns(t *testing.T) {
 	if err := os.Remove(filepath.Join(opts.StateDir, SerialFile)); err != nil {
 		t.Fatal(err)
 	}
-	logs = logBuffer{}
+	logs = testutil.Buffer{}
 	start()
 	if !strings.Contains(logs.String(), warning) {
 		t.Fatalf("start after the serial file was removed logged:\n%s", logs.String())

@@ -8,17 +8,8 @@ import (
 	"time"
 
 	"github.com/wgmesh/wgmesh/internal/netutil"
+	"github.com/wgmesh/wgmesh/internal/testutil"
 )
-
-// closedSoon reports whether the far side closes c within d.
-func closedSoon(c net.Conn, d time.Duration) bool {
-	c.SetReadDeadline(time.Now().Add(d))
-	_, err := c.Read(make([]byte, 1))
-	if ne, ok := err.(net.Error); ok && ne.Timeout() {
-		return false
-	}
-	return err != nil
-}
 
 // TestTCPConnectionCap: a forward used to relay any number of
 // connections; over its limits they are now closed at once.
@@ -41,16 +32,7 @@ func TestTCPConnectionCap(t *testing.T) {
 		}
 	}()
 
-	dialFrom := func(src string) net.Conn {
-		t.Helper()
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
-		c, err := d.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
+	dialFrom := func(src string) net.Conn { return testutil.DialFrom(t, "tcp", src, ln.Addr().String()) }
 	works := func(c net.Conn) bool {
 		c.SetDeadline(time.Now().Add(5 * time.Second))
 		if _, err := c.Write([]byte("x")); err != nil {
@@ -64,7 +46,7 @@ func TestTCPConnectionCap(t *testing.T) {
 		t.Fatal("connections within the limits are not relayed")
 	}
 	for range 5 {
-		if c := dialFrom("127.0.0.1"); !closedSoon(c, 5*time.Second) {
+		if c := dialFrom("127.0.0.1"); !testutil.ClosedWithin(c, 5*time.Second) {
 			t.Fatal("a third connection of one client was relayed beyond the per-client limit of 2")
 		}
 	}
@@ -72,7 +54,7 @@ func TestTCPConnectionCap(t *testing.T) {
 	if !works(b1) {
 		t.Fatal("another client was refused")
 	}
-	if c := dialFrom("127.0.0.3"); !closedSoon(c, 5*time.Second) {
+	if c := dialFrom("127.0.0.3"); !testutil.ClosedWithin(c, 5*time.Second) {
 		t.Fatal("a fourth connection was relayed beyond the total limit of 3")
 	}
 	if n := strings.Count(log.String(), "connection refused"); n != 1 {
@@ -108,16 +90,7 @@ func TestUDPSessionsPerClient(t *testing.T) {
 		return wait()
 	}
 	t.Cleanup(cancel)
-	dialFrom := func(src string) net.Conn {
-		t.Helper()
-		d := net.Dialer{LocalAddr: &net.UDPAddr{IP: net.ParseIP(src)}}
-		c, err := d.Dial("udp", pc.LocalAddr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
+	dialFrom := func(src string) net.Conn { return testutil.DialFrom(t, "udp", src, pc.LocalAddr().String()) }
 	mustExchange(t, dialFrom("127.0.0.1"), "one")
 	mustExchange(t, dialFrom("127.0.0.1"), "two")
 	for i := range 3 {

@@ -126,6 +126,24 @@ func (ns *netNS) Do(f func()) {
 	<-done
 }
 
+// lanHost builds a host namespace on the LAN 192.168.lanNet.0/24 behind
+// router: the router is .1 on its interface ifName, the host .2 on eth0.
+// With routeBack the host's default route goes through the router, as a
+// LAN's router knows the way back to the mesh.
+func lanHost(t *testing.T, router *netNS, ifName, hostRole string, lanNet int, routeBack bool) *netNS {
+	t.Helper()
+	h := newNS(t, hostRole)
+	run(t, "ip", "link", "add", ifName, "netns", router.Name, "type", "veth", "peer", "name", "eth0", "netns", h.Name)
+	router.Run("ip", "addr", "add", fmt.Sprintf("192.168.%d.1/24", lanNet), "dev", ifName)
+	router.Run("ip", "link", "set", ifName, "up")
+	h.Run("ip", "addr", "add", fmt.Sprintf("192.168.%d.2/24", lanNet), "dev", "eth0")
+	h.Run("ip", "link", "set", "eth0", "up")
+	if routeBack {
+		h.Run("ip", "route", "add", "default", "via", fmt.Sprintf("192.168.%d.1", lanNet))
+	}
+	return h
+}
+
 func run(t *testing.T, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()

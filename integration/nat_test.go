@@ -30,13 +30,7 @@ func behindNAT(t *testing.T, inet *lan, name string, lanNet int, randomFully boo
 	t.Helper()
 	r := newNS(t, "r"+name)
 	inet.attach(r, "wan0")
-	h := newNS(t, name)
-	run(t, "ip", "link", "add", "lan0", "netns", r.Name, "type", "veth", "peer", "name", "eth0", "netns", h.Name)
-	r.Run("ip", "addr", "add", fmt.Sprintf("192.168.%d.1/24", lanNet), "dev", "lan0")
-	r.Run("ip", "link", "set", "lan0", "up")
-	h.Run("ip", "addr", "add", fmt.Sprintf("192.168.%d.2/24", lanNet), "dev", "eth0")
-	h.Run("ip", "link", "set", "eth0", "up")
-	h.Run("ip", "route", "add", "default", "via", fmt.Sprintf("192.168.%d.1", lanNet))
+	h := lanHost(t, r, "lan0", name, lanNet, true)
 	r.Run("sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
 	masq := []string{"iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "wan0", "-j", "MASQUERADE"}
 	if randomFully {

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wgmesh/wgmesh/internal/testutil"
 )
 
 // TestNetstackAsNobody runs two netstack members as uid 65534 with no
@@ -41,17 +43,7 @@ func TestNetstackAsNobody(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Write(payload)
-			c.Close()
-		}
-	}()
+	testutil.ServeConns(t, ln, func(c net.Conn) { c.Write(payload) })
 	nobody := []string{"--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"}
 	alpha.startAs(t, nobody, book, "--mode", "netstack", "--forward", "tcp:127.0.0.1:8002=beta:80")
 	beta.startAs(t, nobody, book, "--mode", "netstack", "--expose", "tcp:80=127.0.0.1:8001")

@@ -129,27 +129,11 @@ func TestTUNSubnetRouterForwardsOnlyItsSubnets(t *testing.T) {
 			alpha, beta := ms[0], ms[1]
 			var hosts []*netNS
 			for i, lanNet := range []int{77, 78} {
-				host := newNS(t, fmt.Sprintf("lan%d", lanNet))
-				run(t, "ip", "link", "add", fmt.Sprintf("lan%d", i), "netns", beta.NS.Name, "type", "veth", "peer", "name", "eth0", "netns", host.Name)
-				beta.NS.Run("ip", "addr", "add", fmt.Sprintf("192.168.%d.1/24", lanNet), "dev", fmt.Sprintf("lan%d", i))
-				beta.NS.Run("ip", "link", "set", fmt.Sprintf("lan%d", i), "up")
-				host.Run("ip", "addr", "add", fmt.Sprintf("192.168.%d.2/24", lanNet), "dev", "eth0")
-				host.Run("ip", "link", "set", "eth0", "up")
-				if !masquerade {
-					host.Run("ip", "route", "add", "default", "via", fmt.Sprintf("192.168.%d.1", lanNet))
-				}
+				host := lanHost(t, beta.NS, fmt.Sprintf("lan%d", i), fmt.Sprintf("lan%d", lanNet), lanNet, !masquerade)
 				serveEcho(t, host, netip.MustParseAddrPort(fmt.Sprintf("192.168.%d.2:7000", lanNet)), fmt.Sprintf("lan%d", lanNet))
 				hosts = append(hosts, host)
 			}
-			b := meshBook(ms)
-			b.Peers[1].Subnets = []netip.Prefix{netip.MustParsePrefix("192.168.77.0/24")}
-			book := writeBook(t, dir, b)
-			alpha.start(t, book, "--mode", "tun", "--interface", alpha.IfName)
-			args := []string{"--mode", "tun", "--interface", beta.IfName}
-			if masquerade {
-				args = append(args, "--masquerade")
-			}
-			beta.start(t, book, args...)
+			startLANRouter(t, dir, ms, masquerade)
 
 			// The listed LAN works.
 			waitPing(t, alpha.NS, netip.MustParseAddr("192.168.77.2"))
@@ -264,13 +248,7 @@ func TestTUNReloadAddsSubnets(t *testing.T) {
 	dir := t.TempDir()
 	ms := newMembers(t, dir, "alpha", "beta")
 	alpha, beta := ms[0], ms[1]
-	host := newNS(t, "lan77")
-	run(t, "ip", "link", "add", "lan0", "netns", beta.NS.Name, "type", "veth", "peer", "name", "eth0", "netns", host.Name)
-	beta.NS.Run("ip", "addr", "add", "192.168.77.1/24", "dev", "lan0")
-	beta.NS.Run("ip", "link", "set", "lan0", "up")
-	host.Run("ip", "addr", "add", "192.168.77.2/24", "dev", "eth0")
-	host.Run("ip", "link", "set", "eth0", "up")
-	host.Run("ip", "route", "add", "default", "via", "192.168.77.1")
+	host := lanHost(t, beta.NS, "lan0", "lan77", 77, true)
 	serveEcho(t, host, netip.MustParseAddrPort("192.168.77.2:7000"), "lan77")
 	beta.NS.Run("sysctl", "-q", "-w", "net.ipv4.ip_forward=0")
 

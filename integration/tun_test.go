@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wgmesh/wgmesh/internal/testutil"
 	"github.com/wgmesh/wgmesh/peerbook"
 )
 
@@ -84,20 +85,10 @@ func serveEcho(t *testing.T, ns *netNS, addr netip.AddrPort, name string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				fmt.Fprintf(c, "%s saw %s\n", name, c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap())
-				io.Copy(c, c)
-			}()
-		}
-	}()
+	testutil.ServeConns(t, ln, func(c net.Conn) {
+		fmt.Fprintf(c, "%s saw %s\n", name, c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap())
+		io.Copy(c, c)
+	})
 }
 
 // dialEcho connects from ns to addr and returns the server's greeting.
@@ -190,6 +181,22 @@ func TestTUNThreeMembers(t *testing.T) {
 	}
 }
 
+// startLANRouter starts alpha and beta (ms[0], ms[1]) in TUN mode on a
+// book in which beta routes 192.168.77.0/24, with --masquerade if asked.
+func startLANRouter(t *testing.T, dir string, ms []*member, masquerade bool) {
+	t.Helper()
+	alpha, beta := ms[0], ms[1]
+	b := meshBook(ms)
+	b.Peers[1].Subnets = []netip.Prefix{netip.MustParsePrefix("192.168.77.0/24")}
+	book := writeBook(t, dir, b)
+	alpha.start(t, book, "--mode", "tun", "--interface", alpha.IfName)
+	args := []string{"--mode", "tun", "--interface", beta.IfName}
+	if masquerade {
+		args = append(args, "--masquerade")
+	}
+	beta.start(t, book, args...)
+}
+
 func TestTUNSubnetRouting(t *testing.T) {
 	needRoot(t, "ip", "ping", "nft")
 	for _, masquerade := range []bool{false, true} {
@@ -198,29 +205,13 @@ func TestTUNSubnetRouting(t *testing.T) {
 			ms := newMembers(t, dir, "alpha", "beta")
 			alpha, beta := ms[0], ms[1]
 			// A LAN host behind beta.
-			host := newNS(t, "lanhost")
-			run(t, "ip", "link", "add", "lan0", "netns", beta.NS.Name, "type", "veth", "peer", "name", "eth0", "netns", host.Name)
-			beta.NS.Run("ip", "addr", "add", "192.168.77.1/24", "dev", "lan0")
-			beta.NS.Run("ip", "link", "set", "lan0", "up")
-			host.Run("ip", "addr", "add", "192.168.77.2/24", "dev", "eth0")
-			host.Run("ip", "link", "set", "eth0", "up")
-			if !masquerade {
-				// The LAN's router knows the way back to the mesh.
-				host.Run("ip", "route", "add", "default", "via", "192.168.77.1")
-			}
+			// Masqueraded, the LAN's router needs no way back to the mesh.
+			host := lanHost(t, beta.NS, "lan0", "lanhost", 77, !masquerade)
 			// A new namespace inherits IPv4 forwarding from the host's:
 			// start from off, so that restoring it shows.
 			beta.NS.Run("sysctl", "-q", "-w", "net.ipv4.ip_forward=0")
 			forwardBefore := beta.NS.Run("cat", "/proc/sys/net/ipv4/ip_forward")
-			b := meshBook(ms)
-			b.Peers[1].Subnets = []netip.Prefix{netip.MustParsePrefix("192.168.77.0/24")}
-			book := writeBook(t, dir, b)
-			alpha.start(t, book, "--mode", "tun", "--interface", alpha.IfName)
-			args := []string{"--mode", "tun", "--interface", beta.IfName}
-			if masquerade {
-				args = append(args, "--masquerade")
-			}
-			beta.start(t, book, args...)
+			startLANRouter(t, dir, ms, masquerade)
 
 			// alpha routes the subnet through the mesh.
 			if out := alpha.NS.Run("ip", "route", "show", "192.168.77.0/24"); !strings.Contains(out, alpha.IfName) {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wgmesh/wgmesh/internal/testutil"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
@@ -24,7 +25,7 @@ import (
 type routerPair struct {
 	client, router *Stack
 	r              *SubnetRouter
-	logs           *syncBuffer
+	logs           *testutil.Buffer
 }
 
 var (
@@ -45,7 +46,7 @@ func newRouterPair(tb testing.TB, edit func(*SubnetRouter)) *routerPair {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testutil.Buffer{}
 	r, err := router.RouteSubnets([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, &net.Dialer{},
 		slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
@@ -141,19 +142,7 @@ func tcpEcho(tb testing.TB) netip.AddrPort {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-			}()
-		}
-	}()
+	testutil.ServeConns(tb, ln, func(c net.Conn) { io.Copy(c, c) })
 	return netip.MustParseAddrPort(ln.Addr().String())
 }
 
@@ -253,7 +242,7 @@ func count(bs []bool) int {
 // TestRefusalLogBounded: a burst of refusals gives one line at once and
 // one line with the count at the end of the interval.
 func TestRefusalLogBounded(t *testing.T) {
-	var buf syncBuffer
+	var buf testutil.Buffer
 	l := newRefusalLog(slog.New(slog.NewTextHandler(&buf, nil)), 50*time.Millisecond, 2, 4)
 	defer l.close()
 	for range 1000 {
@@ -271,46 +260,75 @@ func TestRefusalLogBounded(t *testing.T) {
 	}
 }
 
-// TestSubnetUDPFlowMemory: an idle UDP flow of the subnet router holds no
-// copy buffer. Each flow here has carried one datagram each way.
-func TestSubnetUDPFlowMemory(t *testing.T) {
-	perFlow := udpFlowHeap(t, 200)
-	t.Logf("memory per idle UDP flow: %.1f KiB", perFlow/1024)
-	// Two 64 KiB buffers per flow made it about 150 KiB.
-	if perFlow > 48<<10 {
-		t.Errorf("an idle UDP flow holds %.1f KiB, want under 48 KiB", perFlow/1024)
+// TestSubnetFlowMemory: an idle flow of the subnet router holds no copy
+// buffer. Each flow here has carried a message each way.
+func TestSubnetFlowMemory(t *testing.T) {
+	for _, tc := range []struct {
+		proto string
+		flows flowOpener
+		n     int
+		limit float64
+	}{
+		// Two 64 KiB buffers per flow made it about 150 KiB.
+		{"UDP", udpFlows, 200, 48 << 10},
+		// Two pooled 256 KiB copy buffers held per flow made it over
+		// 500 KiB; now it is about 24 KiB, 150 KiB under the race detector.
+		{"TCP", tcpFlows, 100, 256 << 10},
+	} {
+		t.Run(tc.proto, func(t *testing.T) {
+			perFlow := flowMem(t, tc.flows, tc.n)
+			t.Logf("memory per idle %s flow: %.1f KiB", tc.proto, perFlow/1024)
+			if perFlow > tc.limit {
+				t.Errorf("an idle %s flow holds %.1f KiB, want under %.0f KiB", tc.proto, perFlow/1024, tc.limit/1024)
+			}
+		})
 	}
 }
 
-// BenchmarkSubnetUDPFlow reports the memory an idle UDP flow of the
-// subnet router holds (the time is that of opening b.N flows).
-func BenchmarkSubnetUDPFlow(b *testing.B) {
+// BenchmarkSubnetUDPFlow and BenchmarkSubnetTCPFlow report the memory an
+// idle flow of the subnet router holds (the time is that of opening b.N
+// flows).
+func BenchmarkSubnetUDPFlow(b *testing.B) { benchFlowMem(b, udpFlows) }
+func BenchmarkSubnetTCPFlow(b *testing.B) { benchFlowMem(b, tcpFlows) }
+
+func benchFlowMem(b *testing.B, flows flowOpener) {
 	n := min(max(b.N, 10), maxFlowsPerMember)
-	b.ReportMetric(udpFlowHeap(b, n), "mem-B/flow")
+	b.ReportMetric(flowMem(b, flows, n), "mem-B/flow")
 }
 
-// udpFlowHeap opens n UDP flows through a router pair, one datagram each
-// way, and returns the memory (heap and stacks) in use per flow: the
-// router's part and the client's gVisor endpoint, which the pair holds in
-// the same process.
-func udpFlowHeap(tb testing.TB, n int) float64 {
-	p := newRouterPair(tb, nil)
+// A flowOpener starts a host echo server and returns a function that
+// opens one flow to it from member a through p and reports whether the
+// echo came back; each flow stays open until the test ends.
+type flowOpener func(tb testing.TB, p *routerPair) (open func() bool)
+
+func udpFlows(tb testing.TB, p *routerPair) func() bool {
 	dst := udpEcho(tb)
-	// Warm up pools and the stacks' tables with one flow.
-	if c := p.dialUDP(tb, memberA, dst); !udpAnswered(c, []byte("warm"), 5*time.Second) {
+	return func() bool { return udpAnswered(p.dialUDP(tb, memberA, dst), []byte("hello"), 5*time.Second) }
+}
+
+func tcpFlows(tb testing.TB, p *routerPair) func() bool {
+	dst := tcpEcho(tb)
+	return func() bool { return p.tcpAnswered(tb, memberA, dst) }
+}
+
+// flowMem opens n flows through a router pair, after one that warms up
+// pools and the stacks' tables, and returns the memory (heap and stacks)
+// in use per flow: the router's part and the client's gVisor endpoint,
+// which the pair holds in the same process, and for TCP the host's echo
+// server's goroutines.
+func flowMem(tb testing.TB, flows flowOpener, n int) float64 {
+	p := newRouterPair(tb, nil)
+	open := flows(tb, p)
+	if !open() {
 		tb.Fatal("no answer through the router")
 	}
 	before := memInUse()
-	conns := make([]net.Conn, n)
-	for i := range conns {
-		conns[i] = p.dialUDP(tb, memberA, dst)
-		if !udpAnswered(conns[i], []byte("hello"), 5*time.Second) {
+	for i := range n {
+		if !open() {
 			tb.Fatalf("flow %d: no answer", i)
 		}
 	}
-	after := memInUse()
-	runtime.KeepAlive(conns)
-	return float64(after-before) / float64(n)
+	return float64(memInUse()-before) / float64(n)
 }
 
 // memInUse is the heap and the goroutine stacks in use.
@@ -321,26 +339,6 @@ func memInUse() uint64 {
 	runtime.ReadMemStats(&m)
 	return m.HeapInuse + m.StackInuse
 }
-
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) Bytes() []byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]byte(nil), s.b.Bytes()...)
-}
-
-func (s *syncBuffer) String() string { return string(s.Bytes()) }
 
 // TestFlowMembers: a flow counts against the member whose allowed IPs
 // hold its source, its subnets included, so a member cannot spread its
@@ -363,42 +361,6 @@ func TestFlowMembers(t *testing.T) {
 			t.Errorf("%s: member %q, want %q", addr, got, want)
 		}
 	}
-}
-
-// TestSubnetTCPFlowMemory: an idle TCP flow of the subnet router holds no
-// copy buffer. Each flow here has carried a few bytes each way.
-func TestSubnetTCPFlowMemory(t *testing.T) {
-	perFlow := tcpFlowMem(t, 100)
-	t.Logf("memory per idle TCP flow: %.1f KiB", perFlow/1024)
-	// Two pooled 256 KiB copy buffers held per flow made it over 500 KiB;
-	// now it is about 24 KiB, 150 KiB under the race detector.
-	if perFlow > 256<<10 {
-		t.Errorf("an idle TCP flow holds %.1f KiB, want under 256 KiB", perFlow/1024)
-	}
-}
-
-// BenchmarkSubnetTCPFlow reports the memory an idle TCP flow of the
-// subnet router holds (the time is that of opening b.N flows).
-func BenchmarkSubnetTCPFlow(b *testing.B) {
-	n := min(max(b.N, 10), maxFlowsPerMember)
-	b.ReportMetric(tcpFlowMem(b, n), "mem-B/flow")
-}
-
-// tcpFlowMem is udpFlowHeap for TCP flows; the host's echo server's
-// goroutines count too.
-func tcpFlowMem(tb testing.TB, n int) float64 {
-	p := newRouterPair(tb, nil)
-	dst := tcpEcho(tb)
-	if !p.tcpAnswered(tb, memberA, dst) {
-		tb.Fatal("no answer through the router")
-	}
-	before := memInUse()
-	for i := range n {
-		if !p.tcpAnswered(tb, memberA, dst) {
-			tb.Fatalf("flow %d: no answer", i)
-		}
-	}
-	return float64(memInUse()-before) / float64(n)
 }
 
 // BenchmarkSubnetTCPStream: one TCP stream through the subnet router, the

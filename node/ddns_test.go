@@ -234,23 +234,9 @@ func TestReloadResolvesWithoutLock(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	grown := *final
-	grown.Serial++
-	grown.Peers = append([]peerbook.Peer(nil), final.Peers...)
-	for i := range 64 {
-		k, err := peerbook.GeneratePrivateKey()
-		if err != nil {
-			t.Fatal(err)
-		}
-		grown.Peers = append(grown.Peers, peerbook.Peer{
-			Name:      fmt.Sprintf("h%d", i),
-			PublicKey: k.Public(),
-			Addresses: []netip.Addr{netip.AddrFrom4([4]byte{10, 42, 2, byte(i + 1)})},
-			Endpoint:  peerbook.Endpoint{Host: fmt.Sprintf("h%d.test", i), Port: holePort},
-		})
-	}
+	grown := withHostnameMembers(t, final, 64, holePort)
 	reloaded := make(chan error, 1)
-	go func() { reloaded <- a.Reload(context.Background(), &grown) }()
+	go func() { reloaded <- a.Reload(context.Background(), grown) }()
 	select {
 	case <-res.entered:
 	case err := <-reloaded:
@@ -296,6 +282,28 @@ func TestReloadResolvesWithoutLock(t *testing.T) {
 	}
 }
 
+// withHostnameMembers returns b with serial + 1 and n more members,
+// h0 to h(n-1), whose endpoints are the names hI.test on port.
+func withHostnameMembers(t *testing.T, b *peerbook.Book, n int, port uint16) *peerbook.Book {
+	t.Helper()
+	grown := *b
+	grown.Serial++
+	grown.Peers = append([]peerbook.Peer(nil), b.Peers...)
+	for i := range n {
+		k, err := peerbook.GeneratePrivateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		grown.Peers = append(grown.Peers, peerbook.Peer{
+			Name:      fmt.Sprintf("h%d", i),
+			PublicKey: k.Public(),
+			Addresses: []netip.Addr{netip.AddrFrom4([4]byte{10, 42, 2, byte(i + 1)})},
+			Endpoint:  peerbook.Endpoint{Host: fmt.Sprintf("h%d.test", i), Port: port},
+		})
+	}
+	return &grown
+}
+
 // waitingResolver answers no lookup; each waits for its context to end.
 type waitingResolver struct{ entered chan string }
 
@@ -312,23 +320,9 @@ func TestCloseEndsReloadLookups(t *testing.T) {
 	res := waitingResolver{entered: make(chan string, 1024)}
 	book, keys := testBook(t, 1)
 	n := startNodes(t, book, keys, func(_ int, c *Config) { c.Resolver = res }, nil)[0]
-	grown := *book
-	grown.Serial++
-	grown.Peers = append([]peerbook.Peer(nil), book.Peers...)
-	for i := range 64 {
-		k, err := peerbook.GeneratePrivateKey()
-		if err != nil {
-			t.Fatal(err)
-		}
-		grown.Peers = append(grown.Peers, peerbook.Peer{
-			Name:      fmt.Sprintf("h%d", i),
-			PublicKey: k.Public(),
-			Addresses: []netip.Addr{netip.AddrFrom4([4]byte{10, 42, 2, byte(i + 1)})},
-			Endpoint:  peerbook.Endpoint{Host: fmt.Sprintf("h%d.test", i), Port: 9},
-		})
-	}
+	grown := withHostnameMembers(t, book, 64, 9)
 	reloaded := make(chan error, 1)
-	go func() { reloaded <- n.Reload(context.Background(), &grown) }()
+	go func() { reloaded <- n.Reload(context.Background(), grown) }()
 	select {
 	case <-res.entered:
 	case <-time.After(10 * time.Second):

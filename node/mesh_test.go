@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"runtime"
 	"strings"
@@ -175,20 +176,10 @@ func serveEcho(t testing.TB, n *Node, name string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.Write([]byte(name + ":"))
-				io.Copy(c, c)
-			}()
-		}
-	}()
+	testutil.ServeConns(t, ln, func(c net.Conn) {
+		c.Write([]byte(name + ":"))
+		io.Copy(c, c)
+	})
 	for _, a := range n.Book().Peers {
 		if a.Name != name {
 			continue

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wgmesh/wgmesh/internal/testutil"
 	"github.com/wgmesh/wgmesh/peerbook"
 )
 
@@ -26,20 +27,10 @@ func TestNetstackSubnetRouting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.WriteString(c, "lan says "+c.RemoteAddr().(*net.TCPAddr).IP.String()+"\n")
-				io.Copy(c, c)
-			}()
-		}
-	}()
+	testutil.ServeConns(t, ln, func(c net.Conn) {
+		io.WriteString(c, "lan says "+c.RemoteAddr().(*net.TCPAddr).IP.String()+"\n")
+		io.Copy(c, c)
+	})
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -107,17 +98,7 @@ func TestNetstackSubnetRouting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer outTCP.Close()
-	go func() {
-		for {
-			c, err := outTCP.Accept()
-			if err != nil {
-				return
-			}
-			io.WriteString(c, "outside\n")
-			c.Close()
-		}
-	}()
+	serveLine(t, outTCP, "outside")
 	outUDP, err := net.ListenPacket("udp", "127.0.1.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -176,7 +157,7 @@ func TestNetstackListenOnSubnetRouter(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer lan.Close()
-	serveLine(lan, "lan")
+	serveLine(t, lan, "lan")
 	lanUDP, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -191,7 +172,7 @@ func TestNetstackListenOnSubnetRouter(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer own.Close()
-	serveLine(own, "exposed")
+	serveLine(t, own, "exposed")
 	ownUDP, err := b.ListenPacket("udp", ":"+uport)
 	if err != nil {
 		t.Fatal(err)
@@ -253,17 +234,8 @@ func TestNetstackListenOnSubnetRouter(t *testing.T) {
 }
 
 // serveLine answers every connection on ln with line and a newline.
-func serveLine(ln net.Listener, line string) {
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			io.WriteString(c, line+"\n")
-			c.Close()
-		}
-	}()
+func serveLine(t *testing.T, ln net.Listener, line string) {
+	testutil.ServeConns(t, ln, func(c net.Conn) { io.WriteString(c, line+"\n") })
 }
 
 // echoPrefixed answers each datagram on pc with prefix and the datagram.

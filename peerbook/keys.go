@@ -149,19 +149,11 @@ func ReadPrivateKey(r io.Reader) (PrivateKey, error) {
 // ReadKeyFile reads a private key file. Like ssh, it refuses a file that
 // group or others can read or write, and says how to fix it.
 func ReadKeyFile(path string) (PrivateKey, error) {
-	var permErr error
-	data, err := fileutil.ReadFileChecked(path, maxKeyFile, func(st fs.FileInfo) error {
-		if perm := st.Mode().Perm(); perm&0o077 != 0 {
-			permErr = fmt.Errorf("key file %s: permissions %04o are too open: the private key must be readable by its owner only; fix with: chmod 600 %s", path, perm, path)
-			return permErr
-		}
-		return nil
+	data, err := fileutil.ReadPrivateFile(path, maxKeyFile, "key file", func(perm fs.FileMode) error {
+		return fmt.Errorf("key file %s: permissions %04o are too open: the private key must be readable by its owner only; fix with: chmod 600 %s", path, perm, path)
 	})
-	if permErr != nil {
-		return PrivateKey{}, permErr
-	}
 	if err != nil {
-		return PrivateKey{}, fmt.Errorf("key file: %w", err)
+		return PrivateKey{}, err
 	}
 	k, err := ReadPrivateKey(bytes.NewReader(data))
 	if err != nil {

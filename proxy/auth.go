@@ -45,19 +45,11 @@ func NewCredentials(users map[string]string) (*Credentials, error) {
 // readable or writable by group or others (chmod 600). Problems are
 // reported as FILE:LINE: message.
 func LoadCredentials(path string) (*Credentials, error) {
-	var permErr error
-	data, err := fileutil.ReadFileChecked(path, maxCredentialsFile, func(st fs.FileInfo) error {
-		if perm := st.Mode().Perm(); perm&0o077 != 0 {
-			permErr = fmt.Errorf("credentials file %s: permissions %04o are too open: passwords must be readable by their owner only; fix with: chmod 600 %s", path, perm, path)
-			return permErr
-		}
-		return nil
+	data, err := fileutil.ReadPrivateFile(path, maxCredentialsFile, "credentials file", func(perm fs.FileMode) error {
+		return fmt.Errorf("credentials file %s: permissions %04o are too open: passwords must be readable by their owner only; fix with: chmod 600 %s", path, perm, path)
 	})
-	if permErr != nil {
-		return nil, permErr
-	}
 	if err != nil {
-		return nil, fmt.Errorf("credentials file: %w", err)
+		return nil, err
 	}
 	return parseCredentials(path, bytes.NewReader(data))
 }

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"encoding/base64"
 	"log/slog"
 	"net"
@@ -9,61 +8,24 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/wgmesh/wgmesh/internal/netutil"
+	"github.com/wgmesh/wgmesh/internal/testutil"
 	"github.com/wgmesh/wgmesh/peerbook"
 )
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // startLimitedSOCKS serves a SOCKS5 proxy whose limits set has set before
 // Serve, logging into the returned buffer.
-func startLimitedSOCKS(t *testing.T, set func(*SOCKS5)) (*SOCKS5, string, *lockedBuffer) {
+func startLimitedSOCKS(t *testing.T, set func(*SOCKS5)) (*SOCKS5, string, *testutil.Buffer) {
 	t.Helper()
 	m := newTestMesh(t)
 	m.serveBetaUDPEcho(t)
-	logs := &lockedBuffer{}
+	logs := &testutil.Buffer{}
 	s := &SOCKS5{Dialer: m.alpha(), Book: m.alpha().Book, Logger: slog.New(slog.NewTextHandler(logs, nil))}
 	set(s)
-	ln := listenLoopback(t)
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ln) }()
-	t.Cleanup(func() {
-		s.Close()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Error("Serve did not return after Close")
-		}
-	})
-	return s, ln.Addr().String(), logs
-}
-
-func closedAtOnce(c net.Conn) bool {
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	_, err := c.Read(make([]byte, 1))
-	if ne, ok := err.(net.Error); ok && ne.Timeout() {
-		return false
-	}
-	return err != nil
+	return s, serveSOCKS(t, s), logs
 }
 
 func TestSOCKS5ConnectionCap(t *testing.T) {
@@ -82,7 +44,7 @@ func TestSOCKS5ConnectionCap(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		if !closedAtOnce(c) {
+		if !testutil.ClosedWithin(c, 5*time.Second) {
 			t.Fatal("a connection over the cap of 2 was kept open")
 		}
 	}
@@ -154,16 +116,7 @@ func TestSOCKS5DestinationCapAcrossAssociations(t *testing.T) {
 	defer client.Close()
 	associate := func() (*socksClient, netip.AddrPort) {
 		t.Helper()
-		ctl, _, err := dialSOCKS(t, addr, "", "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := uint16(client.LocalAddr().(*net.UDPAddr).Port)
-		rep, relay, err := ctl.request(cmdUDPAssociate, "0.0.0.0", port)
-		if err != nil || rep != repSucceeded {
-			t.Fatalf("UDP ASSOCIATE: reply %#x, %v", rep, err)
-		}
-		return ctl, relay
+		return udpAssociate(t, addr, client)
 	}
 	// echoes reports whether beta's echo answers through relay within
 	// about a second (udpRoundTrip waits 10 s for what must work).
@@ -229,7 +182,7 @@ func TestProxyAuthFailuresLoggedAtBoundedRate(t *testing.T) {
 		t.Errorf("socks5: %d log lines for 5 failed handshakes, want 1:\n%s", n, logs)
 	}
 
-	var hlogs lockedBuffer
+	var hlogs testutil.Buffer
 	h := &HTTP{Dialer: newTestMesh(t).alpha(), Book: func() *peerbook.Book { return nil }, Auth: creds,
 		Logger: slog.New(slog.NewTextHandler(&hlogs, nil))}
 	defer h.Close()

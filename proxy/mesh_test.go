@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wgmesh/wgmesh/internal/testutil"
 	"github.com/wgmesh/wgmesh/node"
 	"github.com/wgmesh/wgmesh/peerbook"
 )
@@ -141,14 +142,7 @@ func (m *testMesh) serveBetaUDPEcho(t testing.TB) {
 // fails when CI is set: CI must run the tests against the real client.
 func needCurl(t *testing.T) string {
 	t.Helper()
-	path, err := exec.LookPath("curl")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("curl not found and CI is set: install it (apt-get install -y curl): %v", err)
-		}
-		t.Skipf("curl not found (apt-get install -y curl); skipping the test with the real client: %v", err)
-	}
-	return path
+	return testutil.Tool(t, "curl", "curl")
 }
 
 // runCurl runs curl with a clean environment (no proxy variables, no
@@ -180,16 +174,6 @@ func listenLoopback(t testing.TB) net.Listener {
 func forbiddenTarget(t *testing.T) string {
 	t.Helper()
 	ln := listenLoopback(t)
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			t.Errorf("the proxy connected to %s, outside the mesh", ln.Addr())
-			c.Close()
-		}
-	}()
+	testutil.ServeConns(t, ln, func(net.Conn) { t.Errorf("the proxy connected to %s, outside the mesh", ln.Addr()) })
 	return ln.Addr().String()
 }

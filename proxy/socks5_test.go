@@ -17,6 +17,13 @@ func startSOCKS(t *testing.T, m *testMesh, auth *Credentials) (*SOCKS5, string, 
 	t.Helper()
 	d := &recordingDialer{d: m.alpha()}
 	s := &SOCKS5{Dialer: d, Book: m.alpha().Book, Auth: auth}
+	return s, serveSOCKS(t, s), d
+}
+
+// serveSOCKS serves s on 127.0.0.1 until the test ends and returns its
+// address; Close must then end Serve, without an error.
+func serveSOCKS(t *testing.T, s *SOCKS5) string {
+	t.Helper()
 	ln := listenLoopback(t)
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ln) }()
@@ -31,7 +38,7 @@ func startSOCKS(t *testing.T, m *testMesh, auth *Credentials) (*SOCKS5, string, 
 			t.Error("Serve did not return after Close")
 		}
 	})
-	return s, ln.Addr().String(), d
+	return ln.Addr().String()
 }
 
 // checkOnlyMeshDialed fails if the proxy dialed anything but members.

@@ -7,6 +7,23 @@ import (
 	"time"
 )
 
+// udpAssociate opens a SOCKS5 control connection to the proxy at addr and
+// asks for a UDP association for client, announcing its port as RFC 1928
+// asks; it returns the connection and the relay's address.
+func udpAssociate(t *testing.T, addr string, client net.PacketConn) (*socksClient, netip.AddrPort) {
+	t.Helper()
+	ctl, _, err := dialSOCKS(t, addr, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := uint16(client.LocalAddr().(*net.UDPAddr).Port)
+	rep, relay, err := ctl.request(cmdUDPAssociate, "0.0.0.0", port)
+	if err != nil || rep != repSucceeded {
+		t.Fatalf("UDP ASSOCIATE: reply %#x, %v", rep, err)
+	}
+	return ctl, relay
+}
+
 func TestSOCKS5UDPAssociate(t *testing.T) {
 	m := newTestMesh(t)
 	m.serveBetaUDPEcho(t)
@@ -17,16 +34,7 @@ func TestSOCKS5UDPAssociate(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer client.Close()
-	ctl, _, err := dialSOCKS(t, addr, "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Announce the client's UDP port, as RFC 1928 asks.
-	port := uint16(client.LocalAddr().(*net.UDPAddr).Port)
-	rep, relay, err := ctl.request(cmdUDPAssociate, "0.0.0.0", port)
-	if err != nil || rep != repSucceeded {
-		t.Fatalf("UDP ASSOCIATE: reply %#x, %v", rep, err)
-	}
+	ctl, relay := udpAssociate(t, addr, client)
 	if relay.Addr() != netip.MustParseAddr("127.0.0.1") || relay.Port() == 0 {
 		t.Fatalf("relay address %v, want 127.0.0.1:PORT like the TCP listener", relay)
 	}

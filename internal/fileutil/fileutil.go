@@ -20,11 +20,27 @@ func ReadFileLimit(path string, max int64) ([]byte, error) {
 	return readFile(path, max, false, nil)
 }
 
-// ReadFileChecked is ReadFileLimit that first passes the opened file's
-// information to check (a key file's permissions, say); an error from
-// check is returned as it is and nothing is read.
-func ReadFileChecked(path string, max int64, check func(fs.FileInfo) error) ([]byte, error) {
-	return readFile(path, max, false, check)
+// ReadPrivateFile is ReadFileLimit for a file of secrets (a private key,
+// passwords). Like ssh it refuses one that group or others can read or
+// write: when the file's permission bits allow that, tooOpen makes the
+// error, which is returned as it is (saying how to fix it), and nothing is
+// read; a nil error from tooOpen lets the file be read after all. Any
+// other error is wrapped as "what: error".
+func ReadPrivateFile(path string, max int64, what string, tooOpen func(perm fs.FileMode) error) ([]byte, error) {
+	var permErr error
+	data, err := readFile(path, max, false, func(fi fs.FileInfo) error {
+		if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+			permErr = tooOpen(perm)
+		}
+		return permErr
+	})
+	if permErr != nil {
+		return nil, permErr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return data, nil
 }
 
 // ReadFileLimitNoFollow is ReadFileLimit for files wgmesh keeps itself

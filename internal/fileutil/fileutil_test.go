@@ -4,13 +4,15 @@ package fileutil
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wgmesh/wgmesh/internal/testutil"
 )
 
 func TestReadFileLimit(t *testing.T) {
@@ -35,40 +37,20 @@ func TestReadFileLimit(t *testing.T) {
 }
 
 func TestReadFileLimitDevZero(t *testing.T) {
-	if _, err := os.Stat("/dev/zero"); err != nil {
-		t.Skip("no /dev/zero here")
-	}
-	done := make(chan error, 1)
-	go func() { _, err := ReadFileLimit("/dev/zero", 1<<40); done <- err }()
-	select {
-	case err := <-done:
-		if err == nil || !strings.Contains(err.Error(), "/dev/zero is not a regular file (a character device)") {
-			t.Fatalf("got %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("reading /dev/zero did not stop")
+	zero := testutil.DevZero(t)
+	err := testutil.Within(t, 10*time.Second, "reading /dev/zero", func() error { _, err := ReadFileLimit(zero, 1<<40); return err })
+	if err == nil || !strings.Contains(err.Error(), "/dev/zero is not a regular file (a character device)") {
+		t.Fatalf("got %v", err)
 	}
 }
 
 // A FIFO would block the open until a writer comes.
 func TestReadFileLimitFIFO(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "serial")
-	if err := syscall.Mkfifo(path, 0o600); err != nil {
-		t.Skipf("mkfifo: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { _, err := ReadFileLimitNoFollow(path, 100); done <- err }()
-	select {
-	case err := <-done:
-		if err == nil || !strings.Contains(err.Error(), "not a regular file (a FIFO)") {
-			t.Fatalf("got %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		// Unblock the open so the goroutine ends.
-		if f, err := os.OpenFile(path, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
-			f.Close()
-		}
-		t.Fatal("reading a FIFO hangs")
+	testutil.FIFO(t, path)
+	err := testutil.Within(t, 10*time.Second, "reading a FIFO", func() error { _, err := ReadFileLimitNoFollow(path, 100); return err })
+	if err == nil || !strings.Contains(err.Error(), "not a regular file (a FIFO)") {
+		t.Fatalf("got %v", err)
 	}
 }
 
@@ -87,6 +69,39 @@ func TestReadFileLimitSymlink(t *testing.T) {
 	}
 	if _, err := ReadFileLimitNoFollow(link, 10); err == nil || !strings.Contains(err.Error(), "is a symlink") {
 		t.Fatalf("ReadFileLimitNoFollow of a symlink: %v", err)
+	}
+}
+
+func TestReadPrivateFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "secret")
+	if err := os.WriteFile(path, []byte("s3cret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var asked []fs.FileMode
+	tooOpen := func(perm fs.FileMode) error {
+		asked = append(asked, perm)
+		return fmt.Errorf("%s is too open (%04o)", path, perm)
+	}
+	if b, err := ReadPrivateFile(path, 100, "secret file", tooOpen); err != nil || string(b) != "s3cret" || len(asked) != 0 {
+		t.Fatalf("0600: %q, %v, tooOpen asked for %v", b, err, asked)
+	}
+	for _, perm := range []fs.FileMode{0o640, 0o604, 0o620} {
+		if err := os.Chmod(path, perm); err != nil {
+			t.Fatal(err)
+		}
+		want := fmt.Sprintf("%s is too open (%04o)", path, perm)
+		if b, err := ReadPrivateFile(path, 100, "secret file", tooOpen); err == nil || err.Error() != want || b != nil {
+			t.Errorf("%04o: %q, %v; want tooOpen's error as it is", perm, b, err)
+		}
+	}
+	allow := func(fs.FileMode) error { return nil }
+	if b, err := ReadPrivateFile(path, 100, "secret file", allow); err != nil || string(b) != "s3cret" {
+		t.Errorf("tooOpen allowing it: %q, %v", b, err)
+	}
+	_, err := ReadPrivateFile(filepath.Join(dir, "missing"), 100, "secret file", tooOpen)
+	if !errors.Is(err, fs.ErrNotExist) || !strings.HasPrefix(err.Error(), "secret file: ") {
+		t.Errorf("missing file: %v, want fs.ErrNotExist wrapped as \"secret file: ...\"", err)
 	}
 }
 

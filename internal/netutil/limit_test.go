@@ -7,27 +7,11 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/wgmesh/wgmesh/internal/testutil"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func TestCounter(t *testing.T) {
 	c := NewCounter(Limits{Total: 3, PerClient: 2})
@@ -73,23 +57,12 @@ func acceptAll(t *testing.T, ln net.Listener) <-chan net.Conn {
 	return ch
 }
 
-// closedByServer reports whether the server closed c: a read ends with
-// EOF (or a reset) before the deadline.
-func closedByServer(c net.Conn, within time.Duration) bool {
-	c.SetReadDeadline(time.Now().Add(within))
-	_, err := c.Read(make([]byte, 1))
-	if ne, ok := err.(net.Error); ok && ne.Timeout() {
-		return false
-	}
-	return err != nil
-}
-
 func TestLimitListener(t *testing.T) {
 	raw, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs testutil.Buffer
 	refused := NewRateLog(slog.New(slog.NewTextHandler(&logs, nil)), time.Hour)
 	ln := LimitListener(raw, Limits{Total: 2}, refused)
 	accepted := acceptAll(t, ln)
@@ -106,7 +79,7 @@ func TestLimitListener(t *testing.T) {
 	_ = c2
 	// Over the cap: closed at once, never handed to the server.
 	for range 3 {
-		if c := dial(); !closedByServer(c, 5*time.Second) {
+		if c := dial(); !testutil.ClosedWithin(c, 5*time.Second) {
 			t.Fatal("a connection over the cap was not closed")
 		}
 	}
@@ -122,7 +95,7 @@ func TestLimitListener(t *testing.T) {
 	// A closed conn frees its place (twice closed, counted once).
 	s1.Close()
 	s1.Close()
-	if !closedByServer(c1, 5*time.Second) {
+	if !testutil.ClosedWithin(c1, 5*time.Second) {
 		t.Fatal("closing the server side did not close the client")
 	}
 	dial()
@@ -131,7 +104,7 @@ func TestLimitListener(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("no room after a connection closed")
 	}
-	if c := dial(); !closedByServer(c, 5*time.Second) {
+	if c := dial(); !testutil.ClosedWithin(c, 5*time.Second) {
 		t.Fatal("the cap is not enforced after a close")
 	}
 	s2.Close()
@@ -144,18 +117,10 @@ func TestLimitListenerPerClient(t *testing.T) {
 	}
 	ln := LimitListener(raw, Limits{Total: 10, PerClient: 1}, nil)
 	accepted := acceptAll(t, ln)
-	dialFrom := func(src string) net.Conn {
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
-		c, err := d.Dial("tcp", raw.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
+	dialFrom := func(src string) net.Conn { return testutil.DialFrom(t, "tcp", src, raw.Addr().String()) }
 	dialFrom("127.0.0.1")
 	<-accepted
-	if c := dialFrom("127.0.0.1"); !closedByServer(c, 5*time.Second) {
+	if c := dialFrom("127.0.0.1"); !testutil.ClosedWithin(c, 5*time.Second) {
 		t.Fatal("a second connection of one client was not refused")
 	}
 	dialFrom("127.0.0.2") // another client (all of 127/8 is loopback on Linux)
