@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/wgmesh/wgmesh/internal/testutil"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -36,7 +37,7 @@ func TestTwoInstancesOneHost(t *testing.T) {
 		writeFile(t, cfg, fmt.Sprintf("book = \"book.toml\"\nkey = %q\nlisten_port = 0\n", filepath.Base(m.keyPath)))
 		cmd := exec.Command(bin, "up", "--config", cfg)
 		cmd.Env = env
-		var stderr syncBuffer
+		var stderr testutil.Buffer
 		cmd.Stderr = &stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
