@@ -51,10 +51,12 @@ fuzz:
 		$(GO) test ./$$pkg -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) || exit 1; \
 	done
 
-# Benchmarks, never timed tests. The shell scripts need root (network
-# namespaces) and iperf3; see bench/README.md.
+# Benchmarks, never timed tests. The pair scripts need root (network
+# namespaces) and iperf3; scale.sh needs neither; see bench/README.md.
 bench:
 	$(GO) test -run XXX -bench Apply -benchtime 3x ./node
+	$(GO) test -run XXX -bench Big -benchtime 5x ./peerbook
+	bash bench/scale.sh
 	bash bench/tun_pair.sh
 	bash bench/netstack_pair.sh
 

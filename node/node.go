@@ -236,9 +236,14 @@ func (n *Node) up(ctx context.Context) error {
 		n.teardown()
 		return err
 	}
-	n.greetPeers()
 	loopCtx, stop := context.WithCancel(context.Background())
 	n.stopLoops, n.upCtx = stop, loopCtx
+	n.greetStart()
+	n.loops.Add(1)
+	go func() {
+		defer n.loops.Done()
+		n.greetLoop(loopCtx, time.Now())
+	}()
 	n.loops.Add(1)
 	go func() {
 		defer n.loops.Done()
@@ -348,22 +353,6 @@ func wgLogger(log *slog.Logger) *device.Logger {
 		Errorf: func(format string, args ...any) {
 			log.Error("wireguard: " + fmt.Sprintf(format, args...))
 		},
-	}
-}
-
-// greetPeers starts a handshake with every member whose endpoint is known.
-// After a restart the other members still hold sessions with this node's
-// previous incarnation and would only notice after WireGuard's 15 s
-// no-reply timeout; a fresh initiation replaces those sessions at once.
-// Caller holds n.mu.
-func (n *Node) greetPeers() {
-	for k, pc := range n.applied {
-		if !pc.endpoint.IsValid() {
-			continue
-		}
-		if p := n.dev.LookupPeer(device.NoisePublicKey(k)); p != nil {
-			p.SendHandshakeInitiation(false)
-		}
 	}
 }
 

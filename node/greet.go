@@ -1,0 +1,160 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"math/rand/v2"
+	"time"
+
+	"golang.zx2c4.com/wireguard/device"
+
+	"github.com/wgmesh/wgmesh/peerbook"
+)
+
+// Start-up greetings. A node that starts sends a handshake initiation to
+// members whose endpoint it knows, so members holding a session with its
+// previous run switch at once instead of after WireGuard's 15 s no-reply
+// timeout.
+//
+// When both members of a pair greet each other at the same moment (every
+// member of a mesh started together), the initiations cross: each side
+// answers the other's initiation, which replaces its own pending one, so
+// both responses are dropped and each side holds only an unconfirmed
+// responder session. wireguard-go would retry after 5 s, but the response
+// it sent counts as a handshake sent, so the retry is skipped when it falls
+// less than 5 s after that response (its retry jitter is at most 334 ms),
+// and a skipped retry is not rescheduled: the pair then has no session
+// until traffic flows. 32 members started together left 3 to 16 pairs so.
+//
+// The rule: of two members, the one with the lower public key greets at
+// start-up; the other waits greetAnswerWait for that initiation and greets
+// only if no handshake has completed by then (the other member runs an
+// older incarnation's session, or was not up yet). Members that still have
+// no handshake are greeted again at the later offsets of greetRounds, with
+// backoff, and then no more: a member that never answers costs WireGuard's
+// own 90 s of retries plus at most len(greetRounds)-1 initiations.
+
+// greetRounds are the offsets from start-up at which members without a
+// handshake are greeted again (plus up to greetJitter each). Round 0 is the
+// higher key's greeting. The gaps exceed WireGuard's 5 s rekey timeout, so
+// a round's initiation is never skipped because of the previous round's.
+var greetRounds = []time.Duration{
+	1 * time.Second,
+	7 * time.Second,
+	15 * time.Second,
+	31 * time.Second,
+	63 * time.Second,
+}
+
+// greetJitter spreads a round over time, so that two members started at
+// the same moment do not greet each other again at the same moment.
+const greetJitter = 500 * time.Millisecond
+
+// greetsFirst reports whether self greets other at start-up: the lower
+// public key does. Exactly one of two distinct members greets first.
+func greetsFirst(self, other peerbook.Key) bool {
+	return bytes.Compare(self[:], other[:]) < 0
+}
+
+// greetMember is what a greeting round knows of one member.
+type greetMember struct {
+	key         peerbook.Key
+	hasEndpoint bool
+	handshake   bool // the device has completed a handshake with it
+}
+
+// greetTargets returns the members self greets in round (0 is the first
+// of greetRounds; -1 is start-up itself): members with an endpoint and no
+// handshake; at start-up only those with a higher key, in round 0 only those
+// with a lower key (the others were greeted at start-up and WireGuard is
+// still retrying them).
+func greetTargets(self peerbook.Key, round int, members []greetMember) []peerbook.Key {
+	var out []peerbook.Key
+	for _, m := range members {
+		if !m.hasEndpoint || m.handshake || m.key == self {
+			continue
+		}
+		switch round {
+		case -1:
+			if !greetsFirst(self, m.key) {
+				continue
+			}
+		case 0:
+			if greetsFirst(self, m.key) {
+				continue
+			}
+		}
+		out = append(out, m.key)
+	}
+	return out
+}
+
+// greetStart greets the members this node greets first. Caller holds n.mu.
+func (n *Node) greetStart() {
+	members := make([]greetMember, 0, len(n.applied))
+	for k, pc := range n.applied {
+		members = append(members, greetMember{key: k, hasEndpoint: pc.endpoint.IsValid()})
+	}
+	sendGreetings(n.dev, greetTargets(n.self, -1, members), false)
+}
+
+// greetLoop runs the rounds of greetRounds, then returns. start is when
+// the node came up.
+func (n *Node) greetLoop(ctx context.Context, start time.Time) {
+	for round, at := range greetRounds {
+		wait := time.Until(start.Add(at + rand.N(greetJitter)))
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		if !n.greetRound(round) {
+			return
+		}
+	}
+}
+
+// greetRound greets the members due in round and reports whether any
+// member with an endpoint still has no handshake.
+func (n *Node) greetRound(round int) bool {
+	n.mu.Lock()
+	wg := n.dev
+	if wg == nil {
+		n.mu.Unlock()
+		return false
+	}
+	dev, err := n.readDevice()
+	if err != nil {
+		n.mu.Unlock()
+		return false
+	}
+	members := make([]greetMember, 0, len(n.applied))
+	pending := false
+	for k, pc := range n.applied {
+		m := greetMember{key: k, hasEndpoint: pc.endpoint.IsValid()}
+		if d, ok := dev.peers[k]; ok {
+			m.handshake = !d.lastHandshake.IsZero()
+			m.hasEndpoint = m.hasEndpoint || d.endpoint.IsValid()
+		}
+		pending = pending || (m.hasEndpoint && !m.handshake)
+		members = append(members, m)
+	}
+	n.mu.Unlock()
+	// A retry keeps WireGuard's count of attempts, so a member that never
+	// answers is not given a fresh 90 s of retries by every round.
+	sendGreetings(wg, greetTargets(n.self, round, members), round > 0)
+	return pending
+}
+
+// sendGreetings starts a handshake with each member of keys. It needs no
+// node lock: the device looks its peers up itself. The loops end before
+// the device is closed.
+func sendGreetings(dev *device.Device, keys []peerbook.Key, retry bool) {
+	for _, k := range keys {
+		if p := dev.LookupPeer(device.NoisePublicKey(k)); p != nil {
+			p.SendHandshakeInitiation(retry)
+		}
+	}
+}
