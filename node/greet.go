@@ -61,6 +61,15 @@ type greetMember struct {
 	key         peerbook.Key
 	hasEndpoint bool
 	handshake   bool // the device has completed a handshake with it
+	// cannotGreet: the member has no endpoint for this node (this node
+	// has none in the book), so it cannot greet, nothing can cross, and
+	// this node greets it at start-up whichever key is lower.
+	cannotGreet bool
+}
+
+// greetsAtStart reports whether self greets m at start-up.
+func greetsAtStart(self peerbook.Key, m greetMember) bool {
+	return m.cannotGreet || greetsFirst(self, m.key)
 }
 
 // greetTargets returns the members self greets in round (0 is the first
@@ -76,11 +85,11 @@ func greetTargets(self peerbook.Key, round int, members []greetMember) []peerboo
 		}
 		switch round {
 		case -1:
-			if !greetsFirst(self, m.key) {
+			if !greetsAtStart(self, m) {
 				continue
 			}
 		case 0:
-			if greetsFirst(self, m.key) {
+			if greetsAtStart(self, m) {
 				continue
 			}
 		}
@@ -91,9 +100,10 @@ func greetTargets(self peerbook.Key, round int, members []greetMember) []peerboo
 
 // greetStart greets the members this node greets first. Caller holds n.mu.
 func (n *Node) greetStart() {
+	unreachable := n.selfUnreachable()
 	members := make([]greetMember, 0, len(n.applied))
 	for k, pc := range n.applied {
-		members = append(members, greetMember{key: k, hasEndpoint: pc.endpoint.IsValid()})
+		members = append(members, greetMember{key: k, hasEndpoint: pc.endpoint.IsValid(), cannotGreet: unreachable})
 	}
 	sendGreetings(n.dev, greetTargets(n.self, -1, members), false)
 }
@@ -130,10 +140,11 @@ func (n *Node) greetRound(round int) bool {
 		n.mu.Unlock()
 		return false
 	}
+	unreachable := n.selfUnreachable()
 	members := make([]greetMember, 0, len(n.applied))
 	pending := false
 	for k, pc := range n.applied {
-		m := greetMember{key: k, hasEndpoint: pc.endpoint.IsValid()}
+		m := greetMember{key: k, hasEndpoint: pc.endpoint.IsValid(), cannotGreet: unreachable}
 		if d, ok := dev.peers[k]; ok {
 			m.handshake = !d.lastHandshake.IsZero()
 			m.hasEndpoint = m.hasEndpoint || d.endpoint.IsValid()
@@ -146,6 +157,13 @@ func (n *Node) greetRound(round int) bool {
 	// answers is not given a fresh 90 s of retries by every round.
 	sendGreetings(wg, greetTargets(n.self, round, members), round > 0)
 	return pending
+}
+
+// selfUnreachable reports whether this node has no endpoint in the book,
+// so that no member can greet it first. Caller holds n.mu.
+func (n *Node) selfUnreachable() bool {
+	self, ok := n.book.PeerByKey(n.self)
+	return ok && self.Endpoint.IsZero()
 }
 
 // sendGreetings starts a handshake with each member of keys. It needs no

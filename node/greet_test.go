@@ -129,3 +129,27 @@ func TestGreetRoundsBackOff(t *testing.T) {
 		}
 	}
 }
+
+// TestGreetWhenOnlyThisSideCan: a member without an endpoint in the book
+// cannot be greeted, so it greets every member at start-up whatever the
+// key order, and not again in round 0.
+func TestGreetWhenOnlyThisSideCan(t *testing.T) {
+	self := testKey(t)
+	var lower peerbook.Key
+	for lower.IsZero() {
+		if k := testKey(t); greetsFirst(k, self) {
+			lower = k
+		}
+	}
+	m := greetMember{key: lower, hasEndpoint: true, cannotGreet: true}
+	if got := greetTargets(self, -1, []greetMember{m}); !slices.Equal(got, []peerbook.Key{lower}) {
+		t.Errorf("start-up greets %v; want the lower key too, as it cannot greet this member", got)
+	}
+	if got := greetTargets(self, 0, []greetMember{m}); len(got) != 0 {
+		t.Errorf("round 0 greets %v again, while WireGuard retries the start-up greeting", got)
+	}
+	m.cannotGreet = false
+	if got := greetTargets(self, -1, []greetMember{m}); len(got) != 0 {
+		t.Errorf("start-up greets the lower key %v although it greets first", got)
+	}
+}
