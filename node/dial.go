@@ -49,7 +49,7 @@ func (n *Node) Dial(ctx context.Context, network, addr string) (net.Conn, error)
 // through the kernel would instead reach the loopback-only services of the
 // host that runs the dialer (a proxy's host, say).
 func tunTarget(book *peerbook.Book, self peerbook.Key, a netip.Addr) error {
-	a = a.WithZone("")
+	a = a.Unmap().WithZone("") // an IPv4-mapped address reaches the same host
 	local := a.IsLoopback() || a.IsUnspecified()
 	if !local {
 		if p, ok := book.PeerByKey(self); ok && slices.Contains(p.Addresses, a) {

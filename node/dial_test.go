@@ -13,7 +13,7 @@ import (
 func TestTUNTargetRefusesHostAddresses(t *testing.T) {
 	book, keys := testBook(t, 2)
 	self := keys[0].Public()
-	refused := []string{"127.0.0.1", "127.9.8.7", "::1", "0.0.0.0", "::"}
+	refused := []string{"127.0.0.1", "127.9.8.7", "::1", "0.0.0.0", "::", "::ffff:127.0.0.1"}
 	addrs, err := net.InterfaceAddrs()
 	if err != nil {
 		t.Fatal(err)
@@ -22,6 +22,9 @@ func TestTUNTargetRefusesHostAddresses(t *testing.T) {
 		if ipn, ok := ia.(*net.IPNet); ok {
 			if ip, ok := netip.AddrFromSlice(ipn.IP); ok && !ip.IsLoopback() {
 				refused = append(refused, ip.Unmap().String())
+				if ip.Unmap().Is4() { // the same address, IPv4-mapped
+					refused = append(refused, netip.AddrFrom16(ip.Unmap().As16()).String())
+				}
 			}
 		}
 	}
