@@ -99,9 +99,6 @@ func parseIP(pkt []byte, f *flow, outer bool) bool {
 		f.dst = netip.AddrFrom16([16]byte(pkt[24:40]))
 		next, off := pkt[6], 40
 		for n := 0; ; n++ {
-			if n > maxExtHeaders {
-				return false
-			}
 			var size int
 			switch next {
 			case protoHopByHop, protoRouting, protoDstOpts:
@@ -129,6 +126,9 @@ func parseIP(pkt []byte, f *flow, outer bool) bool {
 			}
 			if size < 0 {
 				break
+			}
+			if n == maxExtHeaders {
+				return false
 			}
 			if off+size > len(pkt) {
 				return false

@@ -27,7 +27,7 @@ type Rules struct {
 	hosts map[netip.Addr]int32
 	// subnets maps a member's subnet to its index; lengths lists the
 	// prefix lengths in use, longest first, per address family.
-	subnets          map[netip.Prefix]int32
+	subnets            map[netip.Prefix]int32
 	lengths4, lengths6 []int
 
 	count int // rules in the book
