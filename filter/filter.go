@@ -179,6 +179,10 @@ func (f *Filter) Inbound(pkt []byte) (Verdict, string) {
 	}
 	switch fl.proto {
 	case protoTCP, protoUDP:
+		// A bare SYN opens a connection: it cannot be a reply.
+		if fl.proto == protoTCP && fl.tcpFlags&(tcpSYN|tcpACK) == tcpSYN {
+			break
+		}
 		if f.ct.seen(keyOf(fl.dst, fl.src, fl.dport, fl.sport, fl.proto), fl.tcpFlags, true) {
 			return AcceptTracked, name
 		}

@@ -515,3 +515,16 @@ func TestVerdictStrings(t *testing.T) {
 	}
 	_ = fmt.Sprint(Verdict(200))
 }
+
+// TestSYNIsNeverAReply: an inbound SYN on the ports of a tracked flow is a
+// new connection the other side opens, which needs a rule.
+func TestSYNIsNeverAReply(t *testing.T) {
+	f, _ := newFilter(t, testRules)
+	f.Outbound(tcp(srv, 40000, ci, 22, tcpSYN))
+	if v, _ := f.Inbound(tcp(ci, 22, srv, 40000, tcpSYN)); v != DropNoRule {
+		t.Errorf("a bare SYN matching a tracked flow: %v", v)
+	}
+	if v, _ := f.Inbound(tcp(ci, 22, srv, 40000, tcpSYN|tcpACK)); v != AcceptTracked {
+		t.Errorf("the SYN-ACK: %v", v)
+	}
+}
