@@ -93,14 +93,14 @@ type conntrack struct {
 	base     time.Time
 }
 
-func newConntrack(max int, t Timeouts, now func() time.Time) *conntrack {
-	if max <= 0 {
-		max = DefaultMaxFlows
+func newConntrack(maxFlows int, t Timeouts, now func() time.Time) *conntrack {
+	if maxFlows <= 0 {
+		maxFlows = DefaultMaxFlows
 	}
 	if now == nil {
 		now = time.Now
 	}
-	c := &conntrack{perShard: max/shards + 1, t: t.withDefaults(), now: now, base: now()}
+	c := &conntrack{perShard: max(1, maxFlows/shards), t: t.withDefaults(), now: now, base: now()}
 	for i := range c.shards {
 		c.shards[i].m = make(map[ctKey]ctEntry)
 	}

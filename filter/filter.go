@@ -86,8 +86,9 @@ func (v Verdict) String() string {
 // Options tune a Filter. The zero value is ready to use.
 type Options struct {
 	// MaxFlows bounds the connection-tracking table (default
-	// DefaultMaxFlows). When it is full, a new flow evicts an expired
-	// entry, or else an arbitrary one.
+	// DefaultMaxFlows; split over 16 shards, so at least 16). When a
+	// shard is full, a new flow evicts an expired entry, or else an
+	// arbitrary one.
 	MaxFlows int
 	// Timeouts of tracked flows; zero fields take DefaultTimeouts.
 	Timeouts Timeouts
