@@ -105,3 +105,23 @@ func BenchmarkConntrackInsert(b *testing.B) {
 		i++
 	}
 }
+
+// BenchmarkOutboundOpen: what a book without rules costs outbound, for a
+// data segment and for a SYN (noted for a later first rule).
+func BenchmarkOutboundOpen(b *testing.B) {
+	f := New(compile(b, benchBook(0), 1), Options{})
+	data := tcp("10.42.0.1", 40000, "10.42.0.200", 22, tcpACK)
+	syn := tcp("10.42.0.1", 40000, "10.42.0.200", 22, tcpSYN)
+	b.Run("data", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			f.Outbound(data)
+		}
+	})
+	b.Run("syn", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			f.Outbound(syn)
+		}
+	})
+}

@@ -5,7 +5,8 @@
 // in force (swapped atomically on reload) and a connection-tracking table,
 // so that replies to flows the member started pass while new flows from
 // the mesh need a rule. A book without rules allows everything, and then
-// the filter costs one atomic load per packet.
+// the filter costs one atomic load per packet (and a flag test of outbound
+// ones, to note the TCP connections the member opens).
 //
 // # Usage
 //
@@ -122,7 +123,8 @@ func (f *Filter) Rules() *Rules { return f.rules.Load() }
 // is cut at its next packet. Tracked flows (those this member started)
 // stay while their remote side is still the same member; those towards an
 // address that left the book or moved to another member are forgotten, as
-// are all of them when r allows everything (nothing needs tracking then).
+// are all of them when r allows everything (only new TCP connections are
+// noted then).
 func (f *Filter) Swap(r *Rules) {
 	if r == nil {
 		r = &Rules{open: true}
@@ -231,9 +233,21 @@ func (f *Filter) icmpErrorAllowed(r *Rules, quoted []byte) bool {
 // packets refresh it. A UDP datagram that a rule already lets the other
 // side send back to (a reply from a service the rules open) is not
 // tracked, so that the flow ends with the rule. It never drops anything.
+//
+// With no rules it only notes the TCP connections this member opens (one
+// flag test per packet, a lock per SYN), so that a reload adding the first
+// rule does not cut them: their replies need no rule.
 func (f *Filter) Outbound(pkt []byte) {
 	r := f.rules.Load()
 	if r.open {
+		if bareSYN(pkt) {
+			var fl flow
+			if parse(pkt, &fl) && !fl.fragment && fl.proto == protoTCP {
+				// The answer passes unseen, so take the connection as
+				// established: it expires on the established timeout.
+				f.ct.track(keyOf(fl.src, fl.dst, fl.sport, fl.dport, fl.proto), stOpen)
+			}
+		}
 		return
 	}
 	var fl flow
@@ -258,4 +272,28 @@ func (f *Filter) Outbound(pkt []byte) {
 			f.ct.track(keyOf(fl.src, fl.dst, fl.sport, 0, fl.proto), stOpen)
 		}
 	}
+}
+
+// bareSYN is a quick look for a TCP segment with SYN and without ACK
+// directly after the IP header (no IPv6 extension headers); parse checks
+// the rest.
+func bareSYN(pkt []byte) bool {
+	if len(pkt) < 40 {
+		return false
+	}
+	off := 40
+	switch pkt[0] >> 4 {
+	case 4:
+		if pkt[9] != protoTCP {
+			return false
+		}
+		off = int(pkt[0]&0x0f) * 4
+	case 6:
+		if pkt[6] != protoTCP {
+			return false
+		}
+	default:
+		return false
+	}
+	return off+13 < len(pkt) && pkt[off+13]&(tcpSYN|tcpACK) == tcpSYN
 }

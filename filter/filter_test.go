@@ -241,8 +241,17 @@ func TestNoRulesAllowsEverything(t *testing.T) {
 		}
 		f.Outbound(p)
 	}
-	if n := f.Flows(); n != 0 {
-		t.Errorf("%d flows tracked without rules", n)
+	if n := f.Flows(); n != 1 {
+		t.Errorf("%d flows tracked without rules, want 1 (the SYN sent)", n)
+	}
+	// Without rules, only the TCP connections this member opens are
+	// noted, for a reload that brings the first rule.
+	f.Outbound(tcp(srv, 1, ci, 22, tcpSYN))
+	f.Outbound(tcp(srv6, 1, "fd42::3", 22, tcpSYN))
+	f.Outbound(tcp(srv, 2, ci, 22, tcpSYN|tcpACK))
+	f.Outbound(udp(srv, 3, ci, 22))
+	if n := f.Flows(); n != 3 {
+		t.Errorf("%d flows noted without rules, want 3: the SYNs only", n)
 	}
 	if v, _ := New(nil, Options{}).Inbound(nil); v != AcceptOpen {
 		t.Errorf("New(nil): %v", v)
@@ -427,10 +436,27 @@ func TestSwap(t *testing.T) {
 	if v := in(tcp(ci, 1, srv, 1, tcpSYN)); v != AcceptOpen {
 		t.Errorf("after swapping to no rules: %v", v)
 	}
-	// And back: a new rule set starts with an empty table.
+	// And back: TCP connections srv opened while there were no rules
+	// survive the first rule; other flows from before it do not.
+	f.Outbound(tcp(srv, 40005, ci, 22, tcpSYN))
+	f.Outbound(tcp(srv, 40005, ci, 22, tcpACK))
+	f.Outbound(udp(srv, 1001, phone, 7000))
+	if v := in(tcp(ci, 22, srv, 40005, tcpSYN|tcpACK)); v != AcceptOpen {
+		t.Fatalf("without rules: %v", v)
+	}
 	f.Swap(compile(t, testBook(testRules), 1))
+	if v := in(tcp(ci, 22, srv, 40005, tcpACK)); v != AcceptTracked {
+		t.Errorf("a connection srv opened before the first rule: %v", v)
+	}
 	if v := in(tcp(ci, 22, srv, 40000, tcpACK)); v != DropNoRule {
-		t.Errorf("a flow from before the rules: %v", v)
+		t.Errorf("a connection forgotten by the swap to no rules: %v", v)
+	}
+	if v := in(udp(phone, 7000, srv, 1001)); v != DropNoRule {
+		t.Errorf("udp from before the first rule: %v", v)
+	}
+	f.Outbound(udp(srv, 1001, phone, 7000)) // srv sends again: tracked now
+	if v := in(udp(phone, 7000, srv, 1001)); v != AcceptTracked {
+		t.Errorf("udp once srv sent again: %v", v)
 	}
 }
 
