@@ -315,6 +315,9 @@ func TestStateful(t *testing.T) {
 	// ICMP errors about a tracked flow, and about a rule-opened one.
 	sent := udp(srv, 5353, phone, 7000)
 	expect("port unreachable, tracked", unreachable(phone, srv, sent), AcceptTracked)
+	f.Outbound(udp(srv6, 1, "fd42::3", 2))
+	expect("icmpv6 unreachable, tracked", unreachable("fd42::3", srv6, udp(srv6, 1, "fd42::3", 2)), AcceptTracked)
+	expect("icmpv6 unreachable, untracked", unreachable("fd42::3", srv6, udp(srv6, 9, "fd42::3", 2)), DropNoRule)
 	expect("port unreachable, untracked", unreachable(phone, srv, udp(srv, 5354, phone, 7000)), DropNoRule)
 	reply := tcp(srv, 443, ci, 40000, tcpACK) // srv answering ci's https
 	expect("error about a rule-opened flow", unreachable(ci, srv, reply), AcceptTracked)
