@@ -10,7 +10,7 @@ import (
 func TestBookCheckRules(t *testing.T) {
 	good := "testdata/good/rules.toml"
 	code, out, stderr := runCLI(t, "", "book", "check", good)
-	if code != 0 || !strings.Contains(out, "3 members") {
+	if code != 0 || !strings.Contains(out, "ok, 3 members, serial 3, 4 access rules\n") {
 		t.Errorf("good book with rules: exit %d, stdout %q, stderr %q", code, out, stderr)
 	}
 	for file, want := range map[string][]string{
