@@ -78,7 +78,15 @@ func (e *env) bookCheck(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(e.stdout, "%s: ok, %d members, serial %d\n", a[0], len(book.Peers), book.Serial)
+	rules := ""
+	switch n := len(book.Rules); {
+	case n == 1:
+		rules = ", 1 access rule"
+	case n > 1:
+		// Only books with rules say so: scripts read the line of the others.
+		rules = fmt.Sprintf(", %d access rules", n)
+	}
+	_, err = fmt.Fprintf(e.stdout, "%s: ok, %d members, serial %d%s\n", a[0], len(book.Peers), book.Serial, rules)
 	return err
 }
 

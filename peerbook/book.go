@@ -38,6 +38,8 @@ type Book struct {
 	Serial uint64
 	Mesh   Mesh
 	Peers  []Peer
+	// Rules are the access rules, in book order; none allows everything.
+	Rules []Rule
 	// Source names the file the book came from, for messages.
 	Source string
 }

@@ -13,6 +13,9 @@ type Diff struct {
 	// MeshChanged reports a change of any [mesh] setting. Serial and format
 	// are not settings and do not count.
 	MeshChanged bool
+	// RulesChanged reports that the [[rule]] tables differ (in content or
+	// order); only their lines moving does not count.
+	RulesChanged bool
 }
 
 // PeerChange is a member present in both books with different settings.
@@ -22,7 +25,7 @@ type PeerChange struct {
 
 // Empty reports whether the books configure the same mesh.
 func (d Diff) Empty() bool {
-	return len(d.Added) == 0 && len(d.Removed) == 0 && len(d.Changed) == 0 && !d.MeshChanged
+	return len(d.Added) == 0 && len(d.Removed) == 0 && len(d.Changed) == 0 && !d.MeshChanged && !d.RulesChanged
 }
 
 // Compare returns the difference from old to new. Either may be nil, which
@@ -37,6 +40,7 @@ func Compare(old, new *Book) Diff {
 	}
 	var d Diff
 	d.MeshChanged = !old.Mesh.Equal(&new.Mesh)
+	d.RulesChanged = !RulesEqual(old.Rules, new.Rules)
 
 	before := make(map[Key]*Peer, len(old.Peers))
 	for i := range old.Peers {

@@ -35,7 +35,7 @@ type section struct {
 }
 
 func editText(text []byte, ob, nb *Book) ([]byte, bool) {
-	if !ob.Mesh.Equal(&nb.Mesh) || ob.Format != nb.Format {
+	if !ob.Mesh.Equal(&nb.Mesh) || ob.Format != nb.Format || !RulesEqual(ob.Rules, nb.Rules) {
 		return nil, false
 	}
 	lines := indexLines(text) // for line starts only

@@ -114,7 +114,9 @@ func (c *checker) unknownKeys(prefix, where string, t map[string]any, known []st
 func allowedKeys(prefix string, known []string) string {
 	switch {
 	case prefix == "":
-		return "the top level of a book allows format, serial, [mesh] and [[peer]]"
+		return "the top level of a book allows format, serial, [mesh], [[peer]] and [[rule]]"
+	case strings.HasPrefix(prefix, "rule["):
+		return "a [[rule]] allows " + strings.Join(known, ", ")
 	case prefix == "mesh":
 		return "[mesh] allows " + strings.Join(known, ", ")
 	}

@@ -82,6 +82,7 @@ func checkInvariants(t testing.TB, b *Book) {
 			}
 		}
 	}
+	checkRuleInvariants(t, b)
 	// No set of subnets adds up to a default route, by a model other than
 	// the validator's sweep: split the space until each piece is inside a
 	// subnet or outside all of them.
@@ -104,4 +105,83 @@ func coveredBy(p netip.Prefix, subnets []netip.Prefix) bool {
 	lo := netip.PrefixFrom(p.Addr(), p.Bits()+1)
 	hi := netip.PrefixFrom(lastAddr(p), p.Bits()+1).Masked()
 	return coveredBy(lo, subnets) && coveredBy(hi, subnets)
+}
+
+// checkRuleInvariants: every accepted rule names existing members, groups
+// that some member has and subnets that some member routes, has canonical
+// port ranges, and can match some flow between two different members.
+func checkRuleInvariants(t testing.TB, b *Book) {
+	t.Helper()
+	for i := range b.Rules {
+		r := &b.Rules[i]
+		if len(r.From) == 0 || len(r.To) == 0 || len(r.Ports) == 0 {
+			t.Errorf("rule %d has an empty list: %+v", i, r)
+		}
+		if r.Line <= 0 {
+			t.Errorf("rule %d has line %d", i, r.Line)
+		}
+		members := func(ss []Selector, to bool) map[string]bool {
+			out := map[string]bool{}
+			for _, s := range ss {
+				n := 0
+				for j := range b.Peers {
+					p := &b.Peers[j]
+					hit := false
+					switch s.Kind {
+					case SelectAll:
+						hit = true
+					case SelectMember:
+						hit = strings.EqualFold(p.Name, s.Name)
+					case SelectGroup:
+						for _, g := range p.Groups {
+							hit = hit || strings.EqualFold(g, s.Name)
+						}
+					case SelectSubnet:
+						if !to {
+							t.Errorf("rule %d: subnet selector in from", i)
+						}
+						for _, n := range p.Subnets {
+							hit = hit || (n.Bits() <= s.Subnet.Bits() && n.Contains(s.Subnet.Addr()) && s.Subnet == s.Subnet.Masked())
+						}
+					}
+					if hit {
+						out[strings.ToLower(p.Name)] = true
+						n++
+					}
+				}
+				if n == 0 {
+					t.Errorf("rule %d: %s names no member", i, s)
+				}
+			}
+			return out
+		}
+		from, to := members(r.From, false), members(r.To, true)
+		canMatch := false
+		for f := range from {
+			for d := range to {
+				canMatch = canMatch || f != d
+			}
+		}
+		if !canMatch {
+			t.Errorf("rule %d can never match: from %v to %v", i, from, to)
+		}
+		for _, p := range r.Ports {
+			switch p.Proto {
+			case ProtoTCP, ProtoUDP:
+				if p.Lo == 0 || p.Lo > p.Hi {
+					t.Errorf("rule %d: port range %d-%d", i, p.Lo, p.Hi)
+				}
+			case ProtoAny:
+				if len(r.Ports) != 1 {
+					t.Errorf("rule %d: any with more ports", i)
+				}
+			case ProtoICMP:
+				if p.Lo != 0 || p.Hi != 0 {
+					t.Errorf("rule %d: icmp with ports", i)
+				}
+			default:
+				t.Errorf("rule %d: protocol %d", i, p.Proto)
+			}
+		}
+	}
 }

@@ -56,6 +56,7 @@ func Marshal(b *Book) []byte {
 			w.WriteString("groups = " + stringList(p.Groups) + "\n")
 		}
 	}
+	marshalRules(&w, b.Rules)
 	return w.Bytes()
 }
 

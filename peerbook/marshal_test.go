@@ -8,7 +8,7 @@ import (
 
 // sameBook compares everything a book configures, ignoring Line and Source.
 func sameBook(a, b *Book) bool {
-	if a.Format != b.Format || a.Serial != b.Serial || !a.Mesh.Equal(&b.Mesh) || len(a.Peers) != len(b.Peers) {
+	if a.Format != b.Format || a.Serial != b.Serial || !a.Mesh.Equal(&b.Mesh) || len(a.Peers) != len(b.Peers) || !RulesEqual(a.Rules, b.Rules) {
 		return false
 	}
 	for i := range a.Peers {

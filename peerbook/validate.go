@@ -9,7 +9,7 @@ import (
 )
 
 var (
-	topKeys  = []string{"format", "serial", "mesh", "peer"}
+	topKeys  = []string{"format", "serial", "mesh", "peer", "rule"}
 	meshKeys = []string{"domain", "networks", "listen_port", "mtu", "persistent_keepalive"}
 	peerKeys = []string{"name", "public_key", "addresses", "endpoint", "listen_port", "subnets", "registry", "relay", "groups"}
 )
@@ -31,6 +31,7 @@ func (c *checker) book(doc map[string]any) *Book {
 	}
 	c.mesh(doc, &b.Mesh)
 	c.peers(doc, b)
+	c.rules(doc, b)
 	return b
 }
 

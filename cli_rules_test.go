@@ -1,0 +1,35 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestBookCheckRules: book check accepts a book with access rules and
+// prints every rule problem as FILE:LINE.
+func TestBookCheckRules(t *testing.T) {
+	good := "testdata/good/rules.toml"
+	code, out, stderr := runCLI(t, "", "book", "check", good)
+	if code != 0 || !strings.Contains(out, "ok, 3 members, serial 3, 4 access rules\n") {
+		t.Errorf("good book with rules: exit %d, stdout %q, stderr %q", code, out, stderr)
+	}
+	for file, want := range map[string][]string{
+		"testdata/bad/rule-unknown-member.toml": {
+			`:26: rule #1: from "delta" is not a member of the book`,
+			`:27: rule #1: to "gama" is not a member of the book`,
+		},
+		"testdata/bad/rule-port-range.toml":    {`:28: rule #1: ports "tcp:8100-8000": the range starts after it ends; write "tcp:8000-8100"`},
+		"testdata/bad/rule-never-matches.toml": {`:25: rule #1 can never match`, `:35: rule #3 can never match`},
+		"testdata/bad/rule-unknown-key.toml":   {`:29: rule #1: unknown key "port" (did you mean "ports"?)`},
+	} {
+		code, _, stderr := runCLI(t, "", "book", "check", file)
+		if code != 1 {
+			t.Errorf("%s: exit %d, want 1", file, code)
+		}
+		for _, w := range want {
+			if !strings.Contains(stderr, file+w) {
+				t.Errorf("%s: stderr lacks %q:\n%s", file, file+w, stderr)
+			}
+		}
+	}
+}
