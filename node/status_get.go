@@ -1,83 +1,10 @@
 package node
 
 import (
-	"bufio"
-	"encoding/hex"
-	"fmt"
-	"net/netip"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/wgmesh/wgmesh/peerbook"
 )
-
-// deviceState is the part of the device's UAPI "get" output that status
-// needs. The private key line is skipped while parsing and never stored.
-type deviceState struct {
-	listenPort uint16
-	peers      map[peerbook.Key]*devicePeer
-}
-
-type devicePeer struct {
-	endpoint      netip.AddrPort
-	lastHandshake time.Time
-	rx, tx        uint64
-}
-
-func (n *Node) readDevice() (*deviceState, error) {
-	text, err := n.dev.IpcGet()
-	if err != nil {
-		return nil, fmt.Errorf("node: read device state: %w", err)
-	}
-	st := &deviceState{peers: map[peerbook.Key]*devicePeer{}}
-	var cur *devicePeer
-	var sec, nsec int64
-	flush := func() {
-		if cur != nil && (sec != 0 || nsec != 0) {
-			cur.lastHandshake = time.Unix(sec, nsec)
-		}
-		sec, nsec = 0, 0
-	}
-	sc := bufio.NewScanner(strings.NewReader(text))
-	for sc.Scan() {
-		key, value, ok := strings.Cut(sc.Text(), "=")
-		if !ok {
-			continue
-		}
-		switch key {
-		case "listen_port":
-			p, _ := strconv.ParseUint(value, 10, 16)
-			st.listenPort = uint16(p)
-		case "public_key":
-			flush()
-			var k peerbook.Key
-			if b, err := hex.DecodeString(value); err == nil && len(b) == len(k) {
-				copy(k[:], b)
-			}
-			cur = &devicePeer{}
-			st.peers[k] = cur
-		case "endpoint":
-			if cur != nil {
-				cur.endpoint, _ = netip.ParseAddrPort(value)
-			}
-		case "last_handshake_time_sec":
-			sec, _ = strconv.ParseInt(value, 10, 64)
-		case "last_handshake_time_nsec":
-			nsec, _ = strconv.ParseInt(value, 10, 64)
-		case "rx_bytes":
-			if cur != nil {
-				cur.rx, _ = strconv.ParseUint(value, 10, 64)
-			}
-		case "tx_bytes":
-			if cur != nil {
-				cur.tx, _ = strconv.ParseUint(value, 10, 64)
-			}
-		}
-	}
-	flush()
-	return st, nil
-}
 
 func (n *Node) readListenPort() (uint16, error) {
 	st, err := n.readDevice()

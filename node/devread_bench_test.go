@@ -1,0 +1,40 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"testing"
+)
+
+// BenchmarkReadDevice measures one read of the device's state as every
+// tick takes it: the UAPI get and its parse, at 1,000 and 10,000 members.
+// Run with `go test ./node -run XXX -bench ReadDevice`.
+func BenchmarkReadDevice(b *testing.B) {
+	for _, size := range []int{1000, 10000} {
+		book, key := bigBook(b, size)
+		n, err := New(Config{Book: book, PrivateKey: key, ListenPort: EphemeralPort})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := n.Up(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		b.Run(fmt.Sprintf("ipcget/%d", size), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := n.dev.IpcGet(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("read/%d", size), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := n.readDevice(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		n.Close()
+	}
+}
