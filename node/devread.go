@@ -16,6 +16,8 @@ import (
 // readers without a lock. The private key line is skipped while parsing
 // and never stored.
 type deviceState struct {
+	// read is when the device was read.
+	read       time.Time
 	listenPort uint16
 	peers      map[peerbook.Key]*devicePeer
 }
@@ -35,7 +37,7 @@ func (n *Node) readDevice() (*deviceState, error) {
 // readDeviceState reads and parses dev's state. sizeHint, the number of
 // peers of the previous read, sizes the map and the peer slab.
 func readDeviceState(dev *device.Device, sizeHint int) (*deviceState, error) {
-	p := deviceParser{st: &deviceState{peers: make(map[peerbook.Key]*devicePeer, sizeHint)}}
+	p := deviceParser{st: &deviceState{read: time.Now(), peers: make(map[peerbook.Key]*devicePeer, sizeHint)}}
 	p.slab = make([]devicePeer, 0, sizeHint+16)
 	if err := dev.IpcGetOperation(&p); err != nil {
 		return nil, fmt.Errorf("node: read device state: %w", err)

@@ -1,7 +1,6 @@
 package node
 
 import (
-	"context"
 	"net/netip"
 	"slices"
 	"time"
@@ -79,34 +78,16 @@ func (n *Node) routeRelays(book *peerbook.Book, want map[peerbook.Key]*peerConfi
 	}
 }
 
-// pathLoop re-evaluates paths until ctx ends.
-func (n *Node) pathLoop(ctx context.Context) {
-	t := time.NewTicker(pathTick)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			n.updatePaths(time.Now())
-		}
-	}
-}
-
 // direct reports whether the device has a recent handshake with k.
 func direct(dev *deviceState, k peerbook.Key, now time.Time) bool {
 	d, ok := dev.peers[k]
 	return ok && !d.lastHandshake.IsZero() && now.Sub(d.lastHandshake) < staleHandshake
 }
 
-func (n *Node) updatePaths(now time.Time) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
+// updatePathsLocked re-evaluates every member's path from dev, the tick's
+// device snapshot. Caller holds n.mu.
+func (n *Node) updatePathsLocked(dev *deviceState, now time.Time) {
 	if n.dev == nil || n.book == nil {
-		return
-	}
-	dev, err := n.readDevice()
-	if err != nil {
 		return
 	}
 	changed := false

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"slices"
 	"time"
 
 	"github.com/wgmesh/wgmesh/peerbook"
@@ -14,11 +15,62 @@ func (n *Node) readListenPort() (uint16, error) {
 	return st.listenPort, nil
 }
 
+// nodeSnapshot is what readers get without n.mu: the status as of the
+// last tick or change, and the device read and book it was built from.
+// Nothing in it changes once published.
+type nodeSnapshot struct {
+	status Status
+	dev    *deviceState
+	book   *peerbook.Book
+}
+
 // Status returns a snapshot of the node and every other member. Before Up
 // it lists the book's members with no device facts.
+//
+// A running node answers from the snapshot its tick publishes every
+// second (and every applied change publishes at once), without waiting
+// for the node's lock: a status asked while a big book is being applied
+// shows the state before it. Handshakes, endpoints, byte counters and
+// paths are therefore up to one tick (pathTick) old.
 func (n *Node) Status() Status {
+	if s := n.snap.Load(); s != nil {
+		st := s.status
+		st.Peers = slices.Clone(s.status.Peers)
+		return st
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if n.dev != nil {
+		// Up is between applying the book and starting the tick.
+		dev, _ := n.readDevice()
+		return n.statusLocked(dev, time.Now())
+	}
+	return n.statusLocked(nil, time.Now())
+}
+
+// publishStatusLocked builds the status from dev (read now when nil) and
+// publishes it for Status. Caller holds n.mu.
+func (n *Node) publishStatusLocked(dev *deviceState) {
+	if n.dev == nil || n.book == nil {
+		n.snap.Store(nil)
+		return
+	}
+	if dev == nil {
+		var err error
+		hint := 0
+		if s := n.snap.Load(); s != nil && s.dev != nil {
+			hint = len(s.dev.peers)
+		}
+		if dev, err = readDeviceState(n.dev, hint); err != nil {
+			return
+		}
+	}
+	n.snap.Store(&nodeSnapshot{status: n.statusLocked(dev, time.Now()), dev: dev, book: n.book})
+}
+
+// statusLocked builds the status from dev, or with no device facts when
+// dev is nil. Caller holds n.mu.
+func (n *Node) statusLocked(dev *deviceState, now time.Time) Status {
 	book := n.book
 	if book == nil {
 		book = n.cfg.Book
@@ -33,9 +85,8 @@ func (n *Node) Status() Status {
 		Interface:  n.ifname,
 		BookSerial: book.Serial,
 	}
-	var dev *deviceState
-	if n.dev != nil {
-		dev, _ = n.readDevice()
+	if len(book.Peers) > 1 {
+		s.Peers = make([]PeerStatus, 0, len(book.Peers)-1)
 	}
 	for i := range book.Peers {
 		p := &book.Peers[i]
@@ -64,7 +115,7 @@ func (n *Node) Status() Status {
 				if r, ok := n.applied[via]; ok {
 					ps.Path = PathRelayPrefix + r.name
 				}
-			} else if direct(dev, p.PublicKey, time.Now()) {
+			} else if direct(dev, p.PublicKey, now) {
 				ps.Path = PathDirect
 			}
 			if st, ok := n.paths[p.PublicKey]; ok {
