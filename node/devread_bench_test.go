@@ -38,3 +38,36 @@ func BenchmarkReadDevice(b *testing.B) {
 		n.Close()
 	}
 }
+
+// BenchmarkStatus measures what the tick adds to publish the status
+// snapshot ("publish") and what one Status call costs ("status"), at
+// 10,000 members.
+func BenchmarkStatus(b *testing.B) {
+	book, key := bigBook(b, 10000)
+	n, err := New(Config{Book: book, PrivateKey: key, ListenPort: EphemeralPort})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := n.Up(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	defer n.Close()
+	dev, err := n.readDevice()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("publish/10000", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			n.mu.Lock()
+			n.publishStatusLocked(dev)
+			n.mu.Unlock()
+		}
+	})
+	b.Run("status/10000", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			n.Status()
+		}
+	})
+}

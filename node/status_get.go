@@ -1,7 +1,6 @@
 package node
 
 import (
-	"slices"
 	"time"
 
 	"github.com/wgmesh/wgmesh/peerbook"
@@ -15,13 +14,24 @@ func (n *Node) readListenPort() (uint16, error) {
 	return st.listenPort, nil
 }
 
-// nodeSnapshot is what readers get without n.mu: the status as of the
-// last tick or change, and the device read and book it was built from.
-// Nothing in it changes once published.
+// nodeSnapshot is what readers get without n.mu: the device read of the
+// last tick or change, the book in force then, and what only the node
+// knows of each member, taken under n.mu at the same moment. Nothing in
+// it changes once published; Status builds its answer from it.
 type nodeSnapshot struct {
-	status Status
-	dev    *deviceState
-	book   *peerbook.Book
+	head  Status // Status without Peers
+	self  peerbook.Key
+	book  *peerbook.Book
+	dev   *deviceState
+	facts []peerFacts // by index in book.Peers; nil without a device
+}
+
+// peerFacts is what the node, not the device, says of one member.
+type peerFacts struct {
+	path      string
+	pathSince time.Time
+	source    string
+	changes   uint64
 }
 
 // Status returns a snapshot of the node and every other member. Before Up
@@ -34,22 +44,20 @@ type nodeSnapshot struct {
 // paths are therefore up to one tick (pathTick) old.
 func (n *Node) Status() Status {
 	if s := n.snap.Load(); s != nil {
-		st := s.status
-		st.Peers = slices.Clone(s.status.Peers)
-		return st
+		return s.build()
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.dev != nil {
 		// Up is between applying the book and starting the tick.
 		dev, _ := n.readDevice()
-		return n.statusLocked(dev, time.Now())
+		return n.snapshotLocked(dev).build()
 	}
-	return n.statusLocked(nil, time.Now())
+	return n.snapshotLocked(nil).build()
 }
 
-// publishStatusLocked builds the status from dev (read now when nil) and
-// publishes it for Status. Caller holds n.mu.
+// publishStatusLocked publishes a snapshot for Status from dev (read now
+// when nil). Caller holds n.mu.
 func (n *Node) publishStatusLocked(dev *deviceState) {
 	if n.dev == nil || n.book == nil {
 		n.snap.Store(nil)
@@ -65,32 +73,71 @@ func (n *Node) publishStatusLocked(dev *deviceState) {
 			return
 		}
 	}
-	n.snap.Store(&nodeSnapshot{status: n.statusLocked(dev, time.Now()), dev: dev, book: n.book})
+	n.snap.Store(n.snapshotLocked(dev))
 }
 
-// statusLocked builds the status from dev, or with no device facts when
-// dev is nil. Caller holds n.mu.
-func (n *Node) statusLocked(dev *deviceState, now time.Time) Status {
+// snapshotLocked takes what Status needs from the node, with dev's device
+// facts, or none when dev is nil. Caller holds n.mu.
+func (n *Node) snapshotLocked(dev *deviceState) *nodeSnapshot {
 	book := n.book
 	if book == nil {
 		book = n.cfg.Book
 	}
 	self, _ := book.PeerByKey(n.self)
-	s := Status{
-		Name:       self.Name,
-		PublicKey:  n.self.String(),
-		Addresses:  self.Addresses,
-		ListenPort: n.listenPort,
-		Mode:       string(n.cfg.Mode),
-		Interface:  n.ifname,
-		BookSerial: book.Serial,
+	s := &nodeSnapshot{
+		head: Status{
+			Name:       self.Name,
+			PublicKey:  n.self.String(),
+			Addresses:  self.Addresses,
+			ListenPort: n.listenPort,
+			Mode:       string(n.cfg.Mode),
+			Interface:  n.ifname,
+			BookSerial: book.Serial,
+		},
+		self: n.self,
+		book: book,
+		dev:  dev,
 	}
-	if len(book.Peers) > 1 {
-		s.Peers = make([]PeerStatus, 0, len(book.Peers)-1)
+	if dev == nil {
+		return s
 	}
+	s.facts = make([]peerFacts, len(book.Peers))
 	for i := range book.Peers {
 		p := &book.Peers[i]
 		if p.PublicKey == n.self {
+			continue
+		}
+		f := &s.facts[i]
+		f.changes = n.endpointChanges[p.PublicKey]
+		// The path is computed from the same read as the handshake
+		// shown, not taken from the path round's state, so they agree.
+		f.path = PathNone
+		if via, ok := n.relayVia[p.PublicKey]; ok {
+			if r, ok := n.applied[via]; ok {
+				f.path = PathRelayPrefix + r.name
+			}
+		} else if direct(dev, p.PublicKey, dev.read) {
+			f.path = PathDirect
+		}
+		if st, ok := n.paths[p.PublicKey]; ok {
+			f.pathSince = st.changed
+		}
+		f.source = n.endpointSource(p, dev)
+	}
+	return s
+}
+
+// build makes the Status of s. It takes no lock: s does not change.
+func (s *nodeSnapshot) build() Status {
+	st := s.head
+	book, dev := s.book, s.dev
+	if len(book.Peers) > 1 {
+		st.Peers = make([]PeerStatus, 0, len(book.Peers)-1)
+	}
+	inBook := 0
+	for i := range book.Peers {
+		p := &book.Peers[i]
+		if p.PublicKey == s.self {
 			continue
 		}
 		ps := PeerStatus{
@@ -101,45 +148,40 @@ func (n *Node) statusLocked(dev *deviceState, now time.Time) Status {
 		}
 		if dev != nil {
 			if d, ok := dev.peers[p.PublicKey]; ok {
+				inBook++
 				if d.endpoint.IsValid() {
 					ps.Endpoint = d.endpoint.String()
 				}
 				ps.LastHandshake = d.lastHandshake
 				ps.RxBytes, ps.TxBytes = d.rx, d.tx
 			}
-			ps.EndpointChanges = n.endpointChanges[p.PublicKey]
-			// The path is computed now, not taken from the path loop's
-			// last round, so it agrees with the handshake shown.
-			ps.Path = PathNone
-			if via, ok := n.relayVia[p.PublicKey]; ok {
-				if r, ok := n.applied[via]; ok {
-					ps.Path = PathRelayPrefix + r.name
-				}
-			} else if direct(dev, p.PublicKey, now) {
-				ps.Path = PathDirect
-			}
-			if st, ok := n.paths[p.PublicKey]; ok {
-				ps.PathSince = st.changed
-			}
-			ps.EndpointSource = n.endpointSource(p, dev)
+			f := &s.facts[i]
+			ps.EndpointChanges = f.changes
+			ps.Path, ps.PathSince, ps.EndpointSource = f.path, f.pathSince, f.source
 		}
-		s.Peers = append(s.Peers, ps)
+		st.Peers = append(st.Peers, ps)
 	}
 	// Peers added behind wgmesh's back (wg set on the UAPI socket) are
-	// shown too, so status never hides what the device really does.
-	if dev != nil {
+	// shown too, so status never hides what the device really does. The
+	// device never holds this node itself, so when every device peer was
+	// matched above there is none.
+	if dev != nil && inBook < len(dev.peers) {
+		keys := make(map[peerbook.Key]bool, len(book.Peers))
+		for i := range book.Peers {
+			keys[book.Peers[i].PublicKey] = true
+		}
 		for k, d := range dev.peers {
-			if _, ok := book.PeerByKey(k); ok {
+			if keys[k] {
 				continue
 			}
 			ps := PeerStatus{PublicKey: k.String(), NotInBook: true, LastHandshake: d.lastHandshake, RxBytes: d.rx, TxBytes: d.tx}
 			if d.endpoint.IsValid() {
 				ps.Endpoint = d.endpoint.String()
 			}
-			s.Peers = append(s.Peers, ps)
+			st.Peers = append(st.Peers, ps)
 		}
 	}
-	return s
+	return st
 }
 
 // endpointSource says where the endpoint the device uses for p came from.
