@@ -77,7 +77,7 @@ func (n *Node) hostnamesToResolve(book *peerbook.Book) []resolveJob {
 
 // resolveAll looks up jobs, resolveParallel at a time. It touches no node
 // state and must run without n.mu: lookups can take resolveTimeout each,
-// and Status, Dial and the loops must go on meanwhile.
+// and Dial and the tick must go on meanwhile.
 func (n *Node) resolveAll(ctx context.Context, jobs []resolveJob) []resolveResult {
 	out := make([]resolveResult, len(jobs))
 	var wg sync.WaitGroup

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"fmt"
 	"net/netip"
 	"time"
@@ -65,7 +66,7 @@ func (p *deviceParser) Write(b []byte) (int, error) {
 		p.rest = nil
 	}
 	for len(b) > 0 {
-		i := indexByte(b, '\n')
+		i := bytes.IndexByte(b, '\n')
 		if i < 0 {
 			p.rest = append([]byte(nil), b...)
 			break
@@ -76,15 +77,6 @@ func (p *deviceParser) Write(b []byte) (int, error) {
 	return n, nil
 }
 
-func indexByte(b []byte, c byte) int {
-	for i, x := range b {
-		if x == c {
-			return i
-		}
-	}
-	return -1
-}
-
 func (p *deviceParser) flush() {
 	if p.cur != nil && (p.sec != 0 || p.nse != 0) {
 		p.cur.lastHandshake = time.Unix(p.sec, p.nse)
@@ -93,7 +85,7 @@ func (p *deviceParser) flush() {
 }
 
 func (p *deviceParser) line(l []byte) {
-	eq := indexByte(l, '=')
+	eq := bytes.IndexByte(l, '=')
 	if eq < 0 {
 		return
 	}

@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"testing"
+
+	"github.com/wgmesh/wgmesh/peerbook"
 )
 
 // BenchmarkReadDevice measures one read of the device's state as every
-// tick takes it: the UAPI get and its parse, at 1,000 and 10,000 members.
+// tick takes it ("read": the UAPI get and its parse), the device's UAPI
+// get alone ("ipcget") and the parse alone, at 1,000 and 10,000 members.
 // Run with `go test ./node -run XXX -bench ReadDevice`.
 func BenchmarkReadDevice(b *testing.B) {
 	for _, size := range []int{1000, 10000} {
@@ -27,10 +30,32 @@ func BenchmarkReadDevice(b *testing.B) {
 				}
 			}
 		})
+		text, err := n.dev.IpcGet()
+		if err != nil {
+			b.Fatal(err)
+		}
+		// The parse alone, of the same text: the line-by-line parse it
+		// replaced, and deviceParser.
+		b.Run(fmt.Sprintf("parse-strings/%d", size), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				parseReference(text)
+			}
+		})
+		raw := []byte(text)
+		b.Run(fmt.Sprintf("parse/%d", size), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				p := deviceParser{st: &deviceState{peers: make(map[peerbook.Key]*devicePeer, size)}}
+				p.slab = make([]devicePeer, 0, size+16)
+				p.Write(raw)
+				p.flush()
+			}
+		})
 		b.Run(fmt.Sprintf("read/%d", size), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := n.readDevice(); err != nil {
+				if _, err := readDeviceState(n.dev, size); err != nil {
 					b.Fatal(err)
 				}
 			}
