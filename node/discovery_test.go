@@ -57,7 +57,7 @@ func TestExternalRegistry(t *testing.T) {
 	if err := checkTCP(ctx, n0, "n1"); err != nil {
 		t.Fatalf("n0 -> n1 through the registry's endpoint: %v", err)
 	}
-	for _, p := range tickedStatus(n0).Peers {
+	for _, p := range n0.Status().Peers {
 		if p.Name == "n1" && (p.EndpointSource != "registry" || p.Path != PathDirect) {
 			t.Errorf("n1: source %q path %q", p.EndpointSource, p.Path)
 		}
@@ -103,7 +103,7 @@ func TestRegistryMemberInMesh(t *testing.T) {
 		n    *Node
 		peer string
 	}{{nodes[1], "n2"}, {nodes[2], "n1"}} {
-		for _, p := range tickedStatus(v.n).Peers {
+		for _, p := range v.n.Status().Peers {
 			if p.Name != v.peer {
 				continue
 			}

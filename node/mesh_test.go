@@ -162,7 +162,7 @@ func TestTwoNodesTCP(t *testing.T) {
 	if err != nil || string(got) != "hello" {
 		t.Fatalf("read %q, %v", got, err)
 	}
-	st := tickedStatus(m.nodes[0])
+	st := m.nodes[0].Status()
 	if len(st.Peers) != 1 || st.Peers[0].Name != "n1" || st.Peers[0].LastHandshake.IsZero() || st.Peers[0].RxBytes == 0 {
 		t.Fatalf("status after traffic: %+v", st)
 	}
@@ -296,7 +296,7 @@ func TestMeshAllPairs(t *testing.T) {
 		}
 		// Every member has shaken hands with every other one.
 		for i, n := range m.nodes {
-			for _, p := range tickedStatus(n).Peers {
+			for _, p := range n.Status().Peers {
 				if p.LastHandshake.IsZero() {
 					t.Errorf("n%d has no handshake with %s", i, p.Name)
 				}

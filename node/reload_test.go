@@ -140,7 +140,7 @@ func TestReloadUnderLoad(t *testing.T) {
 }
 
 func handshakeWith(n *Node, name string) time.Time {
-	for _, p := range tickedStatus(n).Peers {
+	for _, p := range n.Status().Peers {
 		if p.Name == name {
 			return p.LastHandshake
 		}

@@ -37,14 +37,23 @@ type peerFacts struct {
 // Status returns a snapshot of the node and every other member. Before Up
 // it lists the book's members with no device facts.
 //
-// A running node answers from the snapshot its tick publishes every
-// second (and every applied change publishes at once), without waiting
-// for the node's lock: a status asked while a big book is being applied
-// shows the state before it. Handshakes, endpoints, byte counters and
-// paths are therefore up to one tick (pathTick) old.
+// Status never waits for the node's lock. When the lock is free it reads
+// the device and publishes a fresh snapshot; while it is held (a big book
+// being applied, a tick) it answers from the snapshot the tick publishes
+// every second and every applied change publishes at once, so a status
+// asked during a reload shows the state before it, with handshakes,
+// endpoints, byte counters and paths up to one tick (pathTick) old.
 func (n *Node) Status() Status {
 	if s := n.snap.Load(); s != nil {
-		return s.build()
+		if !n.mu.TryLock() {
+			return s.build()
+		}
+		n.publishStatusLocked(nil)
+		s = n.snap.Load()
+		n.mu.Unlock()
+		if s != nil {
+			return s.build()
+		}
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()

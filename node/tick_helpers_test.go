@@ -19,16 +19,3 @@ func (n *Node) updatePaths(now time.Time) {
 	n.updatePathsLocked(dev, now)
 	n.publishStatusLocked(dev)
 }
-
-// tickedStatus returns n's status once it has been published from a device
-// read made after the call: the next tick's at the latest. Status may be
-// one tick old; tests that check what traffic just did ask this instead.
-func tickedStatus(n *Node) Status {
-	since := time.Now()
-	for deadline := since.Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if s := n.snap.Load(); s == nil || !s.dev.read.Before(since) {
-			break
-		}
-	}
-	return n.Status()
-}
