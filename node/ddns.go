@@ -77,7 +77,7 @@ func (n *Node) hostnamesToResolve(book *peerbook.Book) []resolveJob {
 
 // resolveAll looks up jobs, resolveParallel at a time. It touches no node
 // state and must run without n.mu: lookups can take resolveTimeout each,
-// and Status, Dial and the loops must go on meanwhile.
+// and Dial and the tick must go on meanwhile.
 func (n *Node) resolveAll(ctx context.Context, jobs []resolveJob) []resolveResult {
 	out := make([]resolveResult, len(jobs))
 	var wg sync.WaitGroup
@@ -135,22 +135,13 @@ func (n *Node) resolveInterval() time.Duration {
 	return DefaultResolveInterval
 }
 
-// resolveLoop re-resolves due hostnames until ctx ends.
-func (n *Node) resolveLoop(ctx context.Context) {
+// resolveTick is how often hostnames are checked for a due lookup.
+func (n *Node) resolveTick() time.Duration {
 	tick := min(n.resolveInterval(), time.Second)
 	if n.staleAfter > 0 {
 		tick = min(tick, n.staleAfter/2)
 	}
-	t := time.NewTicker(tick)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			n.reresolveDue(ctx)
-		}
-	}
+	return tick
 }
 
 type dueLookup struct {
@@ -160,13 +151,9 @@ type dueLookup struct {
 	fresh bool // a recent handshake: the current endpoint works
 }
 
-func (n *Node) reresolveDue(ctx context.Context) {
-	now := time.Now()
-	n.mu.Lock()
-	if n.dev == nil {
-		n.mu.Unlock()
-		return
-	}
+// dueLookupsLocked lists the hostnames due for a lookup. Caller holds
+// n.mu.
+func (n *Node) dueLookupsLocked(now time.Time) []dueLookup {
 	var due []dueLookup
 	for k, st := range n.ddns {
 		if now.Before(st.next) {
@@ -176,10 +163,13 @@ func (n *Node) reresolveDue(ctx context.Context) {
 			due = append(due, dueLookup{key: k, name: p.Name, ep: p.Endpoint})
 		}
 	}
-	var dev *deviceState
-	if len(due) > 0 {
-		dev, _ = n.readDevice()
-	}
+	return due
+}
+
+// markFreshLocked marks the due members whose session works, from dev,
+// the tick's device snapshot, and puts their next lookup an interval
+// away: a working endpoint is kept. Caller holds n.mu.
+func (n *Node) markFreshLocked(due []dueLookup, dev *deviceState, now time.Time) {
 	stale := n.staleAfter
 	if stale == 0 {
 		stale = staleHandshake
@@ -190,11 +180,16 @@ func (n *Node) reresolveDue(ctx context.Context) {
 		}
 		if d, ok := dev.peers[due[i].key]; ok && !d.lastHandshake.IsZero() && now.Sub(d.lastHandshake) < stale {
 			due[i].fresh = true
-			n.ddns[due[i].key].next = now.Add(n.resolveInterval())
+			if st, ok := n.ddns[due[i].key]; ok {
+				st.next = now.Add(n.resolveInterval())
+			}
 		}
 	}
-	n.mu.Unlock()
+}
 
+// reresolve looks the due hostnames up without n.mu and applies the
+// answers.
+func (n *Node) reresolve(ctx context.Context, due []dueLookup) {
 	for _, d := range due {
 		if d.fresh {
 			continue
@@ -238,6 +233,7 @@ func (n *Node) applyResolved(d dueLookup, ap netip.AddrPort, err error) {
 		n.log.Error("cannot update member endpoint", "peer", d.name, "err", err)
 		return
 	}
+	n.publishStatusLocked(nil)
 	n.log.Info("member endpoint changed by DNS", "peer", d.name, "endpoint", d.ep.String(), "from", addrOrNone(pc.endpoint), "to", ap.String())
 }
 

@@ -33,20 +33,6 @@ const (
 	discoverTimeout     = 2 * time.Second
 )
 
-// discoveryLoop looks members up in registries until ctx ends.
-func (n *Node) discoveryLoop(ctx context.Context) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			n.discoverDue(ctx, time.Now())
-		}
-	}
-}
-
 // registryTarget is one registry to ask.
 type registryTarget struct {
 	ex   registry.Exchanger
@@ -60,22 +46,10 @@ type discoverJob struct {
 	direct bool
 }
 
-func (n *Node) discoverDue(ctx context.Context, now time.Time) {
-	n.mu.Lock()
-	if n.dev == nil || n.book == nil {
-		n.mu.Unlock()
-		return
-	}
-	targets := n.registryTargets()
-	if len(targets) == 0 {
-		n.mu.Unlock()
-		return
-	}
-	dev, err := n.readDevice()
-	if err != nil {
-		n.mu.Unlock()
-		return
-	}
+// discoverJobsLocked picks the members due for a registry lookup, from
+// dev, the tick's device snapshot, and schedules their next lookup.
+// Caller holds n.mu.
+func (n *Node) discoverJobsLocked(dev *deviceState, now time.Time) []discoverJob {
 	var jobs []discoverJob
 	for k, pc := range n.applied {
 		entry := n.entries[k]
@@ -96,8 +70,12 @@ func (n *Node) discoverDue(ctx context.Context, now time.Time) {
 		n.discoverNext[k] = now.Add(interval)
 		jobs = append(jobs, discoverJob{key: k, name: pc.name, direct: d})
 	}
-	n.mu.Unlock()
+	return jobs
+}
 
+// discover asks targets for jobs' members, in order, without n.mu, and
+// applies the first answer for each.
+func (n *Node) discover(ctx context.Context, targets []registryTarget, jobs []discoverJob) {
 	for _, j := range jobs {
 		for _, t := range targets {
 			qctx, cancel := context.WithTimeout(ctx, discoverTimeout)
@@ -176,24 +154,21 @@ func (n *Node) applyDiscovered(j discoverJob, ap netip.AddrPort, from string) {
 		n.log.Error("cannot set discovered endpoint", "peer", j.name, "err", err)
 		return
 	}
+	n.publishStatusLocked(nil)
 	n.log.Info("member endpoint from registry", "peer", j.name, "registry", from, "endpoint", ap.String())
 }
 
 // observedMembers is what this node publishes as a registry: every other
 // member's endpoint as the device sees it.
 func (n *Node) observedMembers() []registry.Member {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.dev == nil || n.book == nil {
+	snap := n.snap.Load()
+	if snap == nil || snap.dev == nil {
 		return nil
 	}
-	dev, err := n.readDevice()
-	if err != nil {
-		return nil
-	}
+	dev := snap.dev
 	var out []registry.Member
-	for i := range n.book.Peers {
-		p := &n.book.Peers[i]
+	for i := range snap.book.Peers {
+		p := &snap.book.Peers[i]
 		d, ok := dev.peers[p.PublicKey]
 		if p.PublicKey == n.self || !ok || !d.endpoint.IsValid() {
 			continue

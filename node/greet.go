@@ -2,8 +2,6 @@ package node
 
 import (
 	"bytes"
-	"context"
-	"math/rand/v2"
 	"time"
 
 	"golang.zx2c4.com/wireguard/device"
@@ -108,38 +106,10 @@ func (n *Node) greetStart() {
 	sendGreetings(n.dev, greetTargets(n.self, -1, members), false)
 }
 
-// greetLoop runs the rounds of greetRounds, then returns. start is when
-// the node came up.
-func (n *Node) greetLoop(ctx context.Context, start time.Time) {
-	for round, at := range greetRounds {
-		wait := time.Until(start.Add(at + rand.N(greetJitter)))
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		if !n.greetRound(round) {
-			return
-		}
-	}
-}
-
-// greetRound greets the members due in round and reports whether any
-// member with an endpoint still has no handshake.
-func (n *Node) greetRound(round int) bool {
-	n.mu.Lock()
-	wg := n.dev
-	if wg == nil {
-		n.mu.Unlock()
-		return false
-	}
-	dev, err := n.readDevice()
-	if err != nil {
-		n.mu.Unlock()
-		return false
-	}
+// greetRoundLocked returns the members to greet in round, from dev, the
+// tick's device snapshot, and whether any member with an endpoint still
+// has no handshake. Caller holds n.mu.
+func (n *Node) greetRoundLocked(round int, dev *deviceState) ([]peerbook.Key, bool) {
 	unreachable := n.selfUnreachable()
 	members := make([]greetMember, 0, len(n.applied))
 	pending := false
@@ -152,11 +122,7 @@ func (n *Node) greetRound(round int) bool {
 		pending = pending || (m.hasEndpoint && !m.handshake)
 		members = append(members, m)
 	}
-	n.mu.Unlock()
-	// A retry keeps WireGuard's count of attempts, so a member that never
-	// answers is not given a fresh 90 s of retries by every round.
-	sendGreetings(wg, greetTargets(n.self, round, members), round > 0)
-	return pending
+	return greetTargets(n.self, round, members), pending
 }
 
 // selfUnreachable reports whether this node has no endpoint in the book,

@@ -25,6 +25,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -51,6 +52,11 @@ type Node struct {
 
 	upOnce sync.Once
 	upErr  error
+
+	// snap is the latest status snapshot, published by the tick and after
+	// every change the node applies; nil while the node is not up.
+	// Status reads it without n.mu.
+	snap atomic.Pointer[nodeSnapshot]
 
 	// reloadMu makes reloads apply one after another, in call order. A
 	// reload resolves endpoint names without n.mu; holding reloadMu, it
@@ -239,24 +245,11 @@ func (n *Node) up(ctx context.Context) error {
 	loopCtx, stop := context.WithCancel(context.Background())
 	n.stopLoops, n.upCtx = stop, loopCtx
 	n.greetStart()
+	n.publishStatusLocked(nil)
 	n.loops.Add(1)
 	go func() {
 		defer n.loops.Done()
-		n.greetLoop(loopCtx, time.Now())
-	}()
-	n.loops.Add(1)
-	go func() {
-		defer n.loops.Done()
-		n.resolveLoop(loopCtx)
-	}()
-	n.loops.Add(2)
-	go func() {
-		defer n.loops.Done()
-		n.pathLoop(loopCtx)
-	}()
-	go func() {
-		defer n.loops.Done()
-		n.discoveryLoop(loopCtx)
+		n.tickLoop(loopCtx, time.Now())
 	}()
 	n.log.Info("mesh node up", "name", self.Name, "key", n.self.Short(), "mode", string(n.cfg.Mode), "interface", n.ifname,
 		"addresses", fmt.Sprint(self.Addresses), "listen_port", bound, "members", len(book.Peers)-1)
@@ -292,6 +285,7 @@ func (n *Node) teardown() {
 		n.dev.Close() // closes the TUN device or stack and the bind too
 	}
 	n.dev, n.stack, n.host, n.uapi, n.applied, n.entries, n.relay = nil, nil, nil, nil, nil, nil, nil
+	n.snap.Store(nil)
 }
 
 // Close stops the node and releases its port and goroutines. The first call

@@ -1,7 +1,6 @@
 package node
 
 import (
-	"context"
 	"net/netip"
 	"slices"
 	"time"
@@ -79,37 +78,20 @@ func (n *Node) routeRelays(book *peerbook.Book, want map[peerbook.Key]*peerConfi
 	}
 }
 
-// pathLoop re-evaluates paths until ctx ends.
-func (n *Node) pathLoop(ctx context.Context) {
-	t := time.NewTicker(pathTick)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			n.updatePaths(time.Now())
-		}
-	}
-}
-
 // direct reports whether the device has a recent handshake with k.
 func direct(dev *deviceState, k peerbook.Key, now time.Time) bool {
 	d, ok := dev.peers[k]
 	return ok && !d.lastHandshake.IsZero() && now.Sub(d.lastHandshake) < staleHandshake
 }
 
-func (n *Node) updatePaths(now time.Time) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
+// updatePathsLocked re-evaluates every member's path from dev, the tick's
+// device snapshot. Caller holds n.mu.
+func (n *Node) updatePathsLocked(dev *deviceState, now time.Time) {
 	if n.dev == nil || n.book == nil {
 		return
 	}
-	dev, err := n.readDevice()
-	if err != nil {
-		return
-	}
 	changed := false
+	relays := n.directRelays(dev, now)
 	for k := range n.applied {
 		ps := n.paths[k]
 		if ps == nil {
@@ -148,7 +130,7 @@ func (n *Node) updatePaths(now time.Time) {
 				}
 			}
 		case !ps.endpointSince.IsZero() && now.Sub(ps.endpointSince) >= n.relayWait():
-			if r, ok := n.pickRelay(dev, k, now); ok {
+			if r, ok := relays.pick(k); ok {
 				n.relayVia[k] = r
 				changed = true
 				n.log.Info("no direct handshake; relaying", "peer", n.applied[k].name, "relay", n.applied[r].name, "waited", now.Sub(ps.endpointSince).Round(time.Second))
@@ -175,25 +157,53 @@ func (n *Node) updatePaths(now time.Time) {
 	}
 }
 
-// pickRelay chooses the relay for k: the first relay member in book order,
-// other than this node and k, that this node reaches directly. A relay
-// member picks none: it reaches members directly or not at all. Two relays
-// that each relayed an unreachable member through the other would pass
-// its packets back and forth and lose them.
-func (n *Node) pickRelay(dev *deviceState, k peerbook.Key, now time.Time) (peerbook.Key, bool) {
+// relayChoice holds the first two relay members in book order that this
+// node reaches directly: the relay for a member is the first of them that
+// is not the member itself. Computed once per round, so choosing costs
+// nothing per member (a scan of the book per member was quadratic).
+type relayChoice struct {
+	first, second peerbook.Key
+	n             int
+}
+
+// pick chooses the relay for k: the first relay member in book order,
+// other than this node and k, that this node reaches directly.
+func (c relayChoice) pick(k peerbook.Key) (peerbook.Key, bool) {
+	switch {
+	case c.n >= 1 && c.first != k:
+		return c.first, true
+	case c.n >= 2:
+		return c.second, true
+	}
+	return peerbook.Key{}, false
+}
+
+// directRelays finds the relays pick chooses from. A relay member finds
+// none: it reaches members directly or not at all. Two relays that each
+// relayed an unreachable member through the other would pass its packets
+// back and forth and lose them. Caller holds n.mu.
+func (n *Node) directRelays(dev *deviceState, now time.Time) relayChoice {
+	var c relayChoice
 	if self, _ := n.book.PeerByKey(n.self); self.Relay {
-		return peerbook.Key{}, false
+		return c
 	}
 	for i := range n.book.Peers {
 		p := &n.book.Peers[i]
-		if !p.Relay || p.PublicKey == n.self || p.PublicKey == k {
+		if !p.Relay || p.PublicKey == n.self {
 			continue
 		}
 		if _, ok := n.applied[p.PublicKey]; ok && direct(dev, p.PublicKey, now) {
-			return p.PublicKey, true
+			if c.n == 0 {
+				c.first = p.PublicKey
+			} else {
+				c.second = p.PublicKey
+			}
+			if c.n++; c.n == 2 {
+				break
+			}
 		}
 	}
-	return peerbook.Key{}, false
+	return c
 }
 
 // rerouteLocked recomputes every member's allowed IPs from n.relayVia and

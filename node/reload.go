@@ -42,6 +42,8 @@ func (n *Node) Reload(ctx context.Context, book *peerbook.Book) error {
 
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	// Whatever part of the book was applied, Status shows it from now on.
+	defer n.publishStatusLocked(nil)
 	// Close may have run meanwhile. No other reload can have: the book
 	// and entries that jobs were computed from are still the ones in force.
 	if err := n.checkReloadLocked(book); err != nil {
