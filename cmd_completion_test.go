@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/wgmesh/wgmesh/internal/testutil"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -8,22 +9,8 @@ import (
 	"testing"
 )
 
-// needTool finds a program a test needs. Missing in CI, it fails the
-// test: .ci/run installs it.
-func needTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s is missing: .ci/run must install it", name)
-		}
-		t.Skipf("%s is not installed", name)
-	}
-	return p
-}
-
 func TestBashCompletion(t *testing.T) {
-	bash := needTool(t, "bash")
+	bash := testutil.Tool(t, "bash", "bash")
 	bin := buildBinary(t)
 	complete := func(words ...string) string {
 		t.Helper()

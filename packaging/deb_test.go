@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"fmt"
+	"github.com/wgmesh/wgmesh/internal/testutil"
 	"io"
 	"os"
 	"os/exec"
@@ -43,7 +44,7 @@ func TestMain(m *testing.M) {
 // the package's path.
 func buildDeb(t *testing.T) string {
 	t.Helper()
-	need(t, "dpkg-deb")
+	testutil.Tool(t, "dpkg-deb", "dpkg")
 	debOnce.Lock()
 	defer debOnce.Unlock()
 	if debPath != "" {
@@ -62,7 +63,7 @@ func buildDeb(t *testing.T) string {
 // maintainer scripts outside a chroot (DPKG_ROOT), as on a fresh machine.
 func installDeb(t *testing.T, deb string) string {
 	t.Helper()
-	need(t, "dpkg")
+	testutil.Tool(t, "dpkg", "dpkg")
 	root := t.TempDir()
 	for _, d := range []string{"var/lib/dpkg/info", "var/lib/dpkg/updates"} {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
@@ -81,7 +82,7 @@ func installDeb(t *testing.T, deb string) string {
 // user, the man page and the completions.
 func TestDebInstalls(t *testing.T) {
 	needRoot(t)
-	need(t, "systemd-sysusers") // the postinst creates the user with it
+	testutil.Tool(t, "systemd-sysusers", "systemd") // the postinst creates the user with it
 	deb := buildDeb(t)
 	root := installDeb(t, deb)
 
@@ -172,7 +173,7 @@ func unitKeys(t *testing.T, path string) map[string][]string {
 // needs.
 func TestUnitsVerifyAndHarden(t *testing.T) {
 	needRoot(t)
-	analyze := need(t, "systemd-analyze")
+	analyze := testutil.Tool(t, "systemd-analyze", "systemd")
 	root := installDeb(t, buildDeb(t))
 	// verify --root needs the targets the units depend on and the
 	// programs they run.
@@ -312,7 +313,7 @@ func (h *unitHome) execStart(t *testing.T, unit string) []string {
 // ready, reloads on ExecReload's SIGHUP and stops cleanly on SIGTERM.
 func TestUnitExecStartRunsNode(t *testing.T) {
 	needRoot(t)
-	setpriv := need(t, "setpriv")
+	setpriv := testutil.Tool(t, "setpriv", "util-linux")
 	h := newUnitHome(t)
 	argv := h.execStart(t, "wgmesh@.service")
 	uid, gid, etc, book, runDir, wgmesh := h.uid, h.gid, h.etc, h.book, h.runDir, h.wgmesh
@@ -388,9 +389,9 @@ func TestUnitExecStartRunsNode(t *testing.T) {
 // /run/wireguard, which RuntimeDirectory= makes): the TUN node comes up.
 func TestTUNUnitExecStartWithNetAdminOnly(t *testing.T) {
 	needRoot(t)
-	setpriv := need(t, "setpriv")
-	unshare := need(t, "unshare")
-	need(t, "ip")
+	setpriv := testutil.Tool(t, "setpriv", "util-linux")
+	unshare := testutil.Tool(t, "unshare", "util-linux")
+	testutil.Tool(t, "ip", "iproute2")
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
 		t.Fatalf("TUN mode needs /dev/net/tun: %v", err)
 	}

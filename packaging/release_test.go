@@ -5,6 +5,7 @@ import (
 	"archive/zip"
 	"bytes"
 	"compress/gzip"
+	"github.com/wgmesh/wgmesh/internal/testutil"
 	"io"
 	"os"
 	"os/exec"
@@ -31,8 +32,8 @@ func copyTree(t *testing.T, dir string) {
 // bytes are the same, the binaries hold no local path, SHA256SUMS lists
 // them and the archives hold what the script promises.
 func TestReleaseReproducible(t *testing.T) {
-	need(t, "zip")
-	need(t, "git")
+	testutil.Tool(t, "zip", "zip")
+	testutil.Tool(t, "git", "git")
 	var sums [2][]byte
 	var outs [2]string
 	for i := range 2 {
