@@ -320,40 +320,11 @@ func TestUnitExecStartRunsNode(t *testing.T) {
 	line := strings.Join(argv, " ")
 	cmd := exec.Command(setpriv, append([]string{"--reuid=" + strconv.Itoa(uid), "--regid=" + strconv.Itoa(gid), "--clear-groups", "--no-new-privs", "--"}, argv...)...)
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=/nonexistent"}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	defer func() {
-		cmd.Process.Kill()
-		if t.Failed() {
-			t.Logf("ExecStart: %s\nstderr:\n%s", line, stderr.String())
-		}
-	}()
+	done := startUnit(t, cmd, line)
 	control := filepath.Join(runDir, "wgmesh/home/control.sock")
-	status := func() (string, error) {
-		out, err := exec.Command(wgmesh, "status", "--control", control).CombinedOutput()
-		return string(out), err
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		out, err := status()
-		if err == nil && strings.HasPrefix(out, "home (netstack)  10.42.0.1") && strings.Contains(out, "other") {
-			break
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("the node exited: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready within 20s: %v %s", err, out)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitUnitStatus(t, wgmesh, control, "ready", done, func(out string) bool {
+		return strings.HasPrefix(out, "home (netstack)  10.42.0.1") && strings.Contains(out, "other")
+	})
 	fi, err := os.Stat(control)
 	if err != nil || fi.Sys().(*syscall.Stat_t).Uid != uint32(uid) {
 		t.Errorf("control socket %v: not the unit's user's", err)
@@ -361,16 +332,7 @@ func TestUnitExecStartRunsNode(t *testing.T) {
 	// ExecReload: a new serial is applied.
 	os.WriteFile(filepath.Join(etc, "home.book.toml"), []byte(strings.Replace(book, "serial = 1", "serial = 2", 1)), 0o644)
 	cmd.Process.Signal(syscall.SIGHUP)
-	deadline = time.Now().Add(10 * time.Second)
-	for {
-		if out, err := status(); err == nil && strings.Contains(out, "book serial 2") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the book with serial 2 was not applied after SIGHUP")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitUnitStatus(t, wgmesh, control, "the book with serial 2 applied after SIGHUP", done, func(out string) bool { return strings.Contains(out, "book serial 2") })
 	cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-done:
@@ -407,36 +369,11 @@ exec "$0" --reuid=` + strconv.Itoa(h.uid) + ` --regid=` + strconv.Itoa(h.gid) + 
 	--inh-caps=-all,+net_admin --ambient-caps=-all,+net_admin --bounding-set=-all,+net_admin -- "$@"`
 	cmd := exec.Command(unshare, append([]string{"--mount", "--net", "--propagation", "private", "sh", "-c", script, setpriv}, argv...)...)
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/nonexistent"}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	defer func() {
-		cmd.Process.Kill()
-		if t.Failed() {
-			t.Logf("ExecStart: %s\nstderr:\n%s", strings.Join(argv, " "), stderr.String())
-		}
-	}()
+	done := startUnit(t, cmd, strings.Join(argv, " "))
 	control := filepath.Join(h.runDir, "wgmesh/home/control.sock")
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		out, err := exec.Command(h.wgmesh, "status", "--control", control).CombinedOutput()
-		if err == nil && strings.HasPrefix(string(out), "home (tun)  10.42.0.1") {
-			break
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("the node exited: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready within 20s: %v %s", err, out)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitUnitStatus(t, h.wgmesh, control, "ready", done, func(out string) bool {
+		return strings.HasPrefix(out, "home (tun)  10.42.0.1")
+	})
 	// The process has CAP_NET_ADMIN and nothing else.
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
 	if err != nil {
@@ -455,5 +392,47 @@ exec "$0" --reuid=` + strconv.Itoa(h.uid) + ` --regid=` + strconv.Itoa(h.gid) + 
 		}
 	case <-time.After(10 * time.Second):
 		t.Error("no exit within 10s of SIGTERM")
+	}
+}
+
+// startUnit starts a unit's ExecStart (cmd), kills it when the test ends
+// and logs its stderr if the test failed. The channel gets its exit.
+func startUnit(t *testing.T, cmd *exec.Cmd, line string) <-chan error {
+	t.Helper()
+	var stderr testutil.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("ExecStart: %s\nstderr:\n%s", line, stderr.String())
+		}
+	})
+	return done
+}
+
+// waitUnitStatus waits, at most 20 s, until `wgmesh status` on control
+// prints what ready accepts; the node exiting first fails the test.
+func waitUnitStatus(t *testing.T, wgmesh, control, what string, done <-chan error, ready func(string) bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, err := exec.Command(wgmesh, "status", "--control", control).CombinedOutput()
+		if err == nil && ready(string(out)) {
+			return
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("%s: the node exited: %v", what, err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 20s: %v %s", what, err, out)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
