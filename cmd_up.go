@@ -1,27 +1,21 @@
 package main
 
 import (
-	"context"
+	"errors"
 	"fmt"
-	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/wgmesh/wgmesh/booksource"
-	"github.com/wgmesh/wgmesh/control"
+	"github.com/wgmesh/wgmesh/daemon"
 	"github.com/wgmesh/wgmesh/forward"
-	"github.com/wgmesh/wgmesh/meshdns"
 	"github.com/wgmesh/wgmesh/node"
-	"github.com/wgmesh/wgmesh/peerbook"
 )
 
 func (e *env) upCommand() *cli.Command {
@@ -143,273 +137,125 @@ func upFlags(c *cli.Context) (upConfig, error) {
 	return cfg, nil
 }
 
-// relay is one --forward or --expose with its listener bound.
-type relay struct {
-	spec   forward.Spec
-	ln     net.Listener   // tcp
-	pc     net.PacketConn // udp
-	dialer forward.Dialer
-}
-
-// String describes the relay as running, with the address actually bound
-// for a --forward, e.g. "tcp:127.0.0.1:8080=beta:80".
-func (r *relay) String() string {
-	if r.spec.Flag == forward.FlagExpose {
-		return r.spec.Proto + ":" + strings.TrimPrefix(r.spec.Listen, ":") + "=" + r.spec.Target
-	}
-	addr := ""
-	if r.ln != nil {
-		addr = r.ln.Addr().String()
-	} else {
-		addr = r.pc.LocalAddr().String()
-	}
-	return r.spec.Proto + ":" + addr + "=" + r.spec.Target
-}
-
-func (r *relay) close() {
-	if r.ln != nil {
-		r.ln.Close()
-	}
-	if r.pc != nil {
-		r.pc.Close()
-	}
-}
-
-func (r *relay) serve(ctx context.Context, log *slog.Logger) error {
-	log = log.With("spec", r.spec.String())
-	if r.ln != nil {
-		return forward.ServeTCP(ctx, r.ln, r.dialer, r.spec.Target, log)
-	}
-	return forward.ServeUDP(ctx, r.pc, r.dialer, r.spec.Target, 0, log)
-}
-
-// meshDialer lets forwards dial into the mesh through the node.
-type meshDialer struct{ n *node.Node }
-
-func (d meshDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	return d.n.Dial(ctx, network, addr)
-}
-
-func (e *env) up(c *cli.Context) (err error) {
+func (e *env) up(c *cli.Context) error {
 	cfg, instance, err := e.upSettings(c)
 	if err != nil {
 		return err
 	}
-	// A forward reaches one fixed target, so a reachable one is allowed,
-	// but it lets whoever reaches it into the mesh as this member: say so,
-	// as the proxies refuse the same without credentials.
-	for _, s := range cfg.forwards {
-		if !s.Loopback() {
-			e.log.Warn(fmt.Sprintf("%s listens on a non-loopback address: anyone who can reach %s reaches %s in the mesh as this member; bind 127.0.0.1 unless that is meant", s, s.Listen, s.Target))
-		}
-	}
-	ctx := c.Context
 	// SIGHUP re-reads the book. Caught from the start: its default action
 	// would end the process.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
-	key, err := peerbook.ReadKeyFile(cfg.keyPath)
+	dcfg, err := e.daemonConfig(cfg, instance)
 	if err != nil {
 		return err
 	}
-	creds, resolver, err := loadServiceFiles(cfg)
+	d, err := daemon.New(dcfg)
 	if err != nil {
-		return err
+		return flagError(err)
 	}
-
-	// Everything below is undone, in reverse, if start-up fails.
-	var undo []func()
-	defer func() {
-		if err != nil {
-			for i := len(undo) - 1; i >= 0; i-- {
-				undo[i]()
+	defer d.Close()
+	go func() {
+		for {
+			select {
+			case <-d.Done():
+				return
+			case <-hup:
+				d.Reload()
 			}
 		}
 	}()
-
-	srcCtx, stopSource := context.WithCancel(ctx)
-	src, err := e.startBookSource(srcCtx, cfg, hup)
-	if err != nil {
-		stopSource()
-		return err
+	ctx := c.Context
+	if err := d.Start(ctx); err != nil {
+		return flagError(err)
 	}
-	undo = append(undo, func() { stopSource(); src.drain() })
-	book := src.first.Book
-	for _, s := range cfg.forwards {
-		if err := checkTarget(book, s); err != nil {
-			return err
-		}
+	select {
+	case <-ctx.Done():
+		e.log.Info("shutting down")
+	case <-d.Done():
 	}
-	// Fail before the slow part if another node owns the socket.
-	if err := control.Check(cfg.controlPath); err != nil {
-		return fmt.Errorf("--control: %w", err)
-	}
-
-	// Host listeners first: a port in use is the likeliest mistake and
-	// costs nothing to find before the node starts.
-	var relays []*relay
-	for _, s := range cfg.forwards {
-		r := &relay{spec: s}
-		var lerr error
-		if s.Proto == "tcp" {
-			r.ln, lerr = net.Listen("tcp", s.Listen)
-		} else {
-			r.pc, lerr = net.ListenPacket("udp", s.Listen)
-		}
-		if lerr != nil {
-			return fmt.Errorf("%s: cannot listen on %s: %w", s, s.Listen, lerr)
-		}
-		undo = append(undo, r.close)
-		relays = append(relays, r)
-	}
-	svc, err := bindServices(cfg)
-	if err != nil {
-		return err
-	}
-	undo = append(undo, svc.closeListeners)
-
-	ncfg := node.Config{
-		Book:            book,
-		PrivateKey:      key,
-		ListenPort:      cfg.listenPort,
-		ResolveInterval: cfg.resolveInterval,
-		Registry:        cfg.registry,
-		RegistryZone:    cfg.registryZone,
-		RegistryPort:    cfg.registryPort,
-		Mode:            cfg.mode,
-		InterfaceName:   cfg.ifname,
-		Masquerade:      cfg.masquerade,
-		StateDir:        cfg.stateDir,
-		Logger:          e.log,
-	}
-	if resolver != nil {
-		ncfg.Resolver = resolver
-	}
-	if svc.dnsPC != nil {
-		// One name server for the host socket and, served by the node,
-		// for port 53 of the mesh addresses (beside the registry zone on
-		// a registry member). Its Book is set once the node exists.
-		svc.dns = &meshdns.Server{Logger: e.log.With("service", "dns")}
-		ncfg.MeshDNS = svc.dns
-	}
-	n, err := node.New(ncfg)
-	if err != nil {
-		return err
-	}
-	if svc.dns != nil {
-		svc.dns.Book = n.Book
-	}
-	undo = append(undo, func() { n.Close() })
-	if err := n.Up(ctx); err != nil {
-		return err
-	}
-	for _, r := range relays {
-		r.dialer = meshDialer{n}
-	}
-
-	for _, s := range cfg.exposes {
-		r := &relay{spec: s, dialer: &net.Dialer{}}
-		var lerr error
-		if s.Proto == "tcp" {
-			r.ln, lerr = n.Listen("tcp", s.Listen)
-		} else {
-			r.pc, lerr = n.ListenPacket("udp", s.Listen)
-		}
-		if lerr != nil {
-			return fmt.Errorf("%s: cannot listen on mesh port %s: %w", s, strings.TrimPrefix(s.Listen, ":"), lerr)
-		}
-		undo = append(undo, r.close)
-		relays = append(relays, r)
-	}
-
-	if err := svc.start(cfg, n, creds, e.log); err != nil {
-		return err
-	}
-	undo = append(undo, svc.close)
-
-	rep := &reporter{n: n}
-	ctl, err := control.ServeReport(ctx, cfg.controlPath, rep)
-	if err != nil {
-		return fmt.Errorf("--control: %w", err)
-	}
-	undo = append(undo, func() { ctl.Close() })
-
-	serveCtx, stopRelays := context.WithCancel(ctx)
-	defer stopRelays()
-	var wg sync.WaitGroup
-	failed := make(chan error, len(relays)+1)
-	for _, r := range relays {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := r.serve(serveCtx, e.log); err != nil {
-				failed <- fmt.Errorf("%s: %w", r.spec, err)
-			}
-		}()
-	}
-	svc.serveMetrics(failed)
-	svc.setReady(true)
-
-	st := n.Status()
-	attrs := []any{"instance", instance, "name", st.Name, "listen_port", st.ListenPort, "control", cfg.controlPath, "book", src.shown, "serial", book.Serial}
-	if src.first.Signer != "" {
-		attrs = append(attrs, "signer", src.first.Signer)
-	}
-	if src.first.FromCache {
-		attrs = append(attrs, "from_cache", true)
-	}
-	for _, r := range relays {
-		attrs = append(attrs, strings.TrimPrefix(r.spec.Flag, "--"), r.String())
-	}
-	attrs = append(attrs, svc.readyAttrs()...)
-	e.log.Info("ready", attrs...)
-	e.warnRulesNotEnforced(book)
-
-	var runErr error
-	updates := src.updates
-loop:
-	for {
-		select {
-		case <-ctx.Done():
-			e.log.Info("shutting down")
-			break loop
-		case runErr = <-failed:
-			break loop
-		case u, ok := <-updates:
-			if !ok {
-				updates = nil // the source has stopped: ctx is ending
-				continue
-			}
-			e.apply(ctx, n, u, cfg, src.shown, rep, svc.metrics)
-		}
-	}
-	svc.setReady(false)
-	stopSource()
-	src.drain()
-	stopRelays()
-	wg.Wait()
-	// The proxies and the DNS server use the node: stop them first.
-	svc.close()
-	n.Close()
-	ctl.Close()
-	return runErr
+	return flagError(d.Close())
 }
 
-// checkTarget makes sure a --forward target names a member of the book or
-// is an address.
-func checkTarget(book *peerbook.Book, s forward.Spec) error {
-	host := s.TargetHost()
-	if _, err := netip.ParseAddr(host); err == nil {
+// daemonConfig turns the checked command line into the daemon's Config,
+// reading the files the flags name (credentials, signers, CA).
+func (e *env) daemonConfig(cfg upConfig, instance string) (daemon.Config, error) {
+	dcfg := daemon.Config{
+		Book:        cfg.book,
+		KeyFile:     cfg.keyPath,
+		StateDir:    cfg.stateDir,
+		Forwards:    cfg.forwards,
+		Exposes:     cfg.exposes,
+		ControlPath: cfg.controlPath,
+		Metrics:     cfg.metrics,
+		SOCKS:       cfg.socks,
+		HTTPProxy:   cfg.httpProxy,
+		DNS:         cfg.dns,
+		ProxyAllow:  cfg.proxyAllow,
+		Instance:    instance,
+		Logger:      e.log,
+		Node: node.Config{
+			ListenPort:      cfg.listenPort,
+			ResolveInterval: cfg.resolveInterval,
+			Registry:        cfg.registry,
+			RegistryZone:    cfg.registryZone,
+			RegistryPort:    cfg.registryPort,
+			Mode:            cfg.mode,
+			InterfaceName:   cfg.ifname,
+			Masquerade:      cfg.masquerade,
+			StateDir:        cfg.stateDir,
+		},
+	}
+	creds, resolver, err := loadServiceFiles(cfg)
+	if err != nil {
+		return dcfg, err
+	}
+	dcfg.ProxyAuth = creds
+	if resolver != nil {
+		dcfg.Node.Resolver = resolver
+	}
+	if err := bookSettings(cfg, &dcfg); err != nil {
+		return dcfg, err
+	}
+	return dcfg, nil
+}
+
+// daemonFlags names the flag of each daemon.Config field that a
+// daemon.ConfigError can name.
+var daemonFlags = map[string]string{
+	"Book":        "--book",
+	"KeyFile":     "--key",
+	"StateDir":    "--state-dir",
+	"ControlPath": "--control",
+	"Metrics":     "--metrics",
+	"SOCKS":       "--socks",
+	"HTTPProxy":   "--http-proxy",
+	"DNS":         "--dns",
+	"ProxyAuth":   "--socks-auth-file",
+}
+
+// flagError speaks of flags where the daemon speaks of its Config fields:
+// "--metrics: cannot listen on ..." for a ConfigError of Metrics. Errors
+// joined by errors.Join are mapped one by one.
+func flagError(err error) error {
+	if err == nil {
 		return nil
 	}
-	if _, ok := book.PeerByName(host); ok {
-		return nil
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs := j.Unwrap()
+		mapped := make([]error, len(errs))
+		for i, e := range errs {
+			mapped[i] = flagError(e)
+		}
+		return errors.Join(mapped...)
 	}
-	names := make([]string, len(book.Peers))
-	for i, p := range book.Peers {
-		names[i] = p.Name
+	var cerr *daemon.ConfigError
+	if errors.As(err, &cerr) && err == error(cerr) {
+		if flag, ok := daemonFlags[cerr.Field]; ok {
+			return fmt.Errorf("%s: %w", flag, cerr.Err)
+		}
 	}
-	return fmt.Errorf("%s: no member named %q in the peer book %s (members: %s)", s, host, book.Source, strings.Join(names, ", "))
+	return err
 }

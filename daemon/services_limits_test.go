@@ -1,12 +1,9 @@
-package main
+package daemon
 
 import (
 	"bufio"
-	"context"
-	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
@@ -14,44 +11,14 @@ import (
 
 	"github.com/wgmesh/wgmesh/internal/netutil"
 	"github.com/wgmesh/wgmesh/internal/testutil"
-	"github.com/wgmesh/wgmesh/node"
-	"github.com/wgmesh/wgmesh/peerbook"
 	"github.com/wgmesh/wgmesh/proxy"
 )
 
-// soloNode starts a one-member mesh in netstack mode: enough for the
-// services of `up` to run on.
-func soloNode(t *testing.T) *node.Node {
-	t.Helper()
-	key, err := peerbook.GeneratePrivateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	book := &peerbook.Book{Format: 1, Serial: 1, Source: "book.toml", Mesh: peerbook.Mesh{
-		Domain: "mesh", Networks: []netip.Prefix{netip.MustParsePrefix("10.42.0.0/24")}, MTU: 1420, PersistentKeepalive: 25,
-	}, Peers: []peerbook.Peer{{Name: "alpha", PublicKey: key.Public(), Addresses: []netip.Addr{netip.MustParseAddr("10.42.0.1")}}}}
-	n, err := node.New(node.Config{Book: book, PrivateKey: key, ListenPort: node.EphemeralPort})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Up(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	return n
-}
-
-// startServices runs the metrics endpoint and the HTTP proxy (with
-// credentials) of `up` with a short idle timeout and small limits.
+// startServices runs a daemon with the metrics endpoint and the HTTP
+// proxy (with credentials), a short idle timeout and small limits.
 func startServices(t *testing.T, idle time.Duration, lim netutil.Limits) (metricsAddr, proxyAddr string) {
 	t.Helper()
-	n := soloNode(t)
-	cfg := upConfig{metrics: "127.0.0.1:0", httpProxy: "127.0.0.1:0"}
-	s, err := bindServices(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.idle, s.metricsLimits, s.httpLimits = idle, lim, lim
+	m := newMesh(t)
 	users := filepath.Join(t.TempDir(), "users")
 	if err := os.WriteFile(users, []byte("alice:s3cret-Pass\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -60,13 +27,15 @@ func startServices(t *testing.T, idle time.Duration, lim netutil.Limits) (metric
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.start(cfg, n, creds, slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatal(err)
-	}
-	failed := make(chan error, 1)
-	s.serveMetrics(failed)
-	t.Cleanup(s.close)
-	return s.metricsLn.Addr().String(), s.httpLn.Addr().String()
+	cfg := m.config(t)
+	cfg.SOCKS, cfg.DNS, cfg.ControlPath = "", "", ""
+	cfg.ProxyAuth = creds
+	cfg.hooks = &hooks{services: func(s *services) {
+		s.idle, s.metricsLimits, s.httpLimits = idle, lim, lim
+	}}
+	d := start(t, cfg)
+	a := d.Addrs()
+	return a["metrics"], a["http_proxy"]
 }
 
 // request sends one keep-alive request on a new connection and reads the
