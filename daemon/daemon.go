@@ -290,8 +290,11 @@ func (d *Daemon) start(ctx context.Context) error {
 		}
 		closing := d.run.Err() != nil && ctx.Err() == nil
 		d.unwind()
-		if closing {
+		switch {
+		case closing:
 			return fmt.Errorf("daemon: start: %w", ErrClosed)
+		case ctx.Err() != nil && !errors.Is(err, ctx.Err()):
+			return fmt.Errorf("daemon: start: %w", ctx.Err())
 		}
 		return err
 	}

@@ -105,5 +105,5 @@ func (w testWriter) Write(p []byte) (int, error) {
 
 // testLogger logs into the test's log, shown when it fails.
 func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
