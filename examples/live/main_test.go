@@ -42,7 +42,9 @@ func TestLiveFollowsBook(t *testing.T) {
 	defer cancel()
 	var out testutil.Buffer
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"--book", bookPath, "--key", keyPath, "--socks", "127.0.0.1:0"}, &out) }()
+	go func() {
+		done <- run(ctx, []string{"--book", bookPath, "--key", keyPath, "--socks", "127.0.0.1:0"}, &out)
+	}()
 	wait := func(re *regexp.Regexp) []string {
 		t.Helper()
 		for {
