@@ -409,3 +409,61 @@ func TestStartContextBoundsStartOnly(t *testing.T) {
 	default:
 	}
 }
+
+// failingListener accepts nothing and fails for good once broken is
+// closed, as a listener whose socket the system took away would.
+type failingListener struct {
+	net.Listener
+	broken chan struct{}
+}
+
+var errBroken = errors.New("listener broken")
+
+func (l failingListener) Accept() (net.Conn, error) {
+	<-l.broken
+	return nil, errBroken
+}
+
+// TestRelayFailureStopsDaemon: a forward that fails while running stops
+// the daemon: Done closes, Err and Close name the forward and the cause,
+// and the rest shuts down as on a plain Close.
+func TestRelayFailureStopsDaemon(t *testing.T) {
+	m := newMesh(t)
+	cfg := fullConfig(t, m)
+	cfg.Exposes = nil
+	broken := make(chan struct{})
+	var d *Daemon
+	cfg.hooks = &hooks{before: func(step string) error {
+		if step == "relays" { // the forward's listener is bound: break it
+			r := d.relays[0]
+			r.ln = failingListener{r.ln, broken}
+		}
+		return nil
+	}}
+	d, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := d.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-d.Done():
+		t.Fatal("Done before any failure")
+	default:
+	}
+	close(broken)
+	select {
+	case <-d.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Done not closed 10 s after the forward failed")
+	}
+	if err := d.Err(); !errors.Is(err, errBroken) || !strings.Contains(err.Error(), "--forward tcp:127.0.0.1:0=alpha:80") {
+		t.Errorf("Err = %v, want the forward and its failure", err)
+	}
+	if err := d.Close(); !errors.Is(err, errBroken) {
+		t.Errorf("Close = %v, want the failure", err)
+	}
+	checkReleased(t, d)
+}

@@ -68,6 +68,9 @@ func (d *Daemon) startNode(ctx context.Context) error {
 	ncfg := d.cfg.Node
 	ncfg.Book = d.first.Book
 	ncfg.PrivateKey = d.key
+	if ncfg.StateDir == "" {
+		ncfg.StateDir = d.cfg.StateDir
+	}
 	if ncfg.Logger == nil {
 		ncfg.Logger = d.log
 	}
