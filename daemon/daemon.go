@@ -167,10 +167,9 @@ type Daemon struct {
 	startOnce sync.Once
 	startErr  error
 
-	// mu guards the undo list and closed.
-	mu     sync.Mutex
-	undo   []undoStep
-	closed bool
+	// mu guards the undo list.
+	mu   sync.Mutex
+	undo []undoStep
 
 	closeOnce sync.Once
 	closeErr  error
@@ -181,9 +180,13 @@ type Daemon struct {
 	doneOnce sync.Once
 	failErr  error
 
-	// run bounds everything the daemon keeps running; cancelled by Close.
+	// run bounds everything the daemon keeps running; cancelled once the
+	// undo list is empty, as each part is stopped in order by its undo.
 	run       context.Context
 	cancelRun context.CancelFunc
+	// abort is cancelled by Close, to end a start-up in progress.
+	abort       context.Context
+	cancelAbort context.CancelFunc
 
 	reload chan struct{}
 
@@ -224,13 +227,16 @@ func New(cfg Config) (*Daemon, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	run, cancel := context.WithCancel(context.Background())
+	abort, cancelAbort := context.WithCancel(context.Background())
 	return &Daemon{
-		cfg:       cfg,
-		log:       log,
-		done:      make(chan struct{}),
-		run:       run,
-		cancelRun: cancel,
-		reload:    make(chan struct{}, 1),
+		cfg:         cfg,
+		log:         log,
+		done:        make(chan struct{}),
+		run:         run,
+		cancelRun:   cancel,
+		abort:       abort,
+		cancelAbort: cancelAbort,
+		reload:      make(chan struct{}, 1),
 	}, nil
 }
 
@@ -269,14 +275,14 @@ func (d *Daemon) steps() []step {
 }
 
 func (d *Daemon) start(ctx context.Context) error {
-	if d.run.Err() != nil {
+	if d.abort.Err() != nil {
 		return fmt.Errorf("daemon: start: %w", ErrClosed)
 	}
 	// The steps see ctx, also cancelled by a Close during the start-up.
 	// What keeps running afterwards lives on d.run instead.
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	defer context.AfterFunc(d.run, cancel)()
+	defer context.AfterFunc(d.abort, cancel)()
 	for _, s := range d.steps() {
 		err := sctx.Err()
 		if err == nil && d.cfg.hooks != nil && d.cfg.hooks.before != nil {
@@ -288,7 +294,7 @@ func (d *Daemon) start(ctx context.Context) error {
 		if err == nil {
 			continue
 		}
-		closing := d.run.Err() != nil && ctx.Err() == nil
+		closing := d.abort.Err() != nil && ctx.Err() == nil
 		d.unwind()
 		switch {
 		case closing:
@@ -345,12 +351,10 @@ func (d *Daemon) stopped(err error) {
 // makes Start fail with ErrClosed.
 func (d *Daemon) Close() error {
 	d.closeOnce.Do(func() {
-		d.mu.Lock()
-		d.closed = true
-		d.mu.Unlock()
-		// A Start in progress sees the cancelled run context and unwinds
-		// by itself; wait for it, then undo what a finished start set up.
-		d.cancelRun()
+		// A Start in progress is aborted and unwinds by itself; wait for
+		// it, then undo what a finished start set up, in order: the run
+		// context is cancelled only at the end.
+		d.cancelAbort()
 		d.startOnce.Do(func() { d.startErr = fmt.Errorf("daemon: start: %w", ErrClosed) })
 		d.unwind()
 		d.closeErr = d.failErr
@@ -392,9 +396,9 @@ func (d *Daemon) Reload() {
 // Node returns the running node; nil before Start succeeded.
 func (d *Daemon) Node() *node.Node { return d.n }
 
-// Addrs returns the bound host addresses of the services, by name:
-// "metrics", "socks", "http_proxy", "dns", and "forward" entries are not
-// included (see the ready log line). Empty before Start.
+// Addrs returns the host addresses the services bound, by service:
+// "metrics", "socks", "http_proxy" and "dns" (forwards are in the ready
+// log line). With port 0 the system chose them. Empty before Start.
 func (d *Daemon) Addrs() map[string]string {
 	m := map[string]string{}
 	for i := 0; i+1 < len(d.bound); i += 2 {

@@ -16,6 +16,7 @@ import (
 // follow applies every new version of the book until Close.
 func (d *Daemon) follow(context.Context) error {
 	d.rep = &reporter{n: d.n}
+	ctx, cancel := context.WithCancel(d.run)
 	stop := make(chan struct{})
 	ended := make(chan struct{})
 	go func() {
@@ -29,11 +30,12 @@ func (d *Daemon) follow(context.Context) error {
 				if !ok {
 					return // the source stopped: the daemon is closing
 				}
-				d.apply(u)
+				d.apply(ctx, u)
 			}
 		}
 	}()
 	d.push("follow", func() {
+		cancel() // a reload resolving hostnames ends now
 		close(stop)
 		<-ended
 	})
@@ -43,10 +45,10 @@ func (d *Daemon) follow(context.Context) error {
 // apply handles one new version of the book: a refused one is logged
 // problem by problem and shown by status; a good one is applied as a
 // difference.
-func (d *Daemon) apply(u booksource.Update) {
+func (d *Daemon) apply(ctx context.Context, u booksource.Update) {
 	shown := d.src.String()
 	if u.Err == nil {
-		if err := d.n.Reload(d.run, u.Book); err != nil {
+		if err := d.n.Reload(ctx, u.Book); err != nil {
 			u.Err = err
 		}
 	}

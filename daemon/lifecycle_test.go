@@ -220,14 +220,25 @@ func TestShutdownOrder(t *testing.T) {
 	rec := &recorder{}
 	cfg.hooks = rec.hooks("", nil)
 	var during struct {
-		readyz      []int // /readyz while undoing control, then follow, then node
-		ctlAtFollow error
+		readyz       []int // /readyz while undoing control, then follow, then services
+		ctlAtFollow  error
+		ctlAtControl error // the control socket until its own undo
+		fwdAtRelays  error // a forward until its own undo
 	}
 	h := cfg.hooks
 	undone := h.undone
-	var metricsURL string
+	var metricsURL, fwdAddr string
 	h.undone = func(name string) {
 		undone(name)
+		switch name {
+		case "control":
+			_, during.ctlAtControl = control.NewClient(cfg.ControlPath).Status(context.Background())
+		case "relays":
+			var c net.Conn
+			if c, during.fwdAtRelays = net.DialTimeout("tcp", fwdAddr, 5*time.Second); c != nil {
+				c.Close()
+			}
+		}
 		switch name {
 		case "control", "follow", "services":
 			code, err := get(metricsURL + "/readyz")
@@ -242,6 +253,7 @@ func TestShutdownOrder(t *testing.T) {
 	}
 	d := start(t, cfg)
 	metricsURL = "http://" + d.Addrs()["metrics"]
+	fwdAddr = d.relays[0].ln.Addr().String()
 	if code, err := get(metricsURL + "/readyz"); err != nil || code != http.StatusOK {
 		t.Fatalf("/readyz when started: %d, %v", code, err)
 	}
@@ -258,6 +270,9 @@ func TestShutdownOrder(t *testing.T) {
 	}
 	if !slices.Equal(during.readyz, []int{503, 503, 503}) {
 		t.Errorf("/readyz during the shutdown answered %v, want 503 each time", during.readyz)
+	}
+	if during.ctlAtControl != nil || during.fwdAtRelays != nil {
+		t.Errorf("stopped before their own undo: control socket %v, forward %v", during.ctlAtControl, during.fwdAtRelays)
 	}
 	if during.ctlAtFollow == nil {
 		t.Error("the control socket still answered once readiness and control were undone")
