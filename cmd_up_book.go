@@ -48,12 +48,12 @@ func bookFlags(c *cli.Context, cfg *upConfig) error {
 		cfg.bookURL = true
 	case strings.HasPrefix(lower, "http://"):
 		if !cfg.allowHTTP {
-			return usagef("--book %s: plain http lets anyone on the path replace the book; use https, or add --allow-http (with --trusted-signers, or on a trusted network)", redactURL(cfg.book))
+			return usagef("--book %s: plain http lets anyone on the path replace the book; use https, or add --allow-http (with --trusted-signers, or on a trusted network)", netutil.RedactURL(cfg.book))
 		}
 		cfg.bookURL = true
 	default:
 		if strings.Contains(cfg.book, "://") {
-			return usagef("--book %s: want a file, an https:// URL or an http:// URL with --allow-http", redactURL(cfg.book))
+			return usagef("--book %s: want a file, an https:// URL or an http:// URL with --allow-http", netutil.RedactURL(cfg.book))
 		}
 		for _, f := range []string{"book-poll", "allow-http", "book-ca"} {
 			if c.IsSet(f) {
@@ -72,9 +72,6 @@ func bookFlags(c *cli.Context, cfg *upConfig) error {
 	}
 	return nil
 }
-
-// redactURL leaves credentials and query values out of messages.
-func redactURL(s string) string { return netutil.RedactURL(s) }
 
 // bookSettings sets where the daemon's book comes from and how it is
 // checked: the signers of --trusted-signers, and for a URL its poll
