@@ -24,8 +24,9 @@
 // it registers in one list at once, and a failing step (or Close) undoes
 // that list in reverse order. So shutdown is the start-up backwards:
 // readiness goes to 503 and the control socket closes first, then the book
-// stops being followed, the relays and services stop, and the node closes
-// last but for the book source. Close is idempotent, and fine before Start.
+// stops being followed, the relays, services and metrics server stop, the
+// node closes, and last the host listeners and the book source. Close is
+// idempotent, and fine before or during Start.
 //
 // # Where things go
 //
