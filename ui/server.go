@@ -122,9 +122,6 @@ func (s *Server) init() {
 	m.HandleFunc("PATCH /api/members/{name}", s.setMember)
 	m.HandleFunc("DELETE /api/members/{name}", s.removeMember)
 	m.HandleFunc("GET /api/status", s.serveStatus)
-	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, fmt.Errorf("no such page: %s %s", r.Method, r.URL.Path))
-	})
 	s.mux = m
 }
 
