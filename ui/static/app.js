@@ -4,7 +4,7 @@
 "use strict";
 
 const POLL_MS = 2000;
-const SPARK_POINTS = 30;
+const SPARK_POINTS = 20;
 let csrf = { token: "", header: "X-CSRF-Token" };
 const history = new Map(); // member name -> {last: {rx, tx, t}, rates: []}
 
@@ -139,7 +139,7 @@ function spark(name, p, now) {
     if (h.rates.length > SPARK_POINTS) h.rates.shift();
   }
   h.last = { rx: p.rx_bytes, tx: p.tx_bytes, t: now };
-  const w = 90, ht = 20;
+  const w = 120, ht = 22;
   const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
   svg.setAttribute("width", w);
   svg.setAttribute("height", ht);
@@ -148,6 +148,12 @@ function spark(name, p, now) {
   const cur = h.rates.length ? h.rates[h.rates.length - 1] : 0;
   title.textContent = bytes(Math.round(cur)) + "/s now";
   svg.append(title);
+  const base = document.createElementNS("http://www.w3.org/2000/svg", "line");
+  base.setAttribute("x1", 0);
+  base.setAttribute("x2", w);
+  base.setAttribute("y1", ht - 0.5);
+  base.setAttribute("y2", ht - 0.5);
+  svg.append(base);
   if (h.rates.length > 1) {
     const max = Math.max(...h.rates, 1);
     const step = w / (SPARK_POINTS - 1);
