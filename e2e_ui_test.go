@@ -30,11 +30,13 @@ import (
 // temporary directory.
 const uiScreenshotEnv = "WGMESH_UI_SCREENSHOT"
 
-// startUI starts `wgmesh ui` and returns it with the URL its ui= line names.
-func startUI(t *testing.T, bin string, args ...string) (*proc, string) {
+// startUI starts `wgmesh ui` in dir and returns it with the URL its ui=
+// line names.
+func startUI(t *testing.T, bin, dir string, args ...string) (*proc, string) {
 	t.Helper()
 	p := &proc{name: "ui", stderr: &testutil.Buffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(bin, append([]string{"ui"}, args...)...)
+	p.cmd.Dir = dir
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -115,7 +117,9 @@ func TestUIBrowser(t *testing.T) {
 	download(t, fwd, payload)
 	a.waitStatus(t, w.bin, "a direct path to beta", func(st node.Status) bool { return peerStatus(st, "beta").Path == "direct" })
 
-	ui, url := startUI(t, w.bin, "--book", book, "--listen", "127.0.0.1:0", "--control", ctl("alpha"))
+	// In the book's directory, as an admin would run it: the page and the
+	// configs it makes name the book as given, book.toml.
+	ui, url := startUI(t, w.bin, dir, "--book", "book.toml", "--listen", "127.0.0.1:0", "--control", ctl("alpha"))
 
 	actx, cancel := chromedp.NewExecAllocator(context.Background(),
 		append(chromedp.DefaultExecAllocatorOptions[:],
