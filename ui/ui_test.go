@@ -492,3 +492,57 @@ func TestPage(t *testing.T) {
 	f.want(http.StatusNotFound, request{method: "GET", path: "/nothing"})
 	f.want(http.StatusMethodNotAllowed, request{method: "PUT", path: "/api/members", csrf: true})
 }
+
+// Concurrent adds from several browsers all land, each with its own
+// address: the store takes the book's lock.
+func TestConcurrentAdds(t *testing.T) {
+	f := newFixture(t, nil)
+	const n = 6
+	codes := make(chan int, n)
+	for i := range n {
+		go func() {
+			code, _, _ := f.do(request{method: "POST", path: "/api/members", csrf: true, body: AddRequest{Name: "m" + string(rune('a'+i))}})
+			codes <- code
+		}()
+	}
+	for range n {
+		if code := <-codes; code != http.StatusCreated {
+			t.Errorf("concurrent add: %d", code)
+		}
+	}
+	b := f.book()
+	seen := map[netip.Addr]bool{}
+	for _, p := range b.Peers {
+		for _, a := range p.Addresses {
+			if seen[a] {
+				t.Errorf("address %s given twice", a)
+			}
+			seen[a] = true
+		}
+	}
+	if len(b.Peers) != 2+n || b.Serial != uint64(2+n) {
+		t.Fatalf("%d members, serial %d; want %d, %d", len(b.Peers), b.Serial, 2+n, 2+n)
+	}
+}
+
+// A book that does not parse is shown with its problems, and not changed.
+func TestInvalidBook(t *testing.T) {
+	f := newFixture(t, nil)
+	data, _ := os.ReadFile(f.path)
+	bad := strings.Replace(string(data), `name = "b"`, `name = "b_"`, 1)
+	if bad == string(data) {
+		t.Fatal("fixture book has no member b")
+	}
+	os.WriteFile(f.path, []byte(bad), 0o644)
+	page := string(f.want(http.StatusOK, request{method: "GET", path: "/"}))
+	if !strings.Contains(page, "The book cannot be read") || !strings.Contains(page, f.path+":") {
+		t.Errorf("page does not show the book's problem:\n%s", page)
+	}
+	msg := errorOf(t, f.want(http.StatusInternalServerError, request{method: "POST", path: "/api/members", csrf: true, body: AddRequest{Name: "c"}}))
+	if !strings.Contains(msg, "refused, not changed") {
+		t.Errorf("add to a broken book: %q", msg)
+	}
+	if now, _ := os.ReadFile(f.path); string(now) != bad {
+		t.Fatal("a broken book was changed")
+	}
+}
