@@ -288,6 +288,33 @@ func TestUIBrowser(t *testing.T) {
 		t.Fatal("phone still in the book after the confirmed removal")
 	}
 
+	// Change a member through its edit form.
+	must("edit beta", chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS(`#members tr[data-name="beta"] button.edit`)),
+		chromedp.WaitVisible(chromedp.CSS(`#edit`)),
+		chromedp.SetValue(chromedp.CSS(`#edit-form input[name="groups"]`), "staff, eu"),
+		chromedp.Click(chromedp.CSS(`#edit-form button[type="submit"]`)),
+		chromedp.WaitNotVisible(chromedp.CSS(`#edit`)),
+	))
+	if beta, _ := loadTestBook(t, book).PeerByName("beta"); strings.Join(beta.Groups, ",") != "staff,eu" {
+		t.Errorf("beta's groups after the edit form: %q", beta.Groups)
+	}
+
+	// A book the node refuses: the page says so, with the node's reason.
+	data, err := os.ReadFile(book)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(book, append(data, "\n[[peer]]\nname = \"broken\"\n"...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	must("refused book shown", chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(`#rejection`))))
+	why, err := chromedp.Run(ctx, chromedp.TextContent(chromedp.CSS(`#rejection-error`)))
+	must("refusal reason", err)
+	if !strings.Contains(why, "book.toml:") || !strings.Contains(why, "broken") {
+		t.Errorf("refusal shown as %q", why)
+	}
+
 	mu.Lock()
 	for _, m := range console {
 		if strings.Contains(m, "Content Security Policy") || strings.HasPrefix(m, "exception") {
