@@ -327,7 +327,11 @@ func (s *Server) addMember(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p, _ := nb.PeerByName(m.Name)
-	s.log().Info("ui: member added", "member", p.Name, "addresses", joinStrings(p.Addresses), "serial", nb.Serial, "key", map[bool]string{true: "made by the server, shown once", false: "given"}[priv != nil])
+	keyOrigin := "given"
+	if priv != nil {
+		keyOrigin = "made by the server, shown once"
+	}
+	s.log().Info("ui: member added", "member", p.Name, "addresses", joinStrings(p.Addresses), "serial", nb.Serial, "key", keyOrigin)
 	resp := AddResponse{Member: memberOf(p), Serial: nb.Serial}
 	if priv != nil {
 		conf, err := peerbook.ExportWGQuick(nb, p.Name, priv)
