@@ -37,6 +37,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			e.joinCommand(),
 			e.upCommand(),
 			e.statusCommand(),
+			e.uiCommand(),
 			e.demoCommand(),
 			e.versionCommand(),
 			e.completionCommand(),

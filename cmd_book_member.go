@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -14,6 +13,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/wgmesh/wgmesh/booksign"
+	"github.com/wgmesh/wgmesh/internal/bookedit"
 	"github.com/wgmesh/wgmesh/internal/fileutil"
 	"github.com/wgmesh/wgmesh/peerbook"
 )
@@ -308,10 +308,9 @@ func (e *env) bookSet(c *cli.Context) error {
 	return e.printEdited(ed, nb)
 }
 
-// editHook runs once the new book is known and valid, before it is written
-// (to write a key or an invitation that must exist when the book names the
-// member); undo reverses it if the book cannot be written after all.
-type editHook func(nb *peerbook.Book, text, sig []byte) (undo func(), err error)
+// editHook is bookedit.Hook: it runs once the new book is known and valid,
+// before it is written.
+type editHook = bookedit.Hook
 
 // bookEdit is one change of a book file.
 type bookEdit struct {
@@ -328,7 +327,8 @@ type bookEdit struct {
 	signed bool       // BOOK.sig written
 }
 
-// runEdit applies ed and returns the new book.
+// runEdit applies ed with bookedit, the code the web page shares, and
+// returns the new book.
 func (e *env) runEdit(ed *bookEdit) (*peerbook.Book, error) {
 	if ed.signKey != "" {
 		s, err := booksign.LoadSigner(ed.signKey)
@@ -337,6 +337,14 @@ func (e *env) runEdit(ed *bookEdit) (*peerbook.Book, error) {
 		}
 		ed.signer = s
 	}
+	be := bookedit.Edit{
+		Path:     ed.path,
+		Signer:   ed.signer,
+		Change:   ed.change,
+		Hook:     ed.hook,
+		LockWait: lockWait,
+		Note:     func(s string) { fmt.Fprintf(e.stderr, "note: %s\n", s) },
+	}
 	if _, err := os.Stat(ed.path); errors.Is(err, fs.ErrNotExist) {
 		if !ed.canCreate {
 			return nil, fmt.Errorf("peer book %s does not exist", ed.path)
@@ -344,109 +352,28 @@ func (e *env) runEdit(ed *bookEdit) (*peerbook.Book, error) {
 		if len(ed.networks) == 0 {
 			return nil, fmt.Errorf("%s does not exist; to start a new book, give its mesh networks, e.g. --network 10.42.0.0/16 --network fd42:42::/64", ed.path)
 		}
-		return e.createBook(ed)
-	}
-	if len(ed.networks) > 0 {
+		be.New = &peerbook.Book{
+			Format: peerbook.CurrentFormat,
+			Mesh: peerbook.Mesh{
+				Domain:              peerbook.DefaultDomain,
+				Networks:            ed.networks,
+				ListenPort:          peerbook.DefaultListenPort,
+				MTU:                 peerbook.DefaultMTU,
+				PersistentKeepalive: peerbook.DefaultKeepalive,
+			},
+		}
+	} else if len(ed.networks) > 0 {
 		return nil, fmt.Errorf("%s exists already: --network only starts a new book (the mesh networks of a book are not a membership change)", ed.path)
 	}
-	unlock, err := fileutil.LockFile(ed.path, lockWait)
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-
-	data, err := readBookFile(ed.path)
-	if err != nil {
-		return nil, err
-	}
-	ob, err := peerbook.Parse(ed.path, data)
-	var perr *peerbook.Error
-	if errors.As(err, &perr) {
-		return nil, fmt.Errorf("peer book %s refused, not changed, %s (fix them first):\n%w", ed.path, plural(len(perr.Problems), "problem"), err)
+	res, err := bookedit.Apply(be)
+	if errors.Is(err, bookedit.ErrNeedsSigner) {
+		return nil, fmt.Errorf("%s is signed (%s.sig exists): an unsigned change would be refused by every node with --trusted-signers; give --sign-key SSH_PRIVATE_KEY to sign it", ed.path, ed.path)
 	}
 	if err != nil {
 		return nil, err
 	}
-	if ed.signer == nil {
-		if _, err := os.Stat(ed.path + ".sig"); err == nil {
-			return nil, fmt.Errorf("%s is signed (%s.sig exists): an unsigned change would be refused by every node with --trusted-signers; give --sign-key SSH_PRIVATE_KEY to sign it", ed.path, ed.path)
-		}
-	}
-	nb, err := ed.change(ob)
-	if err != nil {
-		return nil, refused(ed.path, err)
-	}
-	text, inPlace := peerbook.EditText(data, ob, nb)
-	if !inPlace && !bytes.Equal(data, peerbook.Marshal(ob)) {
-		fmt.Fprintf(e.stderr, "note: %s is written whole in canonical form: its layout (inline tables, sub-tables of members) allows no edit in place, so its comments and layout are gone\n", ed.path)
-	}
-	return e.writeEdit(ed, text, func() error {
-		// Compare and swap against writers that take no lock (an editor):
-		// their change is never silently overwritten.
-		now, err := readBookFile(ed.path)
-		if err != nil {
-			return err
-		}
-		if !bytes.Equal(now, data) {
-			return fmt.Errorf("%s changed while it was being edited (by a program that takes no lock); not changed, run the command again", ed.path)
-		}
-		return fileutil.WriteFileAtomic(ed.path, text, 0o644)
-	})
-}
-
-// createBook starts a new book whose first member the change adds.
-func (e *env) createBook(ed *bookEdit) (*peerbook.Book, error) {
-	empty := &peerbook.Book{
-		Format: peerbook.CurrentFormat,
-		Source: ed.path,
-		Mesh: peerbook.Mesh{
-			Domain:              peerbook.DefaultDomain,
-			Networks:            ed.networks,
-			ListenPort:          peerbook.DefaultListenPort,
-			MTU:                 peerbook.DefaultMTU,
-			PersistentKeepalive: peerbook.DefaultKeepalive,
-		},
-	}
-	nb, err := ed.change(empty)
-	if err != nil {
-		return nil, refused(ed.path, err)
-	}
-	text := peerbook.Marshal(nb)
-	return e.writeEdit(ed, text, func() error { return fileutil.WriteFileExclusive(ed.path, text, 0o644) })
-}
-
-// writeEdit validates text as `book check` would, signs it, runs the hook
-// and writes the book with write, then the signature.
-func (e *env) writeEdit(ed *bookEdit, text []byte, write func() error) (*peerbook.Book, error) {
-	nb, err := peerbook.Parse(ed.path, text)
-	if err != nil {
-		return nil, fmt.Errorf("%s not changed: the changed book would be refused:\n%w", ed.path, err)
-	}
-	var sig []byte
-	if ed.signer != nil {
-		if sig, err = booksign.Sign(ed.signer, text); err != nil {
-			return nil, err
-		}
-	}
-	undo := func() {}
-	if ed.hook != nil {
-		if undo, err = ed.hook(nb, text, sig); err != nil {
-			return nil, fmt.Errorf("%s not changed: %w", ed.path, err)
-		}
-	}
-	if err := write(); err != nil {
-		undo()
-		return nil, err
-	}
-	// Book first, signature last: a node that sees the new book with the
-	// old signature refuses it for a moment, never the other way round.
-	if sig != nil {
-		if err := fileutil.WriteFileAtomic(ed.path+".sig", sig, 0o644); err != nil {
-			return nil, fmt.Errorf("%s changed but not signed: %w; sign it with: wgmesh book sign --key KEY %s", ed.path, err, ed.path)
-		}
-		ed.signed = true
-	}
-	return nb, nil
+	ed.signed = res.Signed
+	return res.Book, nil
 }
 
 func (e *env) printEdited(ed *bookEdit, nb *peerbook.Book) error {
@@ -456,15 +383,6 @@ func (e *env) printEdited(ed *bookEdit, nb *peerbook.Book) error {
 	}
 	_, err := fmt.Fprintf(e.stdout, "%s: ok, %d members, serial %d\n", ed.path, len(nb.Peers), nb.Serial)
 	return err
-}
-
-// refused wraps the error of a membership operation; the book is unchanged.
-func refused(path string, err error) error {
-	var perr *peerbook.Error
-	if errors.As(err, &perr) {
-		return fmt.Errorf("%s not changed: the changed book would be refused, %s:\n%w", path, plural(len(perr.Problems), "problem"), err)
-	}
-	return fmt.Errorf("%s not changed: %w", path, err)
 }
 
 // readBookFile reads a book file of at most peerbook.MaxSize bytes; a
