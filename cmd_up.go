@@ -365,7 +365,6 @@ func (e *env) up(c *cli.Context) (err error) {
 	}
 	attrs = append(attrs, svc.readyAttrs()...)
 	e.log.Info("ready", attrs...)
-	e.warnRulesNotEnforced(book)
 
 	var runErr error
 	updates := src.updates

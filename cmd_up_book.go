@@ -240,7 +240,6 @@ func (e *env) apply(ctx context.Context, n *node.Node, u booksource.Update, cfg 
 		attrs = append(attrs, "signer", u.Signer)
 	}
 	e.log.Info("book reloaded", attrs...)
-	e.warnRulesNotEnforced(u.Book)
 	for _, s := range cfg.forwards {
 		if err := checkTarget(u.Book, s); err != nil {
 			e.log.Warn(err.Error())
@@ -278,13 +277,4 @@ func (r *reporter) accept() {
 	r.mu.Lock()
 	r.rej = nil
 	r.mu.Unlock()
-}
-
-// warnRulesNotEnforced says, for a book with access rules, that this
-// version checks them but does not enforce them yet: a user who writes a
-// rule must not believe a member is closed that is not.
-func (e *env) warnRulesNotEnforced(book *peerbook.Book) {
-	if len(book.Rules) > 0 {
-		e.log.Warn("the peer book has access rules, which this version checks but does not enforce yet: every member still accepts every flow", "rules", len(book.Rules))
-	}
 }
