@@ -167,3 +167,58 @@ func peerDrops(st node.Status, name string) uint64 {
 	}
 	return 0
 }
+
+// TestRulesRootlessSubnetRouter: beta runs as nobody in netstack mode and
+// routes the LAN 192.168.78.0/24 through host sockets; alpha (TUN mode)
+// may open only tcp:80 on that LAN. Real curl from alpha reaches the LAN
+// host's port 80, not its port 81, and a ping of beta's mesh address (the
+// netstack answers echo requests) is dropped too.
+func TestRulesRootlessSubnetRouter(t *testing.T) {
+	needRoot(t, "ip", "ping", "curl", "setpriv")
+	dir := t.TempDir()
+	os.Chmod(filepath.Dir(dir), 0o755)
+	os.Chmod(dir, 0o755)
+	os.Chown(dir, 65534, 65534)
+	ms := newMembers(t, dir, "alpha", "beta")
+	alpha, beta := ms[0], ms[1]
+	for _, m := range ms {
+		os.Chown(m.KeyFile, 65534, 65534)
+	}
+	host := lanHost(t, beta.NS, "lan0", "lanhost", 78, false)
+	serveHTTP(t, host, "192.168.78.2:80", "lan web")
+	serveHTTP(t, host, "192.168.78.2:81", "lan admin")
+	b := meshBook(ms)
+	b.Peers[1].Subnets = []netip.Prefix{netip.MustParsePrefix("192.168.78.0/24")}
+	book := filepath.Join(dir, "book.toml")
+	rules := "\n[[rule]]\nfrom = [\"alpha\"]\nto = [\"subnet:192.168.78.0/24\"]\nports = [\"tcp:80\"]\n"
+	if err := os.WriteFile(book, append(peerbook.Marshal(b), rules...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Chown(book, 65534, 65534)
+	// alpha runs as root: its socket directory must be root's.
+	alpha.Control = filepath.Join(t.TempDir(), "alpha.sock")
+	alpha.start(t, book, "--mode", "tun", "--interface", alpha.IfName)
+	nobody := []string{"--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"}
+	beta.startAs(t, nobody, book, "--mode", "netstack")
+
+	got := ""
+	for deadline := time.Now().Add(20 * time.Second); got == "" && time.Now().Before(deadline); {
+		got = curlFrom(alpha.NS, "http://192.168.78.2/", 5*time.Second)
+	}
+	if got != "lan web" {
+		t.Fatalf("alpha -> LAN host:80 through the rootless router: %q", got)
+	}
+	if got := curlFrom(alpha.NS, "http://192.168.78.2:81/", 2*time.Second); got != "" {
+		t.Errorf("alpha -> LAN host:81 passed (%q), want dropped by the rules", got)
+	}
+	if pings(alpha.NS, meshAddr4(1).String()) {
+		t.Error("alpha pings beta, want dropped by the rules")
+	}
+	st, err := beta.status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Rules != 1 || peerDrops(st, "alpha") == 0 {
+		t.Errorf("beta's status: rules %d, drops from alpha %d", st.Rules, peerDrops(st, "alpha"))
+	}
+}
