@@ -323,6 +323,12 @@ func BenchmarkRulesMeshThroughput(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+			b.StopTimer()
+			for i, n := range m.nodes {
+				if d := peerStatus(n, "n"+strconv.Itoa(1-i)).Dropped; d != 0 {
+					b.Errorf("n%d dropped %d packets of the benchmark's flow", i, d)
+				}
+			}
 		})
 	}
 }
