@@ -59,6 +59,7 @@ bench:
 	bash bench/scale.sh
 	bash bench/tun_pair.sh
 	bash bench/netstack_pair.sh
+	bash bench/rules_pair.sh
 
 # A FROM scratch image of a static binary, built from local files only.
 IMAGE ?= wgmesh:latest

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -13,12 +14,27 @@ import (
 
 // WriteTable prints st for people: a line about this node, then one row
 // per member with its addresses, endpoint, handshake age and traffic.
-// Handshake ages are measured from now.
+// Handshake ages are measured from now. When access rules are in force
+// (or have dropped packets), the title says how many rules and a DROPPED
+// column counts the packets from each member that they dropped; a line
+// below counts those from addresses of no member.
 func WriteTable(w io.Writer, st node.Status, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "%s (%s)  %s  udp port %d  book serial %d\n",
-		st.Name, st.Mode, joinAddrs(st.Addresses), st.ListenPort, st.BookSerial)
-	fmt.Fprintln(tw, "NAME\tADDRESSES\tENDPOINT\tPATH\tHANDSHAKE\tRX\tTX")
+	rules := ""
+	if st.Rules > 0 {
+		rules = fmt.Sprintf("  access rules %d", st.Rules)
+	}
+	fmt.Fprintf(tw, "%s (%s)  %s  udp port %d  book serial %d%s\n",
+		st.Name, st.Mode, joinAddrs(st.Addresses), st.ListenPort, st.BookSerial, rules)
+	drops := st.Rules > 0 || len(st.Dropped) > 0
+	for _, p := range st.Peers {
+		drops = drops || p.Dropped > 0
+	}
+	header := "NAME\tADDRESSES\tENDPOINT\tPATH\tHANDSHAKE\tRX\tTX"
+	if drops {
+		header += "\tDROPPED"
+	}
+	fmt.Fprintln(tw, header)
 	for _, p := range st.Peers {
 		ep := p.Endpoint
 		if ep == "" {
@@ -33,10 +49,41 @@ func WriteTable(w io.Writer, st node.Status, now time.Time) error {
 		if path == "" {
 			path = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, joinAddrs(p.Addresses), ep, path,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s", name, joinAddrs(p.Addresses), ep, path,
 			HandshakeAge(p.LastHandshake, now), HumanBytes(p.RxBytes), HumanBytes(p.TxBytes))
+		if drops {
+			fmt.Fprintf(tw, "\t%s", dropCount(p.Dropped, p.DroppedBy))
+		}
+		fmt.Fprintln(tw)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(st.Dropped) > 0 {
+		var total uint64
+		for _, v := range st.Dropped {
+			total += v
+		}
+		_, err := fmt.Fprintf(w, "dropped from addresses of no member: %s\n", dropCount(total, st.Dropped))
+		return err
+	}
+	return nil
+}
+
+// dropCount is "0", or a total with its reasons: "12 (no-rule 11, fragment 1)".
+func dropCount(total uint64, by map[string]uint64) string {
+	if total == 0 {
+		return "0"
+	}
+	reasons := make([]string, 0, len(by))
+	for r := range by {
+		reasons = append(reasons, r)
+	}
+	slices.Sort(reasons)
+	for i, r := range reasons {
+		reasons[i] = fmt.Sprintf("%s %d", r, by[r])
+	}
+	return fmt.Sprintf("%d (%s)", total, strings.Join(reasons, ", "))
 }
 
 func joinAddrs(as []netip.Addr) string {

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wgmesh/wgmesh/node"
 )
 
 func TestHumanBytes(t *testing.T) {
@@ -60,5 +62,37 @@ func TestWriteTable(t *testing.T) {
 		if !strings.Contains(lines[2], want) {
 			t.Errorf("row %q lacks %q", lines[2], want)
 		}
+	}
+}
+
+// With access rules in force the title says how many and a DROPPED
+// column counts each member's drops with their reasons; drops from no
+// member get a line of their own. Without rules the table is unchanged
+// (TestWriteTable).
+func TestWriteTableDrops(t *testing.T) {
+	st := sample
+	st.Rules = 3
+	st.Dropped = map[string]uint64{"not-a-member": 2}
+	st.Peers = append([]node.PeerStatus(nil), sample.Peers...)
+	st.Peers[0].Dropped, st.Peers[0].DroppedBy = 12, map[string]uint64{"no-rule": 11, "fragment": 1}
+	var b strings.Builder
+	if err := WriteTable(&b, st, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) != 4 {
+		t.Fatalf("want a title, a header, one row and the no-member line, got:\n%s", b.String())
+	}
+	if !strings.Contains(lines[0], "access rules 3") {
+		t.Errorf("title %q", lines[0])
+	}
+	if f := strings.Fields(lines[1]); strings.Join(f, " ") != "NAME ADDRESSES ENDPOINT PATH HANDSHAKE RX TX DROPPED" {
+		t.Errorf("header = %q", lines[1])
+	}
+	if !strings.HasSuffix(lines[2], "12 (fragment 1, no-rule 11)") {
+		t.Errorf("row %q", lines[2])
+	}
+	if lines[3] != "dropped from addresses of no member: 2 (not-a-member 2)" {
+		t.Errorf("last line %q", lines[3])
 	}
 }

@@ -35,7 +35,6 @@
 //     ones); the daemon itself does not change.
 //   - A new node setting (a flag of `up` that the node handles): a field
 //     of node.Config, set through Config.Node; the daemon passes it on.
-//   - Something to say about each applied book: bookApplied in follow.go.
 //   - A new service: a field in Config, its listener in bindHost and its
 //     start in startServices (services.go), each registering its undo.
 package daemon

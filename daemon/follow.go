@@ -81,7 +81,6 @@ func (d *Daemon) apply(ctx context.Context, u booksource.Update) {
 		attrs = append(attrs, "signer", u.Signer)
 	}
 	d.log.Info("book reloaded", attrs...)
-	d.bookApplied(u.Book)
 	for _, s := range d.cfg.Forwards {
 		if err := checkTarget(u.Book, s); err != nil {
 			d.log.Warn(err.Error())
@@ -89,16 +88,6 @@ func (d *Daemon) apply(ctx context.Context, u booksource.Update) {
 	}
 	if d.cfg.OnReload != nil {
 		d.cfg.OnReload(u.Book, nil)
-	}
-}
-
-// bookApplied runs for the first book and every book applied after it:
-// what the daemon says about a book in force goes here.
-func (d *Daemon) bookApplied(book *peerbook.Book) {
-	// A user who writes a rule must not believe a member is closed that
-	// is not.
-	if len(book.Rules) > 0 {
-		d.log.Warn("the peer book has access rules, which this version checks but does not enforce yet: every member still accepts every flow", "rules", len(book.Rules))
 	}
 }
 
@@ -175,6 +164,5 @@ func (d *Daemon) setReady(context.Context) error {
 	}
 	attrs = append(attrs, d.readyAttrs()...)
 	d.log.Info("ready", attrs...)
-	d.bookApplied(d.first.Book)
 	return nil
 }

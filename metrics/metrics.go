@@ -1,6 +1,7 @@
 // Package metrics exposes a running node to Prometheus: per-member traffic,
 // handshake age and endpoint changes, the applied book's serial and the
-// results of book reloads, plus /healthz and /readyz for orchestrators.
+// results of book reloads, the packets the access rules dropped per
+// member and reason, plus /healthz and /readyz for orchestrators.
 //
 // Values are read from the node's Status at scrape time, so the numbers a
 // scrape shows are the ones `wgmesh status` shows. Nothing secret is ever
@@ -53,6 +54,12 @@ var (
 		"Unix time of the last change of a member's path.", []string{"peer"}, nil)
 	endpointSourceDesc = prometheus.NewDesc("wgmesh_peer_endpoint_source",
 		"1 for where a member's endpoint came from: book, dns, registry, roaming or config.", []string{"peer", "source"}, nil)
+	droppedDesc = prometheus.NewDesc("wgmesh_peer_dropped_total",
+		"Packets from a member that the access rules dropped, by reason: no-rule (no rule allows the flow and this node did not start it) or fragment.", []string{"peer", "reason"}, nil)
+	droppedOtherDesc = prometheus.NewDesc("wgmesh_dropped_not_member_total",
+		"Packets from the mesh that the access rules dropped and that came from no member, by reason: not-a-member (source address of no member) or malformed.", []string{"reason"}, nil)
+	rulesDesc = prometheus.NewDesc("wgmesh_rules",
+		"Access rules in force; 0 when the book has none and every member may open every flow.", nil, nil)
 	serialDesc = prometheus.NewDesc("wgmesh_book_serial",
 		"Serial of the peer book in force.", nil, nil)
 	membersDesc = prometheus.NewDesc("wgmesh_book_members",
@@ -110,7 +117,7 @@ func (m *Metrics) Reloaded(applied bool) {
 type collector Metrics
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{rxDesc, txDesc, handshakeAgeDesc, handshakeTimeDesc, endpointChangesDesc, peerUpDesc, pathDesc, pathChangedDesc, endpointSourceDesc, serialDesc, membersDesc} {
+	for _, d := range []*prometheus.Desc{rxDesc, txDesc, handshakeAgeDesc, handshakeTimeDesc, endpointChangesDesc, peerUpDesc, pathDesc, pathChangedDesc, endpointSourceDesc, droppedDesc, droppedOtherDesc, rulesDesc, serialDesc, membersDesc} {
 		ch <- d
 	}
 }
@@ -119,6 +126,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	st := c.src.Status()
 	now := c.now()
 	ch <- prometheus.MustNewConstMetric(serialDesc, prometheus.GaugeValue, float64(st.BookSerial))
+	ch <- prometheus.MustNewConstMetric(rulesDesc, prometheus.GaugeValue, float64(st.Rules))
+	for _, r := range []string{"not-a-member", "malformed"} {
+		ch <- prometheus.MustNewConstMetric(droppedOtherDesc, prometheus.CounterValue, float64(st.Dropped[r]), r)
+	}
 	members := 1
 	for _, p := range st.Peers {
 		if p.NotInBook {
@@ -128,6 +139,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(rxDesc, prometheus.CounterValue, float64(p.RxBytes), p.Name)
 		ch <- prometheus.MustNewConstMetric(txDesc, prometheus.CounterValue, float64(p.TxBytes), p.Name)
 		ch <- prometheus.MustNewConstMetric(endpointChangesDesc, prometheus.CounterValue, float64(p.EndpointChanges), p.Name)
+		// Both series exist from the start, so a rate() over them works
+		// before the first drop.
+		for _, r := range []string{"no-rule", "fragment"} {
+			ch <- prometheus.MustNewConstMetric(droppedDesc, prometheus.CounterValue, float64(p.DroppedBy[r]), p.Name, r)
+		}
 		hasEndpoint := 0.0
 		if p.Endpoint != "" {
 			hasEndpoint = 1

@@ -307,3 +307,54 @@ func TestMetricsEdgeCases(t *testing.T) {
 		}
 	}
 }
+
+type statusSource node.Status
+
+func (s statusSource) Status() node.Status { return node.Status(s) }
+
+func labelled(t *testing.T, mfs map[string]*dto.MetricFamily, name string, labels map[string]string) (float64, bool) {
+	t.Helper()
+	for _, m := range mfs[name].GetMetric() {
+		n := 0
+		for _, l := range m.Label {
+			if v, ok := labels[l.GetName()]; ok && v == l.GetValue() {
+				n++
+			}
+		}
+		if n == len(labels) {
+			return m.GetCounter().GetValue() + m.GetGauge().GetValue(), true
+		}
+	}
+	return 0, false
+}
+
+// The access rules' drops are exported per member and reason, from the
+// start (zero) for every member, and those from no member separately.
+func TestMetricsDropped(t *testing.T) {
+	st := node.Status{Name: "srv", Rules: 2, Dropped: map[string]uint64{"not-a-member": 4}, Peers: []node.PeerStatus{
+		{Name: "laptop", Dropped: 7, DroppedBy: map[string]uint64{"no-rule": 6, "fragment": 1}},
+		{Name: "ci"},
+	}}
+	mfs := scrape(t, New(statusSource(st)).Handler())
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"wgmesh_peer_dropped_total", map[string]string{"peer": "laptop", "reason": "no-rule"}, 6},
+		{"wgmesh_peer_dropped_total", map[string]string{"peer": "laptop", "reason": "fragment"}, 1},
+		{"wgmesh_peer_dropped_total", map[string]string{"peer": "ci", "reason": "no-rule"}, 0},
+		{"wgmesh_peer_dropped_total", map[string]string{"peer": "ci", "reason": "fragment"}, 0},
+		{"wgmesh_dropped_not_member_total", map[string]string{"reason": "not-a-member"}, 4},
+		{"wgmesh_dropped_not_member_total", map[string]string{"reason": "malformed"}, 0},
+		{"wgmesh_rules", nil, 2},
+	} {
+		got, ok := labelled(t, mfs, c.name, c.labels)
+		if !ok || got != c.want {
+			t.Errorf("%s%v = %v (present %v), want %v", c.name, c.labels, got, ok, c.want)
+		}
+	}
+	if mfs["wgmesh_peer_dropped_total"].GetType() != dto.MetricType_COUNTER {
+		t.Error("wgmesh_peer_dropped_total is not a counter")
+	}
+}

@@ -33,6 +33,7 @@ import (
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun"
 
+	"github.com/wgmesh/wgmesh/filter"
 	"github.com/wgmesh/wgmesh/hostnet"
 	"github.com/wgmesh/wgmesh/netstack"
 	"github.com/wgmesh/wgmesh/peerbook"
@@ -80,6 +81,8 @@ type Node struct {
 	dnsServers   []*dns.Server
 	// relay wraps the device when this member is a relay.
 	relay *relayDevice
+	// filter enforces the book's access rules (filterdev.go).
+	filter *filterDevice
 	// endpointChanges counts endpoint changes per member (DNS, book).
 	endpointChanges map[peerbook.Key]uint64
 	// staleAfter, relayAfter and discoverReachable override
@@ -173,6 +176,13 @@ func (n *Node) up(ctx context.Context) error {
 		}
 		tdev, n.stack = st, st
 		n.routesAtStart = len(self.Subnets) > 0
+	}
+	// Below the relay, so packets relayed for others are not judged here.
+	n.filter = newFilterDevice(tdev, filter.New(nil, filter.Options{}), n.log.With("part", "filter"))
+	tdev = n.filter
+	if err := n.applyRulesLocked(nil, book); err != nil {
+		tdev.Close()
+		return err
 	}
 	if self.Relay {
 		n.relay = newRelayDevice(tdev)

@@ -50,7 +50,8 @@ func (n *Node) Reload(ctx context.Context, book *peerbook.Book) error {
 		return err
 	}
 	newSelf, _ := book.PeerByKey(n.self)
-	oldSelf, _ := n.book.PeerByKey(n.self)
+	oldBook := n.book
+	oldSelf, _ := oldBook.PeerByKey(n.self)
 	if n.cfg.ListenPort == 0 {
 		if port := book.ListenPortOf(newSelf); port != n.listenPort {
 			var w uapiWriter
@@ -63,6 +64,9 @@ func (n *Node) Reload(ctx context.Context, book *peerbook.Book) error {
 		}
 	}
 	if err := n.apply(book, looked); err != nil {
+		return err
+	}
+	if err := n.applyRulesLocked(oldBook, book); err != nil {
 		return err
 	}
 	if n.relay != nil {

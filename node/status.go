@@ -19,6 +19,13 @@ type Status struct {
 	Interface string `json:"interface,omitempty"`
 	// BookSerial is the serial of the applied book.
 	BookSerial uint64 `json:"book_serial"`
+	// Rules is the number of access rules ([[rule]]) in force; 0 when
+	// the book has none and every member may open every flow.
+	Rules int `json:"rules"`
+	// Dropped counts, by reason, packets from the mesh that the access
+	// rules dropped and that came from no member of the book
+	// ("not-a-member", "malformed"). Omitted while zero.
+	Dropped map[string]uint64 `json:"dropped,omitempty"`
 	// Peers lists every other member in book order.
 	Peers []PeerStatus `json:"peers"`
 }
@@ -50,4 +57,9 @@ type PeerStatus struct {
 	// re-resolution) since it started.
 	EndpointChanges uint64 `json:"endpoint_changes"`
 	TxBytes         uint64 `json:"tx_bytes"`
+	// Dropped is the number of packets from this member that the access
+	// rules dropped since the node started; DroppedBy splits it by reason
+	// ("no-rule", "fragment"), omitted while zero.
+	Dropped   uint64            `json:"dropped"`
+	DroppedBy map[string]uint64 `json:"dropped_by,omitempty"`
 }

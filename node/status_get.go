@@ -24,6 +24,8 @@ type nodeSnapshot struct {
 	book  *peerbook.Book
 	dev   *deviceState
 	facts []peerFacts // by index in book.Peers; nil without a device
+	// filter's drop counters are read live by build (filterdev.go).
+	filter *filterDevice
 }
 
 // peerFacts is what the node, not the device, says of one member.
@@ -103,9 +105,10 @@ func (n *Node) snapshotLocked(dev *deviceState) *nodeSnapshot {
 			Interface:  n.ifname,
 			BookSerial: book.Serial,
 		},
-		self: n.self,
-		book: book,
-		dev:  dev,
+		self:   n.self,
+		book:   book,
+		dev:    dev,
+		filter: n.filter,
 	}
 	if dev == nil {
 		return s
@@ -140,6 +143,7 @@ func (n *Node) snapshotLocked(dev *deviceState) *nodeSnapshot {
 func (s *nodeSnapshot) build() Status {
 	st := s.head
 	book, dev := s.book, s.dev
+	s.filter.nodeDrops(&st)
 	if len(book.Peers) > 1 {
 		st.Peers = make([]PeerStatus, 0, len(book.Peers)-1)
 	}
@@ -167,6 +171,7 @@ func (s *nodeSnapshot) build() Status {
 			f := &s.facts[i]
 			ps.EndpointChanges = f.changes
 			ps.Path, ps.PathSince, ps.EndpointSource = f.path, f.pathSince, f.source
+			s.filter.peerDrops(&ps)
 		}
 		st.Peers = append(st.Peers, ps)
 	}

@@ -1,6 +1,7 @@
 package netutil
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -147,6 +148,7 @@ type RateLog struct {
 	log   *slog.Logger
 	every time.Duration
 	now   func() time.Time
+	level slog.Level
 
 	mu         sync.Mutex
 	last       time.Time
@@ -162,10 +164,17 @@ func NewRateLog(log *slog.Logger, every time.Duration) *RateLog {
 	if every <= 0 {
 		every = DefaultLogInterval
 	}
-	return &RateLog{log: OrDiscard(log), every: every, now: time.Now}
+	return &RateLog{log: OrDiscard(log), every: every, now: time.Now, level: slog.LevelWarn}
 }
 
-// Log logs msg with attrs as a warning, unless one was logged within the
+// NewRateLogLevel is NewRateLog writing at level instead of as warnings.
+func NewRateLogLevel(log *slog.Logger, every time.Duration, level slog.Level) *RateLog {
+	r := NewRateLog(log, every)
+	r.level = level
+	return r
+}
+
+// Log logs msg with attrs as a warning (or at the RateLog's level), unless one was logged within the
 // interval; the next line logged says how many were left out.
 func (r *RateLog) Log(msg string, attrs ...any) {
 	if r == nil {
@@ -185,5 +194,5 @@ func (r *RateLog) Log(msg string, attrs ...any) {
 	if n > 0 {
 		attrs = append(attrs, "more_not_logged", n, "since", r.every.String()+" ago")
 	}
-	r.log.Warn(msg, attrs...)
+	r.log.Log(context.Background(), r.level, msg, attrs...)
 }
