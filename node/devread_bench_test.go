@@ -84,9 +84,7 @@ func BenchmarkStatus(b *testing.B) {
 	b.Run("publish/10000", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			n.mu.Lock()
-			n.publishStatusLocked(dev)
-			n.mu.Unlock()
+			n.do(func() { n.publishStatusLocked(dev) })
 		}
 	})
 	b.Run("status/10000", func(b *testing.B) {

@@ -9,31 +9,31 @@ import (
 	"github.com/wgmesh/wgmesh/peerbook"
 )
 
-// The tick. One goroutine (tickLoop) runs the node's periodic work: paths
-// every pathTick, registry discovery every discoverTick, DDNS every
+// The tick. The loop (run, see loop.go) runs the node's periodic work:
+// paths every pathTick, registry discovery every discoverTick, DDNS every
 // resolveTick and the start-up greeting rounds at their offsets. Whatever
 // is due at one wake-up shares one read of the device (readDeviceState),
-// taken without n.mu, and none is taken when nothing due needs one. Each
+// and none is taken when nothing due needs one. Each
 // consumer keeps its own schedule, as its own loop had it; they start
 // together, so at the default 1 s periods the node reads its device once a
 // second however many consumers there are.
 //
 // Registry and DNS lookups can take seconds; they run in one worker each
-// (discoverWorker, resolveWorker) and post their results back under n.mu.
-// A consumer whose worker is still busy skips its turn, as a ticker-driven
-// loop whose body runs long did.
+// and post their results back to the loop as events. A consumer whose
+// worker is still busy skips its turn, as a ticker-driven loop whose body
+// runs long did.
 //
 // After the paths are evaluated the tick publishes the status snapshot
 // (n.snap) from the same device read: Status and the registry's answers
-// read it without the lock, so they never wait for a reload. Handshake
-// ages, endpoints and counters in Status are therefore up to one tick old;
-// applying a book or an endpoint publishes a fresh snapshot at once.
+// read it without waiting for the loop. Applying a book or an endpoint
+// publishes a fresh snapshot at once.
 
 // discoverTick is how often members are checked for a registry lookup.
 const discoverTick = time.Second
 
-// tickLoop runs until ctx ends. start is when the node came up.
-func (n *Node) tickLoop(ctx context.Context, start time.Time) {
+// run is the loop: it handles events and ticks until ctx ends. start is
+// when the node came up.
+func (n *Node) run(ctx context.Context, start time.Time) {
 	var discoverBusy, resolveBusy atomic.Bool
 	discoverWork := make(chan func(), 1)
 	resolveWork := make(chan func(), 1)
@@ -60,9 +60,7 @@ func (n *Node) tickLoop(ctx context.Context, start time.Time) {
 	round := 0
 	nextGreet := start.Add(greetRounds[0] + rand.N(greetJitter))
 	greeting := true
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-	<-timer.C
+	clk := n.clk()
 	for {
 		next := nextPaths
 		for _, t := range []time.Time{nextDiscover, nextResolve} {
@@ -73,13 +71,18 @@ func (n *Node) tickLoop(ctx context.Context, start time.Time) {
 		if greeting && nextGreet.Before(next) {
 			next = nextGreet
 		}
-		timer.Reset(time.Until(next))
+		timer := clk.NewTimer(next.Sub(clk.Now()))
 		select {
 		case <-ctx.Done():
+			timer.Stop()
 			return
-		case <-timer.C:
+		case ev := <-n.events:
+			timer.Stop()
+			ev.handle(n)
+			continue
+		case <-timer.C():
 		}
-		now := time.Now()
+		now := clk.Now()
 		var due tickDue
 		due.paths = !now.Before(nextPaths)
 		due.discover = !now.Before(nextDiscover) && !discoverBusy.Load()
@@ -125,7 +128,7 @@ func advance(t time.Time, period time.Duration, now time.Time) time.Time {
 	return t
 }
 
-// tickDue says what one wake-up of tickLoop runs; greet is the greeting
+// tickDue says what one wake-up of the loop runs; greet is the greeting
 // round due, or -1.
 type tickDue struct {
 	paths, discover, resolve bool
@@ -139,13 +142,11 @@ type tickResult struct {
 	greetPending      bool
 }
 
-// tick runs the consumers due at now on one device read.
+// tick runs the consumers due at now on one device read. Runs on the
+// loop.
 func (n *Node) tick(ctx context.Context, now time.Time, due tickDue) tickResult {
 	var res tickResult
-	n.mu.Lock()
-	wg, book := n.dev, n.book
-	if wg == nil || book == nil {
-		n.mu.Unlock()
+	if n.dev == nil || n.book == nil {
 		return res
 	}
 	var targets []registryTarget
@@ -158,27 +159,16 @@ func (n *Node) tick(ctx context.Context, now time.Time, due tickDue) tickResult 
 		lookups = n.dueLookupsLocked(now)
 	}
 	// The device is read only when a consumer due now needs it.
-	need := due.paths || due.discover || len(lookups) > 0 || due.greet >= 0
+	if !(due.paths || due.discover || len(lookups) > 0 || due.greet >= 0) {
+		return res
+	}
 	hint := 0
 	if s := n.snap.Load(); s != nil && s.dev != nil {
 		hint = len(s.dev.peers)
 	}
-	n.mu.Unlock()
-	if !need {
-		return res
-	}
-	// No lock while the device formats and the text is parsed: Reload,
-	// Dial and the rest go on meanwhile. The loops end before the device
-	// closes.
-	dev, err := readDeviceState(wg, hint)
+	dev, err := readDeviceState(n.dev, hint)
 	if err != nil {
 		res.greetPending = true
-		return res
-	}
-
-	n.mu.Lock()
-	if n.dev != wg || n.book == nil {
-		n.mu.Unlock()
 		return res
 	}
 	if due.paths {
@@ -194,13 +184,13 @@ func (n *Node) tick(ctx context.Context, now time.Time, due tickDue) tickResult 
 		n.markFreshLocked(lookups, dev, now)
 		res.resolve = func() { n.reresolve(ctx, lookups) }
 	}
-	var greet []peerbook.Key
 	if due.greet >= 0 {
+		var greet []peerbook.Key
 		greet, res.greetPending = n.greetRoundLocked(due.greet, dev)
+		// A retry keeps WireGuard's count of attempts, so a member that
+		// never answers is not given a fresh 90 s of retries by every
+		// round.
+		sendGreetings(n.dev, greet, due.greet > 0)
 	}
-	n.mu.Unlock()
-	// A retry keeps WireGuard's count of attempts, so a member that never
-	// answers is not given a fresh 90 s of retries by every round.
-	sendGreetings(wg, greet, due.greet > 0)
 	return res
 }
