@@ -273,7 +273,29 @@ func startFakeNodes(t testing.TB, book *peerbook.Book, keys []peerbook.PrivateKe
 			prepare(n)
 		}
 	})
+	// Time may move only once every loop waits for its first tick.
+	for _, c := range m.clocks {
+		c.waitArmed(t)
+	}
 	return m
+}
+
+// waitArmed waits until a loop has armed a timer on c.
+func (c *fakeClock) waitArmed(tb testing.TB) {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c.mu.Lock()
+		armed := len(c.timers) > 0
+		c.mu.Unlock()
+		if armed {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatal("fake clock: the node's loop armed no timer within 10s")
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // advance moves every node's clock d on, in steps of at most step, so the

@@ -292,10 +292,11 @@ func (n *Node) up(ctx context.Context) error {
 	n.greetStart()
 	n.publishStatusLocked(nil)
 	n.loops.Add(1)
+	start := n.now()
 	go func() {
 		defer n.loops.Done()
 		defer n.endLoop()
-		n.run(loopCtx, n.now())
+		n.run(loopCtx, start)
 	}()
 	n.publishView(true)
 	n.log.Info("mesh node up", "name", self.Name, "key", n.self.Short(), "mode", string(n.cfg.Mode), "interface", n.ifname,

@@ -203,18 +203,6 @@ func pathTo(n *Node, name string) string {
 	return ""
 }
 
-// waitPath waits, bounded, until n's path to name is want.
-func waitPath(t *testing.T, n *Node, name, want string, within time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for pathTo(n, name) != want {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s's path to %s is %q, want %q within %v", n.Status().Name, name, pathTo(n, name), want, within)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // TestRelaysDoNotRelayThroughEachOther: two relay members, r1 and r2, and
 // an offline member d. An ordinary member m relays d through r1, as it
 // should; but r1 must not relay d through r2 nor r2 through r1, or each
