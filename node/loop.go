@@ -19,7 +19,8 @@ package node
 // Adding an input: define a type with a handle method that reads and
 // changes the node's state (it runs on the loop), and send it with post
 // (fire and forget, for workers) or wait with do. handle must not block on
-// the network: lookups run in workers that post their results back.
+// the network (lookups run in workers that post their results back), and
+// must not call post or do itself: the loop would wait for itself.
 //
 // What readers see is published by the loop: the status snapshot (snap)
 // after every tick and every applied change, and the view (book, stack)
