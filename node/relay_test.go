@@ -128,7 +128,7 @@ func TestRelayBackToDirect(t *testing.T) {
 		}
 	}
 	for i, peer := range map[int]string{1: "n2", 2: "n1"} {
-		m.waitPath(t, nodes[i], peer, PathDirect, 30*time.Second)
+		m.waitPath(t, nodes[i], peer, PathDirect, 60*time.Second)
 	}
 	text, _ := nodes[1].dev.IpcGet()
 	if owner := allowedIPOwner(text, "10.42.0.3/32"); owner != hexKey(nodes[2].PublicKey()) {
@@ -160,7 +160,7 @@ func TestRelayedMemberProbesDirect(t *testing.T) {
 		}
 	}
 	for i, peer := range map[int]string{1: "n2", 2: "n1"} {
-		m.waitPath(t, nodes[i], peer, PathDirect, 2*directProbeEvery+5*time.Second)
+		m.waitPath(t, nodes[i], peer, PathDirect, 3*directProbeEvery)
 	}
 	if err := checkTCP(ctx, nodes[1], "n2"); err != nil {
 		t.Fatalf("n1 -> n2 directly: %v", err)
