@@ -23,12 +23,15 @@ func (n *Node) readListenPort() (uint16, error) {
 // moment. Nothing in it changes once published; Status builds its answer
 // from it.
 type nodeSnapshot struct {
-	head  Status // Status without Peers
-	self  peerbook.Key
-	book  *peerbook.Book
-	wg    *device.Device // nil before Up
-	dev   *deviceState
-	facts []peerFacts // by index in book.Peers; nil before Up
+	head Status // Status without Peers
+	self peerbook.Key
+	book *peerbook.Book
+	wg   *device.Device // nil before Up
+	dev  *deviceState
+	// devBefore: dev was read before book was applied, so a device peer
+	// it lacks may just have been removed.
+	devBefore bool
+	facts     []peerFacts // by index in book.Peers; nil before Up
 }
 
 // peerFacts is what the node, not the device, says of one member. The
@@ -94,24 +97,31 @@ func (n *Node) bareSnapshot() *nodeSnapshot {
 	}
 }
 
-// publishStatusLocked publishes a snapshot for Status from dev (read now
-// when nil). Runs on the loop, or in Up.
+// publishStatusLocked publishes a snapshot for Status from dev, a device
+// read of this tick. With dev nil (a change was applied) it keeps the last
+// snapshot's read, at most a tick old, instead of reading the whole device
+// again: Status reads the device afresh anyway, and the snapshot's own
+// read only stands in for it while a book is being written. Only the first
+// snapshot reads the device. Runs on the loop, or in Up.
 func (n *Node) publishStatusLocked(dev *deviceState) {
 	if n.dev == nil || n.book == nil {
 		n.snap.Store(nil)
 		return
 	}
+	reused := false
 	if dev == nil {
-		var err error
-		hint := 0
-		if s := n.snap.Load(); s != nil && s.dev != nil {
-			hint = len(s.dev.peers)
-		}
-		if dev, err = readDeviceState(n.dev, hint); err != nil {
-			return
+		if last := n.snap.Load(); last != nil && last.dev != nil {
+			dev, reused = last.dev, true
+		} else {
+			var err error
+			if dev, err = readDeviceState(n.dev, 0); err != nil {
+				return
+			}
 		}
 	}
-	n.snap.Store(n.snapshotLocked(dev))
+	s := n.snapshotLocked(dev)
+	s.devBefore = reused
+	n.snap.Store(s)
 }
 
 // snapshotLocked takes what Status needs from the node, with dev's device
@@ -185,8 +195,9 @@ func (s *nodeSnapshot) build(dev *deviceState) Status {
 	// Peers added behind wgmesh's back (wg set on the UAPI socket) are
 	// shown too, so status never hides what the device really does. The
 	// device never holds this node itself, so when every device peer was
-	// matched above there is none.
-	if dev != nil && inBook < len(dev.peers) {
+	// matched above there is none. A read from before the book does not
+	// count: its extra peers may be members the book just removed.
+	if dev != nil && inBook < len(dev.peers) && !(dev == s.dev && s.devBefore) {
 		keys := make(map[peerbook.Key]bool, len(book.Peers))
 		for i := range book.Peers {
 			keys[book.Peers[i].PublicKey] = true
