@@ -121,9 +121,11 @@ func (d *peerDiff) empty() bool {
 }
 
 // transaction renders d as one UAPI set transaction: removals, then
-// additions, then updates. An update names only the fields that change,
-// with update_only, so the member keeps its session and, when only its
-// routes change, the endpoint WireGuard roamed to.
+// additions, then updates. An update is written whole (endpoint when
+// known, keepalive, allowed IPs) with update_only, so the member keeps its
+// session. Writing only the fields that changed made TestDDNSEndpoints
+// fail (a member's endpoint learnt from its handshake before its name
+// resolved) for a reason not yet understood, so updates stay whole.
 func (d *peerDiff) transaction() string {
 	var w uapiWriter
 	for _, pc := range d.remove {
@@ -135,19 +137,7 @@ func (d *peerDiff) transaction() string {
 		w.writePeer(pc, false)
 	}
 	for _, u := range d.update {
-		w.peer(u.to.key)
-		w.updateOnly()
-		// An endpoint that became unknown is not unset: UAPI cannot, and
-		// the one the device has is the best guess.
-		if u.to.endpoint.IsValid() && u.to.endpoint != u.from.endpoint {
-			w.endpoint(u.to.endpoint)
-		}
-		if u.to.keepalive != u.from.keepalive {
-			w.keepalive(u.to.keepalive)
-		}
-		if !slices.Equal(u.to.allowedIPs, u.from.allowedIPs) {
-			w.allowedIPs(u.to.allowedIPs)
-		}
+		w.writePeer(u.to, true)
 	}
 	return w.String()
 }
