@@ -199,7 +199,7 @@ func TestReadersDoNotWaitForTheLoop(t *testing.T) {
 	}
 }
 
-// TestReloadAfterCloseDoesNotWait: a Reload racing with Close returns an
+// TestReloadAfterClose: a Reload after Close returns an
 // error wrapping net.ErrClosed instead of waiting for a loop that ended.
 func TestReloadAfterClose(t *testing.T) {
 	book, keys := testBook(t, 2)
