@@ -44,11 +44,9 @@ func (n *Node) apply(book *peerbook.Book, looked []resolveResult) error {
 
 	d := diffPeers(n.applied, want, book.Peers)
 	if !d.empty() {
-		// Status answers from the snapshot meanwhile: a device read would
-		// wait for the transaction.
-		n.applying.Store(true)
+		// Status answers from the snapshot meanwhile (Reload holds
+		// n.bookWrite): a device read would wait for the transaction.
 		err := n.dev.IpcSet(d.transaction())
-		n.applying.Store(false)
 		if err != nil {
 			// The UAPI error text never contains key material, but do not
 			// echo the transaction itself: it may.

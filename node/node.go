@@ -69,9 +69,12 @@ type Node struct {
 	// up. view is what Book, Dial and InterfaceName read.
 	snap atomic.Pointer[nodeSnapshot]
 	view atomic.Pointer[nodeView]
-	// applying is set while the loop writes a book to the device: Status
-	// then answers from the snapshot instead of waiting for the device.
-	applying atomic.Bool
+	// bookWrite is held for writing by Reload while the loop applies a
+	// book (wireguard-go holds its own lock for the whole transaction),
+	// and for reading by a Status that reads the device afresh: Status
+	// takes it only if it can without waiting (TryRLock), and else
+	// answers from the snapshot.
+	bookWrite sync.RWMutex
 
 	// reloadMu makes reloads apply one after another, in call order. A
 	// reload resolves endpoint names outside the loop; holding reloadMu,

@@ -48,7 +48,13 @@ func (n *Node) Reload(ctx context.Context, book *peerbook.Book) error {
 	defer context.AfterFunc(n.upCtx, cancel)()
 	looked := n.resolveAll(ctx, jobs)
 
-	if !n.do(func() { err = n.reloadLocked(book, looked) }) {
+	// Status answers from the snapshot until the book is applied: a
+	// fresh device read would wait for the transaction, and at 10,000
+	// members it competes with the apply for the CPU.
+	n.bookWrite.Lock()
+	ran := n.do(func() { err = n.reloadLocked(book, looked) })
+	n.bookWrite.Unlock()
+	if !ran {
 		return fmt.Errorf("node: reload: %w", net.ErrClosed)
 	}
 	return err

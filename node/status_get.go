@@ -57,17 +57,20 @@ type peerFacts struct {
 // Status never waits for the node's loop: it builds its answer from the
 // snapshot the loop publishes every tick and after every applied change,
 // with a fresh read of the device, so handshakes, endpoints and byte
-// counters are current. While the loop writes a book to the device (which
-// holds the device's lock), it answers with the snapshot's own device
-// read instead, so a status asked during a big reload shows the state
-// before it, up to one tick (pathTick) old.
+// counters are current. While the loop writes a book to the device, or is
+// about to (wireguard-go holds its lock for the whole transaction, and a
+// read would wait for it), it answers with the snapshot's own device read
+// instead, so a status asked during a big reload shows the state before
+// it, up to one tick (pathTick) old.
 func (n *Node) Status() Status {
 	s := n.snap.Load()
 	if s == nil {
 		return n.bareSnapshot().build(nil)
 	}
-	if s.wg != nil && !n.applying.Load() {
-		if dev, err := readDeviceState(s.wg, len(s.dev.peers)); err == nil {
+	if s.wg != nil && n.bookWrite.TryRLock() {
+		dev, err := readDeviceState(s.wg, len(s.dev.peers))
+		n.bookWrite.RUnlock()
+		if err == nil {
 			return s.build(dev)
 		}
 	}
