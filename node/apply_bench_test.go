@@ -82,3 +82,35 @@ func BenchmarkApply(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkApplyDiff measures the pure diff of a 10,000-member book's
+// configuration against one that differs in one member's endpoint, and
+// rendering its transaction: the part of a one-member reload that grows
+// with the book besides the device itself.
+func BenchmarkApplyDiff(b *testing.B) {
+	const size = 10000
+	book, _ := bigBook(b, size)
+	applied := make(map[peerbook.Key]*peerConfig, size)
+	want := make(map[peerbook.Key]*peerConfig, size)
+	for i := 1; i < size; i++ {
+		p := &book.Peers[i]
+		ep, _ := p.Endpoint.Addr()
+		pc := &peerConfig{name: p.Name, key: p.PublicKey, endpoint: ep, own: p.AllowedIPs()}
+		pc.allowedIPs = pc.own
+		applied[p.PublicKey] = pc
+		c := *pc
+		if i == size/2 {
+			c.endpoint = netip.AddrPortFrom(ep.Addr(), ep.Port()+1)
+		}
+		want[p.PublicKey] = &c
+	}
+	b.Run(fmt.Sprint(size), func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			d := diffPeers(applied, want, book.Peers)
+			if len(d.update) != 1 || d.transaction() == "" {
+				b.Fatalf("%d updates", len(d.update))
+			}
+		}
+	})
+}

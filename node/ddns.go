@@ -53,7 +53,7 @@ type resolveResult struct {
 }
 
 // hostnamesToResolve lists the hostname endpoints of members that are new
-// or whose endpoint changed in book. Caller holds n.mu.
+// or whose endpoint changed in book. Runs on the loop.
 func (n *Node) hostnamesToResolve(book *peerbook.Book) []resolveJob {
 	var todo []resolveJob
 	for i := range book.Peers {
@@ -76,8 +76,8 @@ func (n *Node) hostnamesToResolve(book *peerbook.Book) []resolveJob {
 }
 
 // resolveAll looks up jobs, resolveParallel at a time. It touches no node
-// state and must run without n.mu: lookups can take resolveTimeout each,
-// and Dial and the tick must go on meanwhile.
+// state and runs outside the loop: lookups can take resolveTimeout each,
+// and the loop must go on meanwhile.
 func (n *Node) resolveAll(ctx context.Context, jobs []resolveJob) []resolveResult {
 	out := make([]resolveResult, len(jobs))
 	var wg sync.WaitGroup
@@ -98,9 +98,9 @@ func (n *Node) resolveAll(ctx context.Context, jobs []resolveJob) []resolveResul
 
 // recordResolved schedules the next lookup of every job (a failed one
 // soon, with back-off) and returns the addresses found that book allows.
-// Caller holds n.mu.
+// Runs on the loop.
 func (n *Node) recordResolved(book *peerbook.Book, results []resolveResult) map[peerbook.Key]netip.AddrPort {
-	now := time.Now()
+	now := n.now()
 	out := make(map[peerbook.Key]netip.AddrPort, len(results))
 	for _, r := range results {
 		if r.err == nil {
@@ -151,8 +151,8 @@ type dueLookup struct {
 	fresh bool // a recent handshake: the current endpoint works
 }
 
-// dueLookupsLocked lists the hostnames due for a lookup. Caller holds
-// n.mu.
+// dueLookupsLocked lists the hostnames due for a lookup. Runs on the
+// loop.
 func (n *Node) dueLookupsLocked(now time.Time) []dueLookup {
 	var due []dueLookup
 	for k, st := range n.ddns {
@@ -168,7 +168,7 @@ func (n *Node) dueLookupsLocked(now time.Time) []dueLookup {
 
 // markFreshLocked marks the due members whose session works, from dev,
 // the tick's device snapshot, and puts their next lookup an interval
-// away: a working endpoint is kept. Caller holds n.mu.
+// away: a working endpoint is kept. Runs on the loop.
 func (n *Node) markFreshLocked(due []dueLookup, dev *deviceState, now time.Time) {
 	stale := n.staleAfter
 	if stale == 0 {
@@ -187,8 +187,8 @@ func (n *Node) markFreshLocked(due []dueLookup, dev *deviceState, now time.Time)
 	}
 }
 
-// reresolve looks the due hostnames up without n.mu and applies the
-// answers.
+// reresolve looks the due hostnames up outside the loop and posts the
+// answers to it.
 func (n *Node) reresolve(ctx context.Context, due []dueLookup) {
 	for _, d := range due {
 		if d.fresh {
@@ -198,15 +198,14 @@ func (n *Node) reresolve(ctx context.Context, due []dueLookup) {
 		if ctx.Err() != nil {
 			return
 		}
-		n.applyResolved(d, ap, err)
+		n.post(resolvedEvent{lookup: d, ap: ap, err: err})
 	}
 }
 
 // applyResolved records one lookup's result and, if the address changed,
 // points the device at it with update_only (no new peer, no lost session).
+// Runs on the loop.
 func (n *Node) applyResolved(d dueLookup, ap netip.AddrPort, err error) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
 	st, ok := n.ddns[d.key]
 	pc, applied := n.applied[d.key]
 	entry, inBook := n.entries[d.key]
@@ -218,14 +217,14 @@ func (n *Node) applyResolved(d dueLookup, ap netip.AddrPort, err error) {
 	}
 	if err != nil {
 		st.backoff = min(max(2*st.backoff, firstRetry), n.resolveInterval())
-		st.next = time.Now().Add(st.backoff)
+		st.next = n.now().Add(st.backoff)
 		n.log.Warn("cannot resolve member endpoint; will retry", "peer", d.name, "endpoint", d.ep.String(), "retry_in", st.backoff, "err", err)
 		return
 	}
 	// Stale or unknown session: look again soon if the new address does
 	// not help, backing off up to the interval.
 	st.backoff = min(max(2*st.backoff, firstRetry*5), n.resolveInterval())
-	st.next = time.Now().Add(st.backoff)
+	st.next = n.now().Add(st.backoff)
 	if ap == pc.endpoint {
 		return
 	}
@@ -239,7 +238,7 @@ func (n *Node) applyResolved(d dueLookup, ap netip.AddrPort, err error) {
 
 // setEndpointLocked points the device at a new endpoint for the member pc
 // describes, with update_only (no new peer, no lost session), turning on
-// the keepalive that needs a known endpoint. Caller holds n.mu.
+// the keepalive that needs a known endpoint. Runs on the loop.
 func (n *Node) setEndpointLocked(pc *peerConfig, entry *peerbook.Peer, ap netip.AddrPort) error {
 	next := *pc
 	next.endpoint = ap

@@ -66,9 +66,9 @@ func (d *testDNS) resolver() *net.Resolver {
 	}}
 }
 
+// deviceEndpoint reads the device's endpoint for k afresh. n.dev changes
+// only when the node closes.
 func (n *Node) deviceEndpoint(k peerbook.Key) netip.AddrPort {
-	n.mu.Lock()
-	defer n.mu.Unlock()
 	st, err := n.readDevice()
 	if err != nil {
 		return netip.AddrPort{}
@@ -127,9 +127,7 @@ func TestDDNSEndpoints(t *testing.T) {
 	}
 
 	// Once the session counts as broken, the new address is applied.
-	alpha.mu.Lock()
-	alpha.staleAfter = time.Nanosecond
-	alpha.mu.Unlock()
+	alpha.do(func() { alpha.staleAfter = time.Nanosecond })
 	waitEndpoint(t, alpha, betaKey, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.2"), betaPort), 5*time.Second)
 	if got := alpha.Status(); got.Peers[0].EndpointChanges == 0 {
 		t.Errorf("endpoint change not counted: %+v", got.Peers[0])
@@ -374,9 +372,7 @@ func TestResolvedEndpointInSubnetRefused(t *testing.T) {
 
 	// A later answer inside the subnet, with the session counted as
 	// broken so that a good answer would be applied: the endpoint stays.
-	alpha.mu.Lock()
-	alpha.staleAfter = time.Nanosecond
-	alpha.mu.Unlock()
+	alpha.do(func() { alpha.staleAfter = time.Nanosecond })
 	d.set("beta.test", netip.MustParseAddr("10.99.0.6"))
 	time.Sleep(10 * interval)
 	if ep := alpha.deviceEndpoint(betaKey); ep != good {

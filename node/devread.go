@@ -29,7 +29,7 @@ type devicePeer struct {
 	rx, tx        uint64
 }
 
-// readDevice reads n.dev. Caller holds n.mu or runs in a loop that ends
+// readDevice reads n.dev. Caller runs on the loop, in Up, or otherwise ends
 // before the device closes.
 func (n *Node) readDevice() (*deviceState, error) {
 	return readDeviceState(n.dev, 0)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/wgmesh/wgmesh/peerbook"
 )
@@ -84,9 +85,7 @@ func BenchmarkStatus(b *testing.B) {
 	b.Run("publish/10000", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			n.mu.Lock()
-			n.publishStatusLocked(dev)
-			n.mu.Unlock()
+			n.do(func() { n.publishStatusLocked(dev) })
 		}
 	})
 	b.Run("status/10000", func(b *testing.B) {
@@ -95,4 +94,52 @@ func BenchmarkStatus(b *testing.B) {
 			n.Status()
 		}
 	})
+}
+
+// BenchmarkStatusDuringApply asks Status back to back while a 10,000-member
+// node applies a book in which every fourth endpoint moved, and reports the
+// slowest answer (max-status-ms) next to the apply (apply-ms): Status must
+// not wait for the apply.
+func BenchmarkStatusDuringApply(b *testing.B) {
+	const size = 10000
+	book, key := bigBook(b, size)
+	changed := *book
+	changed.Serial++
+	changed.Peers = append([]peerbook.Peer(nil), book.Peers...)
+	for i := 1; i < size; i += 4 {
+		changed.Peers[i].Endpoint.Port++
+	}
+	n, err := New(Config{Book: book, PrivateKey: key, ListenPort: EphemeralPort})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := n.Up(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	defer n.Close()
+	books := []*peerbook.Book{&changed, book}
+	var slowest, apply time.Duration
+	i := 0
+	for b.Loop() {
+		done := make(chan error, 1)
+		start := time.Now()
+		go func() { done <- n.Reload(context.Background(), books[i%2]) }()
+		i++
+		for running := true; running; {
+			select {
+			case err := <-done:
+				if err != nil {
+					b.Fatal(err)
+				}
+				apply += time.Since(start)
+				running = false
+			default:
+				t0 := time.Now()
+				n.Status()
+				slowest = max(slowest, time.Since(t0))
+			}
+		}
+	}
+	b.ReportMetric(float64(slowest.Microseconds())/1000, "max-status-ms")
+	b.ReportMetric(float64(apply.Microseconds())/1000/float64(i), "apply-ms")
 }

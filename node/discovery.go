@@ -48,7 +48,7 @@ type discoverJob struct {
 
 // discoverJobsLocked picks the members due for a registry lookup, from
 // dev, the tick's device snapshot, and schedules their next lookup.
-// Caller holds n.mu.
+// Runs on the loop.
 func (n *Node) discoverJobsLocked(dev *deviceState, now time.Time) []discoverJob {
 	var jobs []discoverJob
 	for k, pc := range n.applied {
@@ -73,8 +73,8 @@ func (n *Node) discoverJobsLocked(dev *deviceState, now time.Time) []discoverJob
 	return jobs
 }
 
-// discover asks targets for jobs' members, in order, without n.mu, and
-// applies the first answer for each.
+// discover asks targets for jobs' members, in order, outside the loop,
+// and posts the first answer for each to it.
 func (n *Node) discover(ctx context.Context, targets []registryTarget, jobs []discoverJob) {
 	for _, j := range jobs {
 		for _, t := range targets {
@@ -90,14 +90,14 @@ func (n *Node) discover(ctx context.Context, targets []registryTarget, jobs []di
 				}
 				continue
 			}
-			n.applyDiscovered(j, ap, t.name)
+			n.post(discoveredEvent{job: j, ap: ap, from: t.name})
 			break
 		}
 	}
 }
 
 // registryTargets lists the registries to ask: registry members of the
-// book, reached through the mesh, then Config.Registry. Caller holds n.mu.
+// book, reached through the mesh, then Config.Registry. Runs on the loop.
 func (n *Node) registryTargets() []registryTarget {
 	var out []registryTarget
 	zone := dns.Fqdn(n.book.Mesh.Domain)
@@ -138,9 +138,8 @@ func (n *Node) registryPort() uint16 {
 
 // applyDiscovered points the device at a member's registry-observed
 // endpoint. A member reached directly keeps the endpoint that works.
+// Runs on the loop.
 func (n *Node) applyDiscovered(j discoverJob, ap netip.AddrPort, from string) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
 	pc, ok := n.applied[j.key]
 	entry := n.entries[j.key]
 	if !ok || entry == nil || !entry.Endpoint.IsZero() || n.dev == nil {
@@ -180,7 +179,7 @@ func (n *Node) observedMembers() []registry.Member {
 
 // serveMeshDNS answers DNS on this node's mesh addresses: the registry
 // zone when this member is a registry, Config.MeshDNS for everything else.
-// Caller holds n.mu.
+// Runs on the loop.
 func (n *Node) serveMeshDNS(self *peerbook.Peer) error {
 	if !self.Registry && n.cfg.MeshDNS == nil {
 		return nil

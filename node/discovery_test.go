@@ -16,25 +16,21 @@ import (
 
 // TestExternalRegistry: n1 has no endpoint in the book; n0 learns it from
 // a registry outside the mesh (as CoreDNS with the wgsd plugin would
-// serve it, here a registry.Server on loopback) and reaches n1.
+// serve it, here a registry.Server on loopback) and reaches n1. The nodes
+// run on an in-memory network and fake clocks: the first lookup is due one
+// discoverTick after start-up, and not before.
 func TestExternalRegistry(t *testing.T) {
 	book, keys := testBook(t, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
-	// n1 first, so its port is known to the registry.
-	n1, err := New(Config{Book: book, PrivateKey: keys[1], ListenPort: EphemeralPort})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n1.Up(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer n1.Close()
-	n1Endpoint := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), n1.Status().ListenPort)
-
+	var n1Endpoint atomic.Pointer[netip.AddrPort]
 	srv := &registry.Server{Zone: "example.net.", Members: func() []registry.Member {
-		return []registry.Member{{PublicKey: keys[1].Public(), Endpoint: n1Endpoint, AllowedIPs: book.Peers[1].AllowedIPs()}}
+		ep := n1Endpoint.Load()
+		if ep == nil {
+			return nil
+		}
+		return []registry.Member{{PublicKey: keys[1].Public(), Endpoint: *ep, AllowedIPs: book.Peers[1].AllowedIPs()}}
 	}}
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -43,16 +39,22 @@ func TestExternalRegistry(t *testing.T) {
 	go srv.ServePacketConn(pc)
 	defer srv.Close()
 
-	n0, err := New(Config{Book: book, PrivateKey: keys[0], ListenPort: EphemeralPort,
-		Registry: pc.LocalAddr().String(), RegistryZone: "example.net"})
-	if err != nil {
-		t.Fatal(err)
+	m := startFakeNodes(t, book, keys, func(i int, c *Config) {
+		if i == 0 {
+			c.Registry, c.RegistryZone = pc.LocalAddr().String(), "example.net"
+		}
+	}, nil)
+	n0, n1 := m.nodes[0], m.nodes[1]
+	ep := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), n1.Status().ListenPort)
+	n1Endpoint.Store(&ep)
+
+	m.advance(t, discoverTick-time.Millisecond, time.Millisecond)
+	time.Sleep(100 * time.Millisecond)
+	if got := n0.deviceEndpoint(keys[1].Public()); got.IsValid() {
+		t.Fatalf("n0 has n1's endpoint %v before its first lookup was due", got)
 	}
-	if err := n0.Up(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer n0.Close()
-	waitEndpoint(t, n0, keys[1].Public(), n1Endpoint, 10*time.Second)
+	m.advance(t, time.Millisecond, time.Millisecond)
+	waitEndpoint(t, n0, keys[1].Public(), ep, 10*time.Second)
 	serveEcho(t, n1, "n1")
 	if err := checkTCP(ctx, n0, "n1"); err != nil {
 		t.Fatalf("n0 -> n1 through the registry's endpoint: %v", err)
@@ -147,17 +149,20 @@ func (r *outageRegistry) queries() int {
 
 // TestRegistryOutageKeepsDirectPath: n0 learnt n1's endpoint from a
 // registry and reaches it directly. The registry stops answering; n0 goes
-// on looking n1 up (every 200 ms here instead of every minute) and each
-// lookup fails, but the endpoint and the direct path stay.
+// on looking n1 up, once a minute of fake time, and each lookup fails, but
+// the endpoint and the direct path stay.
 func TestRegistryOutageKeepsDirectPath(t *testing.T) {
 	book, keys := testBook(t, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	n1 := startNodes(t, book, keys[1:], nil, nil)[0]
-	n1Endpoint := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), n1.Status().ListenPort)
 
+	var n1Endpoint atomic.Pointer[netip.AddrPort]
 	reg := &outageRegistry{ids: map[uint16]bool{}, srv: &registry.Server{Zone: "example.net.", Members: func() []registry.Member {
-		return []registry.Member{{PublicKey: keys[1].Public(), Endpoint: n1Endpoint, AllowedIPs: book.Peers[1].AllowedIPs()}}
+		ep := n1Endpoint.Load()
+		if ep == nil {
+			return nil
+		}
+		return []registry.Member{{PublicKey: keys[1].Public(), Endpoint: *ep, AllowedIPs: book.Peers[1].AllowedIPs()}}
 	}}}
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -167,29 +172,47 @@ func TestRegistryOutageKeepsDirectPath(t *testing.T) {
 	go srv.ActivateAndServe()
 	defer srv.Shutdown()
 
-	n0 := startNodes(t, book, keys[:1], func(_ int, c *Config) {
-		c.Registry, c.RegistryZone = pc.LocalAddr().String(), "example.net"
-	}, func(n *Node) { n.discoverReachable = 200 * time.Millisecond })[0]
-	waitEndpoint(t, n0, keys[1].Public(), n1Endpoint, 10*time.Second)
+	m := startFakeNodes(t, book, keys, func(i int, c *Config) {
+		if i == 0 {
+			c.Registry, c.RegistryZone = pc.LocalAddr().String(), "example.net"
+		}
+	}, nil)
+	n0, n1 := m.nodes[0], m.nodes[1]
+	ep := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), n1.Status().ListenPort)
+	n1Endpoint.Store(&ep)
+	m.advance(t, discoverTick, pathTick)
+	waitEndpoint(t, n0, keys[1].Public(), ep, 10*time.Second)
 	serveEcho(t, n1, "n1")
 	if err := checkTCP(ctx, n0, "n1"); err != nil {
 		t.Fatalf("n0 -> n1 through the registry's endpoint: %v", err)
 	}
+	// The next lookups of a member reached directly are a minute apart.
+	m.advance(t, discoverUnreachable, pathTick)
+	time.Sleep(discoverTimeout)
+	asked := reg.queries()
+	m.advance(t, discoverReachable-2*pathTick, pathTick)
+	time.Sleep(200 * time.Millisecond)
+	if q := reg.queries(); q != asked {
+		t.Fatalf("n0 asked the registry %d times within a minute of a lookup of a member reached directly", q-asked)
+	}
 
 	reg.down.Store(true)
-	// Two more queries: the first lookup after the outage has failed (it
-	// timed out) and the next one has begun.
-	asked := reg.queries()
-	deadline := time.Now().Add(20 * time.Second)
-	for reg.queries() < asked+2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("n0 sent the registry %d queries during the outage, want 2 within 20s", reg.queries()-asked)
+	// Two lookups fail: each times out (discoverTimeout, in real time: the
+	// worker's own) and the next is a minute of fake time later.
+	for i := 1; i <= 2; i++ {
+		m.advance(t, discoverReachable, pathTick)
+		deadline := time.Now().Add(5 * time.Second)
+		for reg.queries() < asked+i {
+			if time.Now().After(deadline) {
+				t.Fatalf("n0 sent the registry %d queries during the outage, want %d", reg.queries()-asked, i)
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(discoverTimeout + 200*time.Millisecond)
 	}
 	for _, p := range n0.Status().Peers {
-		if p.Name == "n1" && (p.Endpoint != n1Endpoint.String() || p.EndpointSource != "registry" || p.Path != PathDirect) {
-			t.Errorf("after failed lookups n1 has endpoint %q (source %q), path %q; want %v from the registry, direct", p.Endpoint, p.EndpointSource, p.Path, n1Endpoint)
+		if p.Name == "n1" && (p.Endpoint != ep.String() || p.EndpointSource != "registry" || p.Path != PathDirect) {
+			t.Errorf("after failed lookups n1 has endpoint %q (source %q), path %q; want %v from the registry, direct", p.Endpoint, p.EndpointSource, p.Path, ep)
 		}
 	}
 	if err := checkTCP(ctx, n0, "n1"); err != nil {

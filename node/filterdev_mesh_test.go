@@ -207,7 +207,8 @@ func TestRulesReload(t *testing.T) {
 func TestRulesThroughRelay(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	nodes, _ := relayedPair(t, ctx, true, nil)
+	m, _ := relayedPair(t, ctx, true, nil)
+	nodes := m.nodes
 	serveEcho(t, nodes[1], "n1")
 	rules := "\n[[rule]]\nfrom = [\"n1\"]\nto = [\"n2\"]\nports = [\"tcp:7\"]\n"
 	for _, n := range nodes {

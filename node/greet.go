@@ -96,7 +96,7 @@ func greetTargets(self peerbook.Key, round int, members []greetMember) []peerboo
 	return out
 }
 
-// greetStart greets the members this node greets first. Caller holds n.mu.
+// greetStart greets the members this node greets first. Runs on the loop.
 func (n *Node) greetStart() {
 	unreachable := n.selfUnreachable()
 	members := make([]greetMember, 0, len(n.applied))
@@ -108,7 +108,7 @@ func (n *Node) greetStart() {
 
 // greetRoundLocked returns the members to greet in round, from dev, the
 // tick's device snapshot, and whether any member with an endpoint still
-// has no handshake. Caller holds n.mu.
+// has no handshake. Runs on the loop.
 func (n *Node) greetRoundLocked(round int, dev *deviceState) ([]peerbook.Key, bool) {
 	unreachable := n.selfUnreachable()
 	members := make([]greetMember, 0, len(n.applied))
@@ -126,7 +126,7 @@ func (n *Node) greetRoundLocked(round int, dev *deviceState) ([]peerbook.Key, bo
 }
 
 // selfUnreachable reports whether this node has no endpoint in the book,
-// so that no member can greet it first. Caller holds n.mu.
+// so that no member can greet it first. Runs on the loop.
 func (n *Node) selfUnreachable() bool {
 	self, ok := n.book.PeerByKey(n.self)
 	return ok && self.Endpoint.IsZero()

@@ -46,25 +46,61 @@ var ErrNotUp = errors.New("node: not up (call Up first)")
 
 // Node is one member of the mesh. Create it with New, start it with Up and
 // stop it with Close. Its methods are safe for concurrent use.
+//
+// One goroutine, the loop (loop.go), owns the node's state once it is up:
+// the book in force, what the device was told (applied), resolved and
+// discovered endpoints, relay choices and paths. Everything that changes
+// that state reaches the loop as an event; readers (Status, Book, Dial,
+// the registry's answers) read what the loop publishes through atomic
+// pointers and never wait for it.
 type Node struct {
 	cfg  Config
 	log  *slog.Logger
 	self peerbook.Key
 
+	// life makes Up and Close one after another: Close waits for an Up
+	// in progress and then undoes it.
+	life   sync.Mutex
 	upOnce sync.Once
 	upErr  error
+	closed atomic.Bool
 
-	// snap is the latest status snapshot, published by the tick and after
-	// every change the node applies; nil while the node is not up.
-	// Status reads it without n.mu.
+	// snap is the latest status snapshot, published by the loop after
+	// every tick and every change it applies; nil while the node is not
+	// up. view is what Book, Dial and InterfaceName read.
 	snap atomic.Pointer[nodeSnapshot]
+	view atomic.Pointer[nodeView]
+	// bookWrite is held for writing by Reload while the loop applies a
+	// book (wireguard-go holds its own lock for the whole transaction),
+	// and for reading by a Status that reads the device afresh: Status
+	// takes it only if it can without waiting (TryRLock), and else
+	// answers from the snapshot.
+	bookWrite sync.RWMutex
 
 	// reloadMu makes reloads apply one after another, in call order. A
-	// reload resolves endpoint names without n.mu; holding reloadMu, it
-	// knows no other reload changed the book meanwhile.
+	// reload resolves endpoint names outside the loop; holding reloadMu,
+	// it knows no other reload changed the book meanwhile.
 	reloadMu sync.Mutex
 
-	mu      sync.Mutex
+	// events carries the loop's inputs (event); loopDone is closed once
+	// the loop has ended or will never run, so that no sender waits for
+	// it in vain.
+	events    chan event
+	loopDone  chan struct{}
+	endLoop   func() // closes loopDone once
+	stopLoops context.CancelFunc
+	loops     sync.WaitGroup
+	// upCtx ends when the node closes; a reload's lookups end with it.
+	upCtx context.Context
+
+	// Test hooks (hooks.go), set before Up and not changed after, except
+	// where a test changes them on the loop (onLoop).
+	hooks testHooks
+
+	// The loop's state. Up sets it up before the loop starts, the loop
+	// alone reads and changes it while it runs, and teardown after it has
+	// ended. No lock guards it: functions that touch it (named ...Locked,
+	// or documented "runs on the loop") run on the loop goroutine.
 	book    *peerbook.Book
 	applied map[peerbook.Key]*peerConfig
 	entries map[peerbook.Key]*peerbook.Peer // book entries behind applied
@@ -95,8 +131,6 @@ type Node struct {
 	probeEvery time.Duration
 	// routesAtStart: the netstack was created for subnet routing.
 	routesAtStart bool
-	stopLoops     context.CancelFunc
-	loops         sync.WaitGroup
 	dev           *device.Device
 	stack         *netstack.Stack        // netstack mode only
 	subnets       *netstack.SubnetRouter // netstack mode with subnets only
@@ -104,10 +138,18 @@ type Node struct {
 	host          *hostnet.Applied       // TUN mode only: addresses, routes, rules
 	uapi          net.Listener           // TUN mode only: the wg(8) UAPI socket
 	listenPort    uint16
-	closed        bool
+}
 
-	// upCtx ends when the node closes; a reload's lookups end with it.
-	upCtx context.Context
+// nodeView is what readers that need no device facts get without waiting:
+// the book in force and how to reach the mesh. The loop replaces it after
+// every applied book; nothing in it changes once published.
+type nodeView struct {
+	book       *peerbook.Book
+	stack      *netstack.Stack
+	ifname     string
+	listenPort uint16
+	// up: Up has succeeded and Close has not run.
+	up bool
 }
 
 // New checks cfg and returns a Node that is not yet running. It fails when
@@ -122,7 +164,9 @@ func New(cfg Config) (*Node, error) {
 	if cfg.ListenPort < EphemeralPort || cfg.ListenPort > 65535 {
 		return nil, fmt.Errorf("node: Config.ListenPort %d out of range", cfg.ListenPort)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, self: cfg.PrivateKey.Public()}
+	n := &Node{cfg: cfg, log: cfg.Logger, self: cfg.PrivateKey.Public(),
+		events: make(chan event), loopDone: make(chan struct{})}
+	n.endLoop = sync.OnceFunc(func() { close(n.loopDone) })
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
 	}
@@ -153,9 +197,9 @@ func (n *Node) Up(ctx context.Context) error {
 }
 
 func (n *Node) up(ctx context.Context) error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.closed {
+	n.life.Lock()
+	defer n.life.Unlock()
+	if n.closed.Load() {
 		return fmt.Errorf("node: up: %w", net.ErrClosed)
 	}
 	book := n.cfg.Book
@@ -189,7 +233,11 @@ func (n *Node) up(ctx context.Context) error {
 		n.relay.setMembers(relayPrefixes(book, n.self))
 		tdev = n.relay
 	}
-	dev := device.NewDevice(tdev, conn.NewDefaultBind(), wgLogger(n.log))
+	bind := n.hooks.bind
+	if bind == nil {
+		bind = conn.NewDefaultBind()
+	}
+	dev := device.NewDevice(tdev, bind, wgLogger(n.log))
 
 	port := book.ListenPortOf(self)
 	switch {
@@ -214,8 +262,8 @@ func (n *Node) up(ctx context.Context) error {
 	n.paths = map[peerbook.Key]*pathState{}
 	n.discoverNext = map[peerbook.Key]time.Time{}
 	n.endpointChanges = map[peerbook.Key]uint64{}
-	// Up holds n.mu throughout, lookups included (Reload does not): until
-	// it returns, the node serves nothing that could wait on them.
+	// The loop does not run yet: Up owns the node's state, lookups
+	// included (Reload resolves outside the loop). Close waits for Up.
 	if err := n.apply(book, n.resolveAll(ctx, n.hostnamesToResolve(book))); err != nil {
 		n.teardown()
 		return err
@@ -257,28 +305,33 @@ func (n *Node) up(ctx context.Context) error {
 	n.greetStart()
 	n.publishStatusLocked(nil)
 	n.loops.Add(1)
+	start := n.now()
 	go func() {
 		defer n.loops.Done()
-		n.tickLoop(loopCtx, time.Now())
+		defer n.endLoop()
+		n.run(loopCtx, start)
 	}()
+	n.publishView(true)
 	n.log.Info("mesh node up", "name", self.Name, "key", n.self.Short(), "mode", string(n.cfg.Mode), "interface", n.ifname,
 		"addresses", fmt.Sprint(self.Addresses), "listen_port", bound, "members", len(book.Peers)-1)
 	return nil
 }
 
+// teardown undoes what up set up, in reverse order: the loop and its
+// workers first (so nothing changes the state any more), then the DNS
+// servers, the UAPI socket, the subnet router, the host's configuration
+// and the device. The caller holds n.life.
 func (n *Node) teardown() {
-	// The loops and the DNS handlers take n.mu; let them finish without it.
-	stop, servers := n.stopLoops, n.dnsServers
-	n.stopLoops, n.dnsServers, n.registry = nil, nil, nil
-	n.mu.Unlock()
-	if stop != nil {
-		stop()
-	}
-	for _, s := range servers {
-		s.Shutdown()
+	if n.stopLoops != nil {
+		n.stopLoops()
+		n.stopLoops = nil
 	}
 	n.loops.Wait()
-	n.mu.Lock()
+	n.endLoop() // when the loop never started
+	for _, s := range n.dnsServers {
+		s.Shutdown()
+	}
+	n.dnsServers, n.registry = nil, nil
 	if n.uapi != nil {
 		n.uapi.Close() // also removes the socket file
 	}
@@ -291,32 +344,41 @@ func (n *Node) teardown() {
 			n.log.Error("cleaning up interface", "interface", n.ifname, "err", err)
 		}
 	}
+	n.snap.Store(nil)
+	n.publishView(false)
 	if n.dev != nil {
 		n.dev.Close() // closes the TUN device or stack and the bind too
 	}
 	n.dev, n.stack, n.host, n.uapi, n.applied, n.entries, n.relay = nil, nil, nil, nil, nil, nil, nil
-	n.snap.Store(nil)
+}
+
+// publishView publishes the book in force for Book, Dial and
+// InterfaceName. Runs on the loop, or in Up and teardown.
+func (n *Node) publishView(up bool) {
+	book := n.book
+	if book == nil {
+		book = n.cfg.Book
+	}
+	n.view.Store(&nodeView{book: book, stack: n.stack, ifname: n.ifname, listenPort: n.listenPort, up: up && n.dev != nil})
 }
 
 // Close stops the node and releases its port and goroutines. The first call
 // returns nil; later calls return an error wrapping net.ErrClosed.
 func (n *Node) Close() error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.closed {
+	if n.closed.Swap(true) {
 		return fmt.Errorf("node: close: %w", net.ErrClosed)
 	}
-	n.closed = true
+	n.life.Lock()
+	defer n.life.Unlock()
 	n.teardown()
 	return nil
 }
 
-// Book returns the peer book currently applied.
+// Book returns the peer book currently applied. It never waits for a
+// reload: during one it returns the book before it.
 func (n *Node) Book() *peerbook.Book {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.book != nil {
-		return n.book
+	if v := n.view.Load(); v != nil {
+		return v.book
 	}
 	return n.cfg.Book
 }
@@ -327,22 +389,22 @@ func (n *Node) PublicKey() peerbook.Key { return n.self }
 // running returns the stack (nil in TUN mode) and book of a node that is
 // up.
 func (n *Node) running() (*netstack.Stack, *peerbook.Book, error) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.closed {
+	if n.closed.Load() {
 		return nil, nil, net.ErrClosed
 	}
-	if n.dev == nil {
+	v := n.view.Load()
+	if v == nil || !v.up {
 		return nil, nil, ErrNotUp
 	}
-	return n.stack, n.book, nil
+	return v.stack, v.book, nil
 }
 
 // InterfaceName returns the TUN interface's name in TUN mode, else "".
 func (n *Node) InterfaceName() string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.ifname
+	if v := n.view.Load(); v != nil {
+		return v.ifname
+	}
+	return ""
 }
 
 // wgLogger routes wireguard-go's logs to slog at debug (verbose) and error
@@ -361,7 +423,7 @@ func wgLogger(log *slog.Logger) *device.Logger {
 }
 
 // routeSubnets, in netstack mode, forwards flows from the mesh into this
-// member's subnets through host sockets. Caller holds n.mu.
+// member's subnets through host sockets. Runs on the loop or in Up.
 func (n *Node) routeSubnets(book *peerbook.Book, subnets []netip.Prefix) error {
 	if n.subnets != nil {
 		n.subnets.SetSubnets(subnets)

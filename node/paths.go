@@ -63,7 +63,7 @@ const (
 
 // routeRelays rewrites want's allowed IPs for the members currently
 // relayed: their prefixes move to their relay's entry. Relays that are no
-// longer usable under book are dropped. Caller holds n.mu.
+// longer usable under book are dropped. Runs on the loop.
 func (n *Node) routeRelays(book *peerbook.Book, want map[peerbook.Key]*peerConfig) {
 	for k, via := range n.relayVia {
 		relayed, ok1 := want[k]
@@ -85,7 +85,7 @@ func direct(dev *deviceState, k peerbook.Key, now time.Time) bool {
 }
 
 // updatePathsLocked re-evaluates every member's path from dev, the tick's
-// device snapshot. Caller holds n.mu.
+// device snapshot. Runs on the loop.
 func (n *Node) updatePathsLocked(dev *deviceState, now time.Time) {
 	if n.dev == nil || n.book == nil {
 		return
@@ -181,7 +181,7 @@ func (c relayChoice) pick(k peerbook.Key) (peerbook.Key, bool) {
 // directRelays finds the relays pick chooses from. A relay member finds
 // none: it reaches members directly or not at all. Two relays that each
 // relayed an unreachable member through the other would pass its packets
-// back and forth and lose them. Caller holds n.mu.
+// back and forth and lose them. Runs on the loop.
 func (n *Node) directRelays(dev *deviceState, now time.Time) relayChoice {
 	var c relayChoice
 	if self, _ := n.book.PeerByKey(n.self); self.Relay {
@@ -208,7 +208,7 @@ func (n *Node) directRelays(dev *deviceState, now time.Time) relayChoice {
 
 // rerouteLocked recomputes every member's allowed IPs from n.relayVia and
 // writes the entries that changed, with update_only so sessions stay.
-// Caller holds n.mu.
+// Runs on the loop.
 func (n *Node) rerouteLocked() {
 	next := make(map[peerbook.Key]*peerConfig, len(n.applied))
 	for k, pc := range n.applied {

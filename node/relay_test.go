@@ -2,8 +2,6 @@ package node
 
 import (
 	"context"
-	"net"
-	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -11,29 +9,21 @@ import (
 	"github.com/wgmesh/wgmesh/peerbook"
 )
 
-// relayedPair starts a relay n0 and members n1 and n2 that are told to
-// reach each other at a socket that swallows every packet, as two members
-// behind symmetric NATs would be, and waits until both have talked
-// through the relay. It returns the nodes and the book with the right
-// endpoints. With quiet, n1 and n2 send each other nothing until both
-// relay, so neither device ever tries a direct handshake on its own.
-func relayedPair(t *testing.T, ctx context.Context, quiet bool, prepare func(*Node)) ([]*Node, *peerbook.Book) {
+// relayedPair starts a relay n0 and members n1 and n2 on an in-memory
+// network and fake clocks (fake_test.go). n1 and n2 are told to reach each
+// other at an address that swallows every packet, as two members behind
+// symmetric NATs would be. It waits, in fake time, until both relay, and
+// checks that n1 reaches n2 through the relay. It returns the mesh and the
+// book with the right endpoints. With quiet, n1 and n2 send each other
+// nothing until both relay, so neither device ever tries a direct
+// handshake on its own.
+func relayedPair(t *testing.T, ctx context.Context, quiet bool, prepare func(*Node)) (*fakeMesh, *peerbook.Book) {
 	t.Helper()
-	blackhole, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { blackhole.Close() })
-	hole := netip.MustParseAddrPort(blackhole.LocalAddr().String())
-
 	book, keys := testBook(t, 3)
 	book.Peers[0].Name, book.Peers[0].Relay = "relay", true
-	nodes := startNodes(t, book, keys, nil, func(n *Node) {
-		n.relayAfter = 2 * time.Second
-		if prepare != nil {
-			prepare(n)
-		}
-	})
+	m := startFakeNodes(t, book, keys, nil, prepare)
+	nodes := m.nodes
+	hole := m.net.hole()
 	final := *boundBook(book, nodes)
 	// n1 and n2 get each other's endpoint wrong: straight into the hole.
 	wrong := func(name string) *peerbook.Book {
@@ -64,24 +54,45 @@ func relayedPair(t *testing.T, ctx context.Context, quiet bool, prepare func(*No
 	if err := checkTCP(ctx, nodes[2], "relay"); err != nil {
 		t.Fatal(err)
 	}
-	if quiet {
-		waitPath(t, nodes[1], "n2", "relayed via relay", 15*time.Second)
-		waitPath(t, nodes[2], "n1", "relayed via relay", 15*time.Second)
+	if !quiet {
+		// n1 sends to n2 first: its device tries the hole meanwhile.
+		c, err := nodes[1].Dial(ctx, "udp", "n2:9")
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte("knock"))
+		c.Close()
+	}
+	// Still direct-or-nothing one tick before the relay wait ends (the
+	// wait counts from the first tick that saw the endpoint)...
+	m.advance(t, relayAfter-pathTick, pathTick)
+	for i, peer := range map[int]string{1: "n2", 2: "n1"} {
+		if p := pathTo(nodes[i], peer); p != PathNone {
+			t.Fatalf("n%d's path to %s is %q after %v of fake time, before the relay wait", i, peer, p, relayAfter-pathTick)
+		}
+	}
+	// ... and relayed once it has.
+	m.advance(t, 2*pathTick, pathTick)
+	for i, peer := range map[int]string{1: "n2", 2: "n1"} {
+		if p := pathTo(nodes[i], peer); p != "relayed via relay" {
+			t.Fatalf("n%d's path to %s is %q after %v of fake time", i, peer, p, relayAfter+pathTick)
+		}
 	}
 	// n1 -> n2 works once both sides relay.
 	if err := checkTCP(ctx, nodes[1], "n2"); err != nil {
 		t.Fatalf("n1 -> n2 through the relay: %v", err)
 	}
-	return nodes, &final
+	return m, &final
 }
 
 // TestRelayWhenDirectFails: n1 and n2 cannot reach each other directly.
-// After the relay wait they talk through n0, the relay, and both say so in
-// their status.
+// After the relay wait (12 s, in fake time) they talk through n0, the
+// relay, and both say so in their status.
 func TestRelayWhenDirectFails(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	nodes, _ := relayedPair(t, ctx, false, nil)
+	m, _ := relayedPair(t, ctx, false, nil)
+	nodes := m.nodes
 	for i, want := range map[int]string{1: "n2", 2: "n1"} {
 		if path := pathTo(nodes[i], want); path != "relayed via relay" {
 			t.Errorf("n%d's path to %s is %q", i, want, path)
@@ -97,8 +108,8 @@ func TestRelayWhenDirectFails(t *testing.T) {
 	}
 	// n1's device routes n2's addresses through the relay.
 	text, _ := nodes[1].dev.IpcGet()
-	if !strings.Contains(text, "allowed_ip=10.42.0.3/32") {
-		t.Fatalf("n2's address not routed at all:\n%s", redactKeys(text))
+	if owner := allowedIPOwner(text, "10.42.0.3/32"); owner != hexKey(nodes[0].PublicKey()) {
+		t.Fatalf("n1 routes n2's address to %q, want the relay's entry:\n%s", owner, redactKeys(text))
 	}
 }
 
@@ -109,14 +120,15 @@ func TestRelayWhenDirectFails(t *testing.T) {
 func TestRelayBackToDirect(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	nodes, final := relayedPair(t, ctx, false, nil)
+	m, final := relayedPair(t, ctx, false, nil)
+	nodes := m.nodes
 	for _, n := range nodes[1:] {
 		if err := n.Reload(ctx, final); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for i, peer := range map[int]string{1: "n2", 2: "n1"} {
-		waitPath(t, nodes[i], peer, PathDirect, 30*time.Second)
+		m.waitPath(t, nodes[i], peer, PathDirect, 60*time.Second)
 	}
 	text, _ := nodes[1].dev.IpcGet()
 	if owner := allowedIPOwner(text, "10.42.0.3/32"); owner != hexKey(nodes[2].PublicKey()) {
@@ -135,18 +147,20 @@ func TestRelayBackToDirect(t *testing.T) {
 // other anything, so their devices never try a direct handshake by
 // themselves (as when their retries gave up after 90 s, or with no
 // keepalive between members that both have endpoints). When the direct
-// path starts to work, the relayed members' own probes find it.
+// path starts to work, the relayed members' own probes (every 20 s, in
+// fake time) find it.
 func TestRelayedMemberProbesDirect(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	nodes, final := relayedPair(t, ctx, true, func(n *Node) { n.probeEvery = 500 * time.Millisecond })
+	m, final := relayedPair(t, ctx, true, nil)
+	nodes := m.nodes
 	for _, n := range nodes[1:] {
 		if err := n.Reload(ctx, final); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for i, peer := range map[int]string{1: "n2", 2: "n1"} {
-		waitPath(t, nodes[i], peer, PathDirect, 15*time.Second)
+		m.waitPath(t, nodes[i], peer, PathDirect, 3*directProbeEvery)
 	}
 	if err := checkTCP(ctx, nodes[1], "n2"); err != nil {
 		t.Fatalf("n1 -> n2 directly: %v", err)
@@ -189,37 +203,19 @@ func pathTo(n *Node, name string) string {
 	return ""
 }
 
-// waitPath waits, bounded, until n's path to name is want.
-func waitPath(t *testing.T, n *Node, name, want string, within time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for pathTo(n, name) != want {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s's path to %s is %q, want %q within %v", n.Status().Name, name, pathTo(n, name), want, within)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // TestRelaysDoNotRelayThroughEachOther: two relay members, r1 and r2, and
 // an offline member d. An ordinary member m relays d through r1, as it
 // should; but r1 must not relay d through r2 nor r2 through r1, or each
 // would hand d's packets to the other and they would be lost.
 func TestRelaysDoNotRelayThroughEachOther(t *testing.T) {
-	hole, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hole.Close()
-	holeAt := netip.MustParseAddrPort(hole.LocalAddr().String())
-
 	book, keys := testBook(t, 4)
 	for i, name := range []string{"r1", "r2", "m", "d"} {
 		book.Peers[i].Name = name
 	}
 	book.Peers[0].Relay, book.Peers[1].Relay = true, true
-	const wait = 200 * time.Millisecond
-	nodes := startNodes(t, book, keys[:3], nil, func(n *Node) { n.relayAfter = wait })
+	mesh := startFakeNodes(t, book, keys[:3], nil, nil)
+	nodes := mesh.nodes
+	holeAt := mesh.net.hole()
 	final := boundBook(book, nodes)
 	final.Peers[3].Endpoint = peerbook.Endpoint{Host: holeAt.Addr().String(), Port: holeAt.Port()}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -242,16 +238,12 @@ func TestRelaysDoNotRelayThroughEachOther(t *testing.T) {
 		}
 	}
 	r1, r2, m := nodes[0], nodes[1], nodes[2]
-	waitPath(t, m, "d", "relayed via r1", 15*time.Second)
-	// The relays have had as long as m; evaluate their paths once more,
-	// well after their relay wait ended.
-	for _, r := range []*Node{r1, r2} {
-		r.updatePaths(time.Now())
+	mesh.advance(t, relayAfter+pathTick, pathTick)
+	if p := pathTo(m, "d"); p != "relayed via r1" {
+		t.Fatalf("m's path to d is %q after the relay wait, want relayed via r1", p)
 	}
-	time.Sleep(2 * wait)
-	for _, r := range []*Node{r1, r2} {
-		r.updatePaths(time.Now())
-	}
+	// The relays have had as long as m, and then as long again.
+	mesh.advance(t, relayAfter, pathTick)
 	if p := pathTo(r1, "d"); p != PathNone {
 		t.Errorf("r1's path to d is %q, want %q", p, PathNone)
 	}

@@ -15,37 +15,57 @@ import (
 // cannot be applied live is refused with an error and the running book
 // stays in force.
 //
-// New endpoint hostnames are resolved before anything changes, without
-// holding the node's lock: Status, Dial and the node's loops go on while a
-// slow resolver answers. Concurrent reloads apply one after another.
+// The node's loop checks the book and applies it; new endpoint hostnames
+// are resolved in between, outside the loop, so the loop's ticks go on
+// while a slow resolver answers, and Status, Book and Dial never wait for
+// a reload. Concurrent reloads apply one after another.
 func (n *Node) Reload(ctx context.Context, book *peerbook.Book) error {
 	if book == nil {
 		return fmt.Errorf("node: reload: nil book")
 	}
 	n.reloadMu.Lock()
 	defer n.reloadMu.Unlock()
+	if _, _, err := n.running(); err != nil {
+		return fmt.Errorf("node: reload: %w", err)
+	}
 
-	n.mu.Lock()
-	if err := n.checkReloadLocked(book); err != nil {
-		n.mu.Unlock()
+	var jobs []resolveJob
+	var err error
+	if !n.do(func() {
+		if err = n.checkReloadLocked(book); err == nil {
+			jobs = n.hostnamesToResolve(book)
+		}
+	}) {
+		return fmt.Errorf("node: reload: %w", net.ErrClosed)
+	}
+	if err != nil {
 		return err
 	}
-	jobs := n.hostnamesToResolve(book)
-	upCtx := n.upCtx
-	n.mu.Unlock()
 
 	// Close ends the lookups: their answers could no longer be applied.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	defer context.AfterFunc(upCtx, cancel)()
+	defer context.AfterFunc(n.upCtx, cancel)()
 	looked := n.resolveAll(ctx, jobs)
 
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	// Status answers from the snapshot until the book is applied: a
+	// fresh device read would wait for the transaction, and at 10,000
+	// members it competes with the apply for the CPU.
+	n.bookWrite.Lock()
+	ran := n.do(func() { err = n.reloadLocked(book, looked) })
+	n.bookWrite.Unlock()
+	if !ran {
+		return fmt.Errorf("node: reload: %w", net.ErrClosed)
+	}
+	return err
+}
+
+// reloadLocked applies book with the lookups made for it. No other
+// reload ran since its check (reloadMu): the book and entries that the
+// lookups were listed from are still the ones in force. Runs on the loop.
+func (n *Node) reloadLocked(book *peerbook.Book, looked []resolveResult) error {
 	// Whatever part of the book was applied, Status shows it from now on.
 	defer n.publishStatusLocked(nil)
-	// Close may have run meanwhile. No other reload can have: the book
-	// and entries that jobs were computed from are still the ones in force.
 	if err := n.checkReloadLocked(book); err != nil {
 		return err
 	}
@@ -91,10 +111,10 @@ func (n *Node) Reload(ctx context.Context, book *peerbook.Book) error {
 }
 
 // checkReloadLocked refuses a book that the running node cannot apply:
-// the node is not up, or the book changes what needs a restart. Caller
-// holds n.mu.
+// the node is not up, or the book changes what needs a restart. Runs on
+// the loop.
 func (n *Node) checkReloadLocked(book *peerbook.Book) error {
-	if n.closed {
+	if n.closed.Load() {
 		return fmt.Errorf("node: reload: %w", net.ErrClosed)
 	}
 	if n.dev == nil {

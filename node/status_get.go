@@ -1,7 +1,10 @@
 package node
 
 import (
+	"net/netip"
 	"time"
+
+	"golang.zx2c4.com/wireguard/device"
 
 	"github.com/wgmesh/wgmesh/peerbook"
 )
@@ -14,105 +17,128 @@ func (n *Node) readListenPort() (uint16, error) {
 	return st.listenPort, nil
 }
 
-// nodeSnapshot is what readers get without n.mu: the device read of the
-// last tick or change, the book in force then, and what only the node
-// knows of each member, taken under n.mu at the same moment. Nothing in
-// it changes once published; Status builds its answer from it.
+// nodeSnapshot is what readers get without waiting for the loop: the
+// device read of the last tick or change, the book in force then, and what
+// only the node knows of each member, taken on the loop at the same
+// moment. Nothing in it changes once published; Status builds its answer
+// from it.
 type nodeSnapshot struct {
-	head  Status // Status without Peers
-	self  peerbook.Key
-	book  *peerbook.Book
-	dev   *deviceState
-	facts []peerFacts // by index in book.Peers; nil without a device
+	head Status // Status without Peers
+	self peerbook.Key
+	book *peerbook.Book
+	wg   *device.Device // nil before Up
+	dev  *deviceState
+	// devBefore: dev was read before book was applied, so a device peer
+	// it lacks may just have been removed.
+	devBefore bool
+	facts     []peerFacts // by index in book.Peers; nil before Up
 	// filter's drop counters are read live by build (filterdev.go).
 	filter *filterDevice
 }
 
-// peerFacts is what the node, not the device, says of one member.
+// peerFacts is what the node, not the device, says of one member. The
+// path and the endpoint's source are derived from them and a device read
+// when Status is built, so that they agree with the handshake shown.
 type peerFacts struct {
-	path      string
+	// via is the relay's name when the member is relayed.
+	via       string
 	pathSince time.Time
-	source    string
-	changes   uint64
+	// endpoint is the endpoint the node configured (applied): a device
+	// endpoint that differs from it is "roaming".
+	endpoint netip.AddrPort
+	applied  bool
+	// kind is where endpoint came from: "config", "registry", "book" or
+	// "dns".
+	kind    string
+	changes uint64
 }
 
 // Status returns a snapshot of the node and every other member. Before Up
 // it lists the book's members with no device facts.
 //
-// Status never waits for the node's lock. When the lock is free it reads
-// the device and publishes a fresh snapshot; while it is held (a big book
-// being applied, a tick) it answers from the snapshot the tick publishes
-// every second and every applied change publishes at once, so a status
-// asked during a reload shows the state before it, with handshakes,
-// endpoints, byte counters and paths up to one tick (pathTick) old.
+// Status never waits for the node's loop: it builds its answer from the
+// snapshot the loop publishes every tick and after every applied change,
+// with a fresh read of the device, so handshakes, endpoints and byte
+// counters are current. While the loop writes a book to the device, or is
+// about to (wireguard-go holds its lock for the whole transaction, and a
+// read would wait for it), it answers with the snapshot's own device read
+// instead, so a status asked during a big reload shows the state before
+// it, up to one tick (pathTick) old.
 func (n *Node) Status() Status {
-	if s := n.snap.Load(); s != nil {
-		if !n.mu.TryLock() {
-			return s.build()
-		}
-		n.publishStatusLocked(nil)
-		s = n.snap.Load()
-		n.mu.Unlock()
-		if s != nil {
-			return s.build()
+	s := n.snap.Load()
+	if s == nil {
+		return n.bareSnapshot().build(nil)
+	}
+	if s.wg != nil && n.bookWrite.TryRLock() {
+		dev, err := readDeviceState(s.wg, len(s.dev.peers))
+		n.bookWrite.RUnlock()
+		if err == nil {
+			return s.build(dev)
 		}
 	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.dev != nil {
-		// Up is between applying the book and starting the tick.
-		dev, _ := n.readDevice()
-		return n.snapshotLocked(dev).build()
-	}
-	return n.snapshotLocked(nil).build()
+	return s.build(s.dev)
 }
 
-// publishStatusLocked publishes a snapshot for Status from dev (read now
-// when nil). Caller holds n.mu.
+// bareSnapshot is the snapshot of a node that is not up: the book and the
+// node's own facts, no device. It reads only what the loop publishes.
+func (n *Node) bareSnapshot() *nodeSnapshot {
+	book, ifname, port := n.cfg.Book, "", uint16(0)
+	if v := n.view.Load(); v != nil {
+		book, ifname, port = v.book, v.ifname, v.listenPort
+	}
+	self, _ := book.PeerByKey(n.self)
+	return &nodeSnapshot{
+		head: Status{
+			Name:       self.Name,
+			PublicKey:  n.self.String(),
+			Addresses:  self.Addresses,
+			ListenPort: port,
+			Mode:       string(n.cfg.Mode),
+			Interface:  ifname,
+			BookSerial: book.Serial,
+		},
+		self: n.self,
+		book: book,
+	}
+}
+
+// publishStatusLocked publishes a snapshot for Status from dev, a device
+// read of this tick. With dev nil (a change was applied) it keeps the last
+// snapshot's read, at most a tick old, instead of reading the whole device
+// again: Status reads the device afresh anyway, and the snapshot's own
+// read only stands in for it while a book is being written. Only the first
+// snapshot reads the device. Runs on the loop, or in Up.
 func (n *Node) publishStatusLocked(dev *deviceState) {
 	if n.dev == nil || n.book == nil {
 		n.snap.Store(nil)
 		return
 	}
+	reused := false
 	if dev == nil {
-		var err error
-		hint := 0
-		if s := n.snap.Load(); s != nil && s.dev != nil {
-			hint = len(s.dev.peers)
-		}
-		if dev, err = readDeviceState(n.dev, hint); err != nil {
-			return
+		if last := n.snap.Load(); last != nil && last.dev != nil {
+			dev, reused = last.dev, true
+		} else {
+			var err error
+			if dev, err = readDeviceState(n.dev, 0); err != nil {
+				return
+			}
 		}
 	}
-	n.snap.Store(n.snapshotLocked(dev))
+	s := n.snapshotLocked(dev)
+	s.devBefore = reused
+	n.snap.Store(s)
 }
 
 // snapshotLocked takes what Status needs from the node, with dev's device
-// facts, or none when dev is nil. Caller holds n.mu.
+// facts. Runs on the loop.
 func (n *Node) snapshotLocked(dev *deviceState) *nodeSnapshot {
+	s := n.bareSnapshot()
 	book := n.book
-	if book == nil {
-		book = n.cfg.Book
-	}
 	self, _ := book.PeerByKey(n.self)
-	s := &nodeSnapshot{
-		head: Status{
-			Name:       self.Name,
-			PublicKey:  n.self.String(),
-			Addresses:  self.Addresses,
-			ListenPort: n.listenPort,
-			Mode:       string(n.cfg.Mode),
-			Interface:  n.ifname,
-			BookSerial: book.Serial,
-		},
-		self:   n.self,
-		book:   book,
-		dev:    dev,
-		filter: n.filter,
-	}
-	if dev == nil {
-		return s
-	}
+	s.head.Name, s.head.Addresses, s.head.BookSerial = self.Name, self.Addresses, book.Serial
+	s.head.ListenPort, s.head.Interface = n.listenPort, n.ifname
+	s.book, s.wg, s.dev = book, n.dev, dev
+	s.filter = n.filter
 	s.facts = make([]peerFacts, len(book.Peers))
 	for i := range book.Peers {
 		p := &book.Peers[i]
@@ -121,28 +147,27 @@ func (n *Node) snapshotLocked(dev *deviceState) *nodeSnapshot {
 		}
 		f := &s.facts[i]
 		f.changes = n.endpointChanges[p.PublicKey]
-		// The path is computed from the same read as the handshake
-		// shown, not taken from the path round's state, so they agree.
-		f.path = PathNone
 		if via, ok := n.relayVia[p.PublicKey]; ok {
 			if r, ok := n.applied[via]; ok {
-				f.path = PathRelayPrefix + r.name
+				f.via = r.name
 			}
-		} else if direct(dev, p.PublicKey, dev.read) {
-			f.path = PathDirect
 		}
 		if st, ok := n.paths[p.PublicKey]; ok {
 			f.pathSince = st.changed
 		}
-		f.source = n.endpointSource(p, dev)
+		if pc, ok := n.applied[p.PublicKey]; ok {
+			f.applied, f.endpoint = true, pc.endpoint
+			f.kind = n.endpointKind(p, pc.endpoint)
+		}
 	}
 	return s
 }
 
-// build makes the Status of s. It takes no lock: s does not change.
-func (s *nodeSnapshot) build() Status {
+// build makes the Status of s with dev, a device read (nil: none). It
+// takes no lock: s does not change.
+func (s *nodeSnapshot) build(dev *deviceState) Status {
 	st := s.head
-	book, dev := s.book, s.dev
+	book := s.book
 	s.filter.nodeDrops(&st)
 	if len(book.Peers) > 1 {
 		st.Peers = make([]PeerStatus, 0, len(book.Peers)-1)
@@ -170,7 +195,7 @@ func (s *nodeSnapshot) build() Status {
 			}
 			f := &s.facts[i]
 			ps.EndpointChanges = f.changes
-			ps.Path, ps.PathSince, ps.EndpointSource = f.path, f.pathSince, f.source
+			ps.Path, ps.PathSince, ps.EndpointSource = f.path(dev, p.PublicKey), f.pathSince, f.source(dev, p.PublicKey)
 			s.filter.peerDrops(&ps)
 		}
 		st.Peers = append(st.Peers, ps)
@@ -178,8 +203,9 @@ func (s *nodeSnapshot) build() Status {
 	// Peers added behind wgmesh's back (wg set on the UAPI socket) are
 	// shown too, so status never hides what the device really does. The
 	// device never holds this node itself, so when every device peer was
-	// matched above there is none.
-	if dev != nil && inBook < len(dev.peers) {
+	// matched above there is none. A read from before the book does not
+	// count: its extra peers may be members the book just removed.
+	if dev != nil && inBook < len(dev.peers) && !(dev == s.dev && s.devBefore) {
 		keys := make(map[peerbook.Key]bool, len(book.Peers))
 		for i := range book.Peers {
 			keys[book.Peers[i].PublicKey] = true
@@ -198,21 +224,37 @@ func (s *nodeSnapshot) build() Status {
 	return st
 }
 
-// endpointSource says where the endpoint the device uses for p came from.
-// Caller holds n.mu.
-func (n *Node) endpointSource(p *peerbook.Peer, dev *deviceState) string {
-	d, ok := dev.peers[p.PublicKey]
+// path is the member's path as dev shows it: relayed, direct (a recent
+// handshake) or none.
+func (f *peerFacts) path(dev *deviceState, k peerbook.Key) string {
+	switch {
+	case f.via != "":
+		return PathRelayPrefix + f.via
+	case direct(dev, k, dev.read):
+		return PathDirect
+	}
+	return PathNone
+}
+
+// source says where the endpoint dev uses for member k came from.
+func (f *peerFacts) source(dev *deviceState, k peerbook.Key) string {
+	d, ok := dev.peers[k]
 	if !ok || !d.endpoint.IsValid() {
 		return ""
 	}
-	pc, ok := n.applied[p.PublicKey]
-	if !ok || pc.endpoint != d.endpoint {
+	if !f.applied || f.endpoint != d.endpoint {
 		return "roaming"
 	}
-	switch {
-	case n.cfg.EndpointOverrides[p.Name] == d.endpoint:
+	return f.kind
+}
+
+// endpointKind says where the endpoint ep configured for p came from.
+// Runs on the loop.
+func (n *Node) endpointKind(p *peerbook.Peer, ep netip.AddrPort) string {
+	if o, ok := n.cfg.EndpointOverrides[p.Name]; ok && o == ep {
 		return "config"
-	case p.Endpoint.IsZero():
+	}
+	if p.Endpoint.IsZero() {
 		return "registry"
 	}
 	if _, literal := p.Endpoint.Addr(); literal {

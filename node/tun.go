@@ -80,7 +80,7 @@ func otherSubnets(book *peerbook.Book, self peerbook.Key) []netip.Prefix {
 
 // serveUAPI opens wireguard-go's UAPI socket for the interface, with the
 // same path and permissions as wireguard-go, so `wg show NAME` and wgctrl
-// tools work against wgmesh. Caller holds n.mu.
+// tools work against wgmesh. Runs on the loop.
 func (n *Node) serveUAPI(ifname string) error {
 	ln, err := uapiListen(ifname)
 	if err != nil {

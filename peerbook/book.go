@@ -42,6 +42,9 @@ type Book struct {
 	Rules []Rule
 	// Source names the file the book came from, for messages.
 	Source string
+
+	// keys indexes Peers by public key (see index.go).
+	keys *keyIndex
 }
 
 // Mesh holds the settings shared by every member.
@@ -115,6 +118,9 @@ type Peer struct {
 
 // PeerByKey returns the member with public key k.
 func (b *Book) PeerByKey(k Key) (*Peer, bool) {
+	if p, ok := b.keys.lookup(b, k); ok {
+		return p, true
+	}
 	for i := range b.Peers {
 		if b.Peers[i].PublicKey == k {
 			return &b.Peers[i], true

@@ -56,6 +56,7 @@ func Parse(file string, data []byte) (*Book, error) {
 	if len(c.problems) > 0 {
 		return nil, c.err()
 	}
+	b.indexKeys()
 	return b, nil
 }
 
