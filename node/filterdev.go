@@ -232,7 +232,7 @@ func (d *filterDevice) setRules(book *peerbook.Book, self peerbook.Key, meshPort
 }
 
 // applyRulesLocked puts book's access rules in force, in place of old's
-// (nil at start-up). Caller holds n.mu.
+// (nil at start-up). Runs on the loop (or in Up before the loop starts).
 func (n *Node) applyRulesLocked(old, book *peerbook.Book) error {
 	if n.filter == nil {
 		return nil
