@@ -112,13 +112,13 @@ func RemoveMember(b *Book, name string) (*Book, error) {
 
 // Change lists what SetMember changes; nil fields stay as they are.
 type Change struct {
-	PublicKey  *Key
-	Addresses  *[]netip.Addr
-	Endpoint   *Endpoint // the zero Endpoint removes it (and Endpoints)
+	PublicKey *Key
+	Addresses *[]netip.Addr
+	Endpoint  *Endpoint // the zero Endpoint removes it (and Endpoints)
 	// Endpoints replaces the member's endpoints; an empty list removes
 	// them (and Endpoint).
-	Endpoints *[]Endpoint
-	ListenPort *uint16   // 0 removes it
+	Endpoints  *[]Endpoint
+	ListenPort *uint16 // 0 removes it
 	Subnets    *[]netip.Prefix
 	Groups     *[]string
 	Registry   *bool
