@@ -33,7 +33,7 @@ func (n *Node) apply(book *peerbook.Book, looked []resolveResult) error {
 		if p.PublicKey == n.self {
 			continue
 		}
-		if _, literal := p.Endpoint.Addr(); literal {
+		if _, literal := n.activeEndpointLocked(p).Addr(); literal {
 			delete(n.ddns, p.PublicKey) // no longer a hostname
 		}
 		want[p.PublicKey] = n.peerConfig(book, self, p, resolved)
@@ -79,6 +79,7 @@ func (n *Node) apply(book *peerbook.Book, looked []resolveResult) error {
 		}
 	}
 	n.applied = want
+	n.keepCandidatesLocked(entries)
 	n.entries = entries
 	n.book = book
 	return nil
@@ -114,7 +115,8 @@ func (n *Node) endpointOf(p *peerbook.Peer, resolved map[peerbook.Key]netip.Addr
 		// A member behind NAT: whatever a registry last told us.
 		return n.discovered[p.PublicKey]
 	}
-	if ap, ok := p.Endpoint.Addr(); ok {
+	ep := n.activeEndpointLocked(p)
+	if ap, ok := ep.Addr(); ok {
 		return ap
 	}
 	if ap, ok := resolved[p.PublicKey]; ok {
@@ -124,7 +126,7 @@ func (n *Node) endpointOf(p *peerbook.Peer, resolved map[peerbook.Key]netip.Addr
 	// that does not resolve right now: keep what the device had, so a DNS
 	// hiccup cannot cut a working tunnel.
 	if old, ok := n.applied[p.PublicKey]; ok {
-		if prev, ok := n.entries[p.PublicKey]; ok && prev.Endpoint == p.Endpoint {
+		if prev, ok := n.entries[p.PublicKey]; ok && sameEndpoints(prev, p) {
 			return old.endpoint
 		}
 	}

@@ -74,6 +74,8 @@ type Node struct {
 	// relayVia maps a member reached through a relay to that relay.
 	relayVia map[peerbook.Key]peerbook.Key
 	paths    map[peerbook.Key]*pathState
+	// cands holds the candidate of members with several endpoints.
+	cands map[peerbook.Key]*candidateState
 	// discoverNext schedules the next registry lookup per member.
 	discoverNext map[peerbook.Key]time.Time
 	registry     *registry.Server
@@ -202,6 +204,7 @@ func (n *Node) up(ctx context.Context) error {
 	n.discovered = map[peerbook.Key]netip.AddrPort{}
 	n.relayVia = map[peerbook.Key]peerbook.Key{}
 	n.paths = map[peerbook.Key]*pathState{}
+	n.cands = map[peerbook.Key]*candidateState{}
 	n.discoverNext = map[peerbook.Key]time.Time{}
 	n.endpointChanges = map[peerbook.Key]uint64{}
 	// Up holds n.mu throughout, lookups included (Reload does not): until

@@ -90,6 +90,7 @@ func (n *Node) updatePathsLocked(dev *deviceState, now time.Time) {
 	if n.dev == nil || n.book == nil {
 		return
 	}
+	n.rotateEndpointsLocked(dev, now)
 	changed := false
 	relays := n.directRelays(dev, now)
 	for k := range n.applied {

@@ -210,7 +210,7 @@ func (n *Node) endpointSource(p *peerbook.Peer, dev *deviceState) string {
 	case p.Endpoint.IsZero():
 		return "registry"
 	}
-	if _, literal := p.Endpoint.Addr(); literal {
+	if _, literal := n.activeEndpointLocked(p).Addr(); literal {
 		return "book"
 	}
 	return "dns"
