@@ -110,7 +110,7 @@ func (n *Node) rotateEndpointsLocked(dev *deviceState, now time.Time) {
 		if d == nil {
 			continue
 		}
-		if !d.lastHandshake.IsZero() && now.Sub(d.lastHandshake) < stale {
+		if !d.lastHandshake.IsZero() && now.Sub(d.lastHandshake) < stale && n.reachedLocked(dev, k, now) {
 			st.working, st.since, st.sent = true, now, time.Time{}
 			continue
 		}

@@ -44,13 +44,14 @@ const relayInitiations = 2
 // wire, to count initiations in a member's transmit counter.
 const initiationSize = 148
 
-// relayQuiet and relayDeadAfter time the watch on relays in use.
-// WireGuard sends at most one initiation per 5 s, so a live relay that is
-// probed after relayQuiet answers within 5 s + relayQuiet plus a round
-// trip; relayDeadAfter leaves a margin over that.
+// relayQuiet and relayDeadAfter time the watch on relays in use and on
+// members reached directly that this node sends to. WireGuard sends at
+// most one initiation per 5 s, so a live member, probed from relayQuiet
+// on, answers within about 5 s of the previous answer (plus a round trip
+// and the 1 s tick); relayDeadAfter leaves a margin over that.
 const (
-	relayQuiet     = 2 * time.Second
-	relayDeadAfter = 7*time.Second + 500*time.Millisecond
+	relayQuiet     = time.Second
+	relayDeadAfter = 6*time.Second + 500*time.Millisecond
 )
 
 // pathTick is how often paths are re-evaluated.
@@ -88,8 +89,11 @@ type pathState struct {
 	rxAt    time.Time
 	watched time.Time
 	// downAt is when the member, a relay, was found down; zero while it
-	// is not.
-	downAt time.Time
+	// is not. brokenAt is when the member, reached directly, stopped
+	// answering; zero once anything comes from it. txAtRx is the
+	// transmit counter when rx last grew.
+	downAt, brokenAt time.Time
+	txAtRx           uint64
 }
 
 // Path descriptions in Status.
@@ -157,10 +161,23 @@ func (n *Node) updatePathsLocked(dev *deviceState, now time.Time) {
 			ps.tx = d.tx
 		}
 		if d != nil && d.rx != ps.rx {
-			ps.rx, ps.rxAt = d.rx, now
+			ps.rx, ps.rxAt, ps.txAtRx = d.rx, now, d.tx
+			if !ps.brokenAt.IsZero() {
+				ps.brokenAt = time.Time{}
+				n.log.Info("member answers again", "peer", n.applied[k].name)
+			}
 		}
-		if inUse[k] {
-			n.watchRelayLocked(k, ps, d, now)
+		switch {
+		case inUse[k]:
+			if n.watchLocked(k, ps, d, now) {
+				ps.downAt = now
+				n.log.Warn("relay does not answer; using the next relay", "relay", n.applied[k].name)
+			}
+		case ps.brokenAt.IsZero() && d != nil && d.tx > ps.txAtRx && direct(dev, k, now):
+			// Sending to a member reached directly: is it still there?
+			if n.watchLocked(k, ps, d, now) {
+				n.pathBrokenLocked(k, ps, now)
+			}
 		}
 		if d != nil && !ps.downAt.IsZero() && d.lastHandshake.After(ps.downAt) {
 			ps.downAt = time.Time{}
@@ -173,7 +190,7 @@ func (n *Node) updatePathsLocked(dev *deviceState, now time.Time) {
 		d := dev.peers[k]
 		via, relayed := n.relayVia[k]
 		switch {
-		case direct(dev, k, now):
+		case n.reachedLocked(dev, k, now):
 			if relayed {
 				delete(n.relayVia, k)
 				changed = true
@@ -216,7 +233,7 @@ func (n *Node) updatePathsLocked(dev *deviceState, now time.Time) {
 		path := PathNone
 		if via, ok := n.relayVia[k]; ok {
 			path = PathRelayPrefix + n.applied[via].name
-		} else if direct(dev, k, now) {
+		} else if n.reachedLocked(dev, k, now) {
 			path = PathDirect
 		}
 		if path != ps.path {
@@ -353,18 +370,17 @@ func (n *Node) punchFailed(ps *pathState, d *devicePeer, now time.Time) bool {
 	return !ps.failedAt.IsZero() && d.rx == ps.rxAtEndpoint && now.Sub(ps.failedAt) >= answerWait
 }
 
-// watchRelayLocked checks on k, a relay in use: a handshake when it has
-// been quiet for relayQuiet, and down when it stays quiet for
-// relayDeadAfter. Caller holds n.mu.
-func (n *Node) watchRelayLocked(k peerbook.Key, ps *pathState, d *devicePeer, now time.Time) {
+// watchLocked checks on k, a relay in use or a member reached directly
+// that is being sent to: a handshake when nothing came from it for
+// relayQuiet, and true when nothing came for relayDeadAfter despite that.
+// Caller holds n.mu.
+func (n *Node) watchLocked(k peerbook.Key, ps *pathState, d *devicePeer, now time.Time) bool {
 	if d == nil || !ps.downAt.IsZero() {
-		return
+		return false
 	}
 	quiet := now.Sub(ps.rxAt)
 	if quiet >= relayDeadAfter && !ps.watched.IsZero() && ps.watched.After(ps.rxAt) {
-		ps.downAt = now
-		n.log.Warn("relay does not answer; using the next relay", "relay", n.applied[k].name, "quiet", quiet.Round(100*time.Millisecond))
-		return
+		return true
 	}
 	if quiet >= relayQuiet && now.Sub(ps.watched) >= relayQuiet {
 		ps.watched = now
@@ -372,6 +388,40 @@ func (n *Node) watchRelayLocked(k peerbook.Key, ps *pathState, d *devicePeer, no
 			p.SendHandshakeInitiation(true)
 		}
 	}
+	return false
+}
+
+// pathBrokenLocked handles a member reached directly that stopped
+// answering, as after a NAT router lost or changed its mapping: it counts
+// as unreachable until something comes from it again, so it is looked up
+// at once and then as often as an unreachable member, punched to afresh
+// (the relay decision starts over) and relayed if that fails. This node
+// also starts a handshake with every registry member, so that they see its
+// own mapping as the NAT has it now. Caller holds n.mu.
+func (n *Node) pathBrokenLocked(k peerbook.Key, ps *pathState, now time.Time) {
+	ps.brokenAt = now
+	ps.endpointSince, ps.failedAt = time.Time{}, time.Time{}
+	delete(n.discoverNext, k)
+	n.log.Warn("member does not answer; looking for a new path", "peer", n.applied[k].name, "quiet", now.Sub(ps.rxAt).Round(100*time.Millisecond))
+	for i := range n.book.Peers {
+		p := &n.book.Peers[i]
+		if !p.Registry || p.PublicKey == n.self || p.PublicKey == k {
+			continue
+		}
+		if wp := n.dev.LookupPeer(device.NoisePublicKey(p.PublicKey)); wp != nil {
+			wp.SendHandshakeInitiation(true)
+		}
+	}
+}
+
+// reachedLocked reports whether k is reached directly: a recent handshake,
+// and it has not stopped answering since. Caller holds n.mu.
+func (n *Node) reachedLocked(dev *deviceState, k peerbook.Key, now time.Time) bool {
+	if !direct(dev, k, now) {
+		return false
+	}
+	ps := n.paths[k]
+	return ps == nil || ps.brokenAt.IsZero()
 }
 
 // relayDown reports whether relay k was found down and has not answered

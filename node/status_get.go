@@ -125,7 +125,7 @@ func (n *Node) snapshotLocked(dev *deviceState) *nodeSnapshot {
 			if r, ok := n.applied[via]; ok {
 				f.path = PathRelayPrefix + r.name
 			}
-		} else if direct(dev, p.PublicKey, dev.read) {
+		} else if n.reachedLocked(dev, p.PublicKey, dev.read) {
 			f.path = PathDirect
 		}
 		if st, ok := n.paths[p.PublicKey]; ok {
