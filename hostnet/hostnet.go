@@ -32,6 +32,23 @@ type Setup struct {
 	// source-NATed to the address of the interface it leaves by, for LANs
 	// whose router has no route back to the mesh.
 	Masquerade []netip.Prefix
+	// ExitMark, when not zero, sends all traffic that is not for the mesh
+	// or a more specific route through the interface, as wg-quick does for
+	// AllowedIPs = 0.0.0.0/0: default routes in routing table ExitMark, a
+	// rule that looks that table up for packets without firewall mark
+	// ExitMark, and a rule that looks up the main table without its
+	// default routes first. The WireGuard sockets must carry ExitMark
+	// (UAPI fwmark), so the underlay endpoints stay reachable. Undo
+	// removes the routes and rules. See ExitMarkFor.
+	ExitMark uint32
+	// Exit makes this node an exit member: traffic from the mesh to any
+	// destination outside the interface is forwarded and masqueraded to
+	// the address of the interface it leaves by (forwarding is turned
+	// on). Sources are the mesh's members only: WireGuard accepts from a
+	// member only the addresses the book gives it.
+	Exit bool
+	// ExitNetworks are the mesh networks masqueraded when Exit is set.
+	ExitNetworks []netip.Prefix
 	// StateDir keeps the values of the sysctls Apply changes until Undo
 	// restores them, so a process that was killed cannot make its host
 	// forget them: the next Apply restores them. Empty: kept in memory only.
@@ -40,6 +57,12 @@ type Setup struct {
 	// Default: discard.
 	Logger *slog.Logger
 }
+
+// ExitMarkFor is the firewall mark, and the routing table, that Setup.ExitMark
+// should use for the interface with index ifindex: distinct per interface,
+// so two wgmesh instances never share a table, and outside the small
+// numbers people and wg-quick (51820) pick.
+func ExitMarkFor(ifindex int) uint32 { return 0x776d0000 | uint32(ifindex&0xffff) }
 
 // ErrUnsupported is returned on systems without a TUN-mode implementation.
 var ErrUnsupported = errors.New("hostnet: TUN mode is not supported on this system; use --mode netstack")

@@ -39,6 +39,7 @@ func (n *Node) apply(book *peerbook.Book, looked []resolveResult) error {
 		want[p.PublicKey] = n.peerConfig(book, self, p, resolved)
 	}
 	n.routeRelays(book, want)
+	n.warnExitLocked(book)
 
 	var w uapiWriter
 	changes := 0
@@ -92,6 +93,9 @@ func (n *Node) peerConfig(book *peerbook.Book, self, p *peerbook.Peer, resolved 
 		key:      p.PublicKey,
 		own:      p.AllowedIPs(),
 		endpoint: n.endpointOf(p, resolved),
+	}
+	if n.isExitNode(book, p) {
+		pc.own = append(pc.own, defaultPrefixes...)
 	}
 	pc.allowedIPs = pc.own
 	// A keepalive can only be sent where the member's address is known.

@@ -160,6 +160,9 @@ func (n *Node) up(ctx context.Context) error {
 	book := n.cfg.Book
 	self, _ := book.PeerByKey(n.self)
 
+	if err := n.checkExitNode(book); err != nil {
+		return err
+	}
 	var tdev tun.Device
 	switch n.cfg.Mode {
 	case ModeTUN:
@@ -193,6 +196,14 @@ func (n *Node) up(ctx context.Context) error {
 	var w uapiWriter
 	w.privateKey(n.cfg.PrivateKey)
 	w.listenPort(port)
+	mark, err := n.exitMark(n.ifname)
+	if err != nil {
+		dev.Close()
+		return err
+	}
+	if mark != 0 {
+		w.fwmark(mark)
+	}
 	w.replacePeers()
 	if err := dev.IpcSet(w.String()); err != nil {
 		dev.Close()
@@ -224,7 +235,12 @@ func (n *Node) up(ctx context.Context) error {
 	}
 	n.listenPort = bound
 	if n.cfg.Mode == ModeTUN {
-		host, err := hostnet.Apply(n.hostSetup(n.ifname, book, self))
+		setup := n.hostSetup(n.ifname, book, self)
+		setup.ExitMark, setup.Exit = mark, self.Exit
+		if self.Exit {
+			setup.ExitNetworks = exitNetworks(book)
+		}
+		host, err := hostnet.Apply(setup)
 		if err != nil {
 			n.teardown()
 			return fmt.Errorf("node: configure interface %s: %w", n.ifname, locateRouteConflict(book, n.self, err))

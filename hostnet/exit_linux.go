@@ -1,0 +1,77 @@
+package hostnet
+
+import (
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// exitRoutes are the default routes and rules of Setup.ExitMark.
+type exitRoutes struct {
+	routes []*netlink.Route
+	rules  []*netlink.Rule
+}
+
+// add installs, for each family in use, a default route through the
+// interface in table mark, "not fwmark mark lookup mark" and "lookup main
+// suppress_prefixlength 0", the second with the higher priority (added
+// last, as wg-quick does, the kernel gives it the lower number). Rules a
+// killed run left for the same table are removed first.
+func (e *exitRoutes) add(ifindex int, mark uint32, ipv6 bool) error {
+	families := []int{netlink.FAMILY_V4}
+	if ipv6 {
+		families = append(families, netlink.FAMILY_V6)
+	}
+	for _, fam := range families {
+		old, err := netlink.RuleListFiltered(fam, &netlink.Rule{Table: int(mark)}, netlink.RT_FILTER_TABLE)
+		if err != nil {
+			return fmt.Errorf("hostnet: list routing rules: %w", err)
+		}
+		for i := range old {
+			netlink.RuleDel(&old[i])
+		}
+		dst := &net.IPNet{IP: net.IPv4zero, Mask: net.CIDRMask(0, 32)}
+		if fam == netlink.FAMILY_V6 {
+			dst = &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
+		}
+		r := &netlink.Route{LinkIndex: ifindex, Dst: dst, Table: int(mark), Scope: netlink.SCOPE_LINK}
+		if err := netlink.RouteReplace(r); err != nil {
+			return fmt.Errorf("hostnet: add the exit route %s to table %d: %w", dst, mark, err)
+		}
+		e.routes = append(e.routes, r)
+
+		via := netlink.NewRule()
+		via.Family, via.Table, via.Mark, via.Invert = fam, int(mark), mark, true
+		if err := netlink.RuleAdd(via); err != nil {
+			return fmt.Errorf("hostnet: add the rule not fwmark %#x lookup %d: %w", mark, mark, err)
+		}
+		e.rules = append(e.rules, via)
+		main := netlink.NewRule()
+		main.Family, main.Table, main.SuppressPrefixlen = fam, unix.RT_TABLE_MAIN, 0
+		if err := netlink.RuleAdd(main); err != nil {
+			return fmt.Errorf("hostnet: add the rule lookup main suppress_prefixlength 0: %w", err)
+		}
+		e.rules = append(e.rules, main)
+	}
+	return nil
+}
+
+// remove deletes what add installed.
+func (e *exitRoutes) remove() error {
+	var errs []error
+	for _, r := range e.rules {
+		if err := netlink.RuleDel(r); err != nil && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("remove routing rule: %w", err))
+		}
+	}
+	for _, r := range e.routes {
+		if err := netlink.RouteDel(r); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENODEV) {
+			errs = append(errs, fmt.Errorf("remove exit route: %w", err))
+		}
+	}
+	e.rules, e.routes = nil, nil
+	return errors.Join(errs...)
+}
