@@ -15,23 +15,31 @@ type exitRoutes struct {
 	rules  []*netlink.Rule
 }
 
+// exitPriority is the priority of the "lookup main suppress_prefixlength
+// 0" rule for mark; "not fwmark mark lookup mark" comes right after it.
+// Both are before the main table's rule (32766) and distinct per
+// interface, so rules a killed run left are recognized as ours.
+func exitPriority(mark uint32) int { return 28000 + 2*int(mark&0xffff%1000) }
+
 // add installs, for each family in use, a default route through the
-// interface in table mark, "not fwmark mark lookup mark" and "lookup main
-// suppress_prefixlength 0", the second with the higher priority (added
-// last, as wg-quick does, the kernel gives it the lower number). Rules a
-// killed run left for the same table are removed first.
+// interface in table mark, "lookup main suppress_prefixlength 0" and then
+// "not fwmark mark lookup mark", as wg-quick does. Rules a killed run
+// left for the same table or at the same priorities are removed first.
 func (e *exitRoutes) add(ifindex int, mark uint32, ipv6 bool) error {
 	families := []int{netlink.FAMILY_V4}
 	if ipv6 {
 		families = append(families, netlink.FAMILY_V6)
 	}
 	for _, fam := range families {
-		old, err := netlink.RuleListFiltered(fam, &netlink.Rule{Table: int(mark)}, netlink.RT_FILTER_TABLE)
+		old, err := netlink.RuleList(fam)
 		if err != nil {
 			return fmt.Errorf("hostnet: list routing rules: %w", err)
 		}
+		prio := exitPriority(mark)
 		for i := range old {
-			netlink.RuleDel(&old[i])
+			if old[i].Table == int(mark) || (old[i].Table == unix.RT_TABLE_MAIN && old[i].SuppressPrefixlen == 0 && old[i].Priority == prio) {
+				netlink.RuleDel(&old[i])
+			}
 		}
 		dst := &net.IPNet{IP: net.IPv4zero, Mask: net.CIDRMask(0, 32)}
 		if fam == netlink.FAMILY_V6 {
@@ -43,18 +51,18 @@ func (e *exitRoutes) add(ifindex int, mark uint32, ipv6 bool) error {
 		}
 		e.routes = append(e.routes, r)
 
-		via := netlink.NewRule()
-		via.Family, via.Table, via.Mark, via.Invert = fam, int(mark), mark, true
-		if err := netlink.RuleAdd(via); err != nil {
-			return fmt.Errorf("hostnet: add the rule not fwmark %#x lookup %d: %w", mark, mark, err)
-		}
-		e.rules = append(e.rules, via)
 		main := netlink.NewRule()
-		main.Family, main.Table, main.SuppressPrefixlen = fam, unix.RT_TABLE_MAIN, 0
+		main.Family, main.Table, main.SuppressPrefixlen, main.Priority = fam, unix.RT_TABLE_MAIN, 0, prio
 		if err := netlink.RuleAdd(main); err != nil {
 			return fmt.Errorf("hostnet: add the rule lookup main suppress_prefixlength 0: %w", err)
 		}
 		e.rules = append(e.rules, main)
+		via := netlink.NewRule()
+		via.Family, via.Table, via.Mark, via.Invert, via.Priority = fam, int(mark), mark, true, prio+1
+		if err := netlink.RuleAdd(via); err != nil {
+			return fmt.Errorf("hostnet: add the rule not fwmark %#x lookup %d: %w", mark, mark, err)
+		}
+		e.rules = append(e.rules, via)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ package hostnet
 
 import (
 	"errors"
+	"hash/fnv"
 	"log/slog"
 	"net/netip"
 )
@@ -58,11 +59,16 @@ type Setup struct {
 	Logger *slog.Logger
 }
 
-// ExitMarkFor is the firewall mark, and the routing table, that Setup.ExitMark
-// should use for the interface with index ifindex: distinct per interface,
-// so two wgmesh instances never share a table, and outside the small
-// numbers people and wg-quick (51820) pick.
-func ExitMarkFor(ifindex int) uint32 { return 0x776d0000 | uint32(ifindex&0xffff) }
+// ExitMarkFor is the firewall mark, and the routing table, that
+// Setup.ExitMark should use for the interface called ifname: derived from
+// the name, so a restarted run finds what a killed one left, distinct
+// between instances (their interfaces have distinct names), and outside
+// the small numbers people and wg-quick (51820) pick.
+func ExitMarkFor(ifname string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(ifname))
+	return 0x776d0000 | h.Sum32()&0xffff
+}
 
 // ErrUnsupported is returned on systems without a TUN-mode implementation.
 var ErrUnsupported = errors.New("hostnet: TUN mode is not supported on this system; use --mode netstack")

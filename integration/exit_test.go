@@ -99,6 +99,12 @@ func TestExitNodeTUN(t *testing.T) {
 		t.Errorf("client's rules:\n%s", rules)
 	}
 
+	// kill -9 leaves the rules; the next start replaces them.
+	client.kill()
+	client.start(t, path, "--mode", "tun", "--interface", client.IfName, "--exit-node", "exit")
+	if again := clientNS.Run("ip", "rule", "show"); strings.Count(again, "suppress_prefixlength") != strings.Count(rules, "suppress_prefixlength") {
+		t.Errorf("rules after kill -9 and restart:\n%s\nbefore:\n%s", again, rules)
+	}
 	if err := client.stop(); err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,6 @@ package node
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"strconv"
 
@@ -72,15 +71,11 @@ func (n *Node) warnExitLocked(book *peerbook.Book) {
 
 // exitMark returns the firewall mark for the TUN interface ifname when
 // this node uses an exit node, else 0.
-func (n *Node) exitMark(ifname string) (uint32, error) {
+func (n *Node) exitMark(ifname string) uint32 {
 	if n.cfg.ExitNode == "" {
-		return 0, nil
+		return 0
 	}
-	ifc, err := net.InterfaceByName(ifname)
-	if err != nil {
-		return 0, fmt.Errorf("node: exit node: interface %s: %w", ifname, err)
-	}
-	return hostnet.ExitMarkFor(ifc.Index), nil
+	return hostnet.ExitMarkFor(ifname)
 }
 
 // fwmark sets the device's firewall mark (0 clears it).

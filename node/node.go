@@ -196,11 +196,7 @@ func (n *Node) up(ctx context.Context) error {
 	var w uapiWriter
 	w.privateKey(n.cfg.PrivateKey)
 	w.listenPort(port)
-	mark, err := n.exitMark(n.ifname)
-	if err != nil {
-		dev.Close()
-		return err
-	}
+	mark := n.exitMark(n.ifname)
 	if mark != 0 {
 		w.fwmark(mark)
 	}
