@@ -16,7 +16,7 @@ import (
 // the relay forwards in userspace (relayDevice). Punching has failed when
 // the member's endpoint is known (from the book or a registry) and
 // relayInitiations handshake initiations left for it without a byte coming
-// back, or at the latest relayAfter after its endpoint became known. The
+// back (seen at a tick), or at the latest relayAfter after its endpoint became known. The
 // other side comes to the same conclusion on its own and picks the same
 // relay, the first relay member in book order that it reaches and that is
 // not down, so both directions agree. The direct entry keeps its endpoint
@@ -37,7 +37,8 @@ const relayAfter = 12 * time.Second
 
 // relayInitiations is how many unanswered handshake initiations show that
 // punching failed. WireGuard sends one on learning the endpoint (with a
-// keepalive) and retries every 5 s, so two take about 5 s plus answerWait.
+// keepalive) and retries every 5 s, so two take about 5 s. Through cone
+// NATs the handshake completes long before the second.
 const relayInitiations = 2
 
 // initiationSize is the size of a WireGuard handshake initiation on the
@@ -170,7 +171,8 @@ func (n *Node) updatePathsLocked(dev *deviceState, now time.Time) {
 		switch {
 		case inUse[k]:
 			if n.watchLocked(k, ps, d, now) {
-				ps.downAt = now
+				// Down as a relay, and not reached directly either.
+				ps.downAt, ps.brokenAt = now, now
 				n.log.Warn("relay does not answer; using the next relay", "relay", n.applied[k].name)
 			}
 		case ps.brokenAt.IsZero() && d != nil && d.tx > ps.txAtRx && direct(dev, k, now):
@@ -353,7 +355,7 @@ func (n *Node) relayWait() time.Duration {
 
 // punchFailed reports whether a member without a handshake should be
 // relayed: its endpoint is known and enough initiations went unanswered
-// (answerWait after the last), or relayAfter has passed since.
+// (the last seen at this tick), or relayAfter has passed since.
 func (n *Node) punchFailed(ps *pathState, d *devicePeer, now time.Time) bool {
 	if ps.endpointSince.IsZero() || d == nil {
 		return false
@@ -367,7 +369,10 @@ func (n *Node) punchFailed(ps *pathState, d *devicePeer, now time.Time) bool {
 	if ps.failedAt.IsZero() && d.rx == ps.rxAtEndpoint && d.tx-ps.txAtEndpoint >= relayInitiations*initiationSize {
 		ps.failedAt = now
 	}
-	return !ps.failedAt.IsZero() && d.rx == ps.rxAtEndpoint && now.Sub(ps.failedAt) >= answerWait
+	// No further wait for an answer: the second initiation left within
+	// the last tick, the first over 5 s ago, and should an answer still
+	// come, its handshake routes the member directly again at once.
+	return !ps.failedAt.IsZero() && d.rx == ps.rxAtEndpoint
 }
 
 // watchLocked checks on k, a relay in use or a member reached directly
