@@ -51,6 +51,7 @@ type File struct {
 
 	Interface  string   `toml:"interface"`   // --interface: TUN interface name
 	Masquerade *bool    `toml:"masquerade"`  // --masquerade
+	ExitNode   string   `toml:"exit_node"`   // --exit-node: a member with exit = true
 	ListenPort *int     `toml:"listen_port"` // --listen-port: 0 lets the system choose
 	Forward    []string `toml:"forward"`     // --forward: PROTO:HOST:PORT=TARGET:PORT
 	Expose     []string `toml:"expose"`      // --expose: PROTO:PORT=HOST:PORT

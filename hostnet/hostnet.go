@@ -7,6 +7,7 @@ package hostnet
 
 import (
 	"errors"
+	"hash/fnv"
 	"log/slog"
 	"net/netip"
 )
@@ -32,6 +33,23 @@ type Setup struct {
 	// source-NATed to the address of the interface it leaves by, for LANs
 	// whose router has no route back to the mesh.
 	Masquerade []netip.Prefix
+	// ExitMark, when not zero, sends all traffic that is not for the mesh
+	// or a more specific route through the interface, as wg-quick does for
+	// AllowedIPs = 0.0.0.0/0: default routes in routing table ExitMark, a
+	// rule that looks that table up for packets without firewall mark
+	// ExitMark, and a rule that looks up the main table without its
+	// default routes first. The WireGuard sockets must carry ExitMark
+	// (UAPI fwmark), so the underlay endpoints stay reachable. Undo
+	// removes the routes and rules. See ExitMarkFor.
+	ExitMark uint32
+	// Exit makes this node an exit member: traffic from the mesh to any
+	// destination outside the interface is forwarded and masqueraded to
+	// the address of the interface it leaves by (forwarding is turned
+	// on). Sources are the mesh's members only: WireGuard accepts from a
+	// member only the addresses the book gives it.
+	Exit bool
+	// ExitNetworks are the mesh networks masqueraded when Exit is set.
+	ExitNetworks []netip.Prefix
 	// StateDir keeps the values of the sysctls Apply changes until Undo
 	// restores them, so a process that was killed cannot make its host
 	// forget them: the next Apply restores them. Empty: kept in memory only.
@@ -39,6 +57,17 @@ type Setup struct {
 	// Logger receives notes about state a previous run left behind.
 	// Default: discard.
 	Logger *slog.Logger
+}
+
+// ExitMarkFor is the firewall mark, and the routing table, that
+// Setup.ExitMark should use for the interface called ifname: derived from
+// the name, so a restarted run finds what a killed one left, distinct
+// between instances (their interfaces have distinct names), and outside
+// the small numbers people and wg-quick (51820) pick.
+func ExitMarkFor(ifname string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(ifname))
+	return 0x776d0000 | h.Sum32()&0xffff
 }
 
 // ErrUnsupported is returned on systems without a TUN-mode implementation.

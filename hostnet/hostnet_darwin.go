@@ -23,6 +23,9 @@ type Applied struct {
 // Apply configures the interface as s says. Forwarding and masquerading
 // are Linux-only for now.
 func Apply(s Setup) (*Applied, error) {
+	if s.ExitMark != 0 || s.Exit {
+		return nil, errors.New("hostnet: exit members and --exit-node are not built for macOS yet")
+	}
 	if len(s.Subnets) > 0 || len(s.Masquerade) > 0 {
 		return nil, errors.New("hostnet: routing a LAN (forwarding, --masquerade) is only supported on Linux")
 	}

@@ -26,6 +26,7 @@ type Applied struct {
 	stateFile string            // where sysctls is kept; "" for memory only
 	stateOK   bool              // stateFile was read (or absent): ours to replace
 	ipv6      bool              // the node has an IPv6 mesh address
+	exit      exitRoutes        // ExitMark's routes and rules
 }
 
 // Apply configures the interface as s says. It first repairs what a
@@ -61,7 +62,7 @@ func (a *Applied) apply(s Setup) error {
 	}
 	// The filter comes first: no moment with mesh addresses reachable
 	// from the underlay, or forwarding on without it.
-	a.filter = filter{ifname: a.ifname, subnets: s.Subnets, masquerade: s.Masquerade}
+	a.filter = filter{ifname: a.ifname, subnets: s.Subnets, masquerade: s.Masquerade, exit: s.Exit, exitNetworks: s.ExitNetworks}
 	for _, p := range s.Addresses {
 		a.filter.addresses = append(a.filter.addresses, p.Addr())
 		a.ipv6 = a.ipv6 || p.Addr().Is6()
@@ -97,8 +98,20 @@ func (a *Applied) apply(s Setup) error {
 	if err := a.SetRoutes(s.Routes); err != nil {
 		return err
 	}
-	if len(s.Subnets) > 0 {
-		return a.enableForwarding(forwardingKeys(a.ipv6))
+	if s.ExitMark != 0 {
+		if err := a.exit.add(a.link.Attrs().Index, s.ExitMark, a.ipv6); err != nil {
+			return err
+		}
+	}
+	var keys []string
+	if len(s.Subnets) > 0 || s.Exit {
+		keys = forwardingKeys(a.ipv6)
+	}
+	if s.ExitMark != 0 {
+		keys = append(keys, "net.ipv4.conf.all.src_valid_mark")
+	}
+	if len(keys) > 0 {
+		return a.enableForwarding(keys)
 	}
 	// Nothing to forward: what a killed run left goes back now.
 	if err := a.restoreSysctls(); err != nil {
@@ -119,7 +132,7 @@ func (a *Applied) SetSubnets(subnets []netip.Prefix) error {
 		return err
 	}
 	a.filter = f
-	if len(subnets) > 0 {
+	if len(subnets) > 0 || f.exit {
 		return a.enableForwarding(forwardingKeys(a.ipv6))
 	}
 	return nil
@@ -213,6 +226,9 @@ func (a *Applied) Undo() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	var errs []error
+	if err := a.exit.remove(); err != nil {
+		errs = append(errs, err)
+	}
 	for p := range a.routes {
 		if err := netlink.RouteDel(a.route(p)); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENODEV) {
 			errs = append(errs, fmt.Errorf("remove route %s: %w", p, err))

@@ -20,6 +20,13 @@ import (
 //	               subnets; drop the rest                     (with subnets)
 //	chain postrouting (nat): masquerade mesh traffic into subnets
 //	                                            (with subnets and --masquerade)
+//	               and mesh traffic leaving by any other interface (exit)
+//
+// With subnets or as an exit member, the forward chain first clamps the
+// MSS of TCP SYNs crossing the interface, either way, to the route's MTU
+// (nft: tcp option maxseg size set rt mtu): the mesh MTU is smaller than
+// a LAN's, and a path MTU black hole would stall TCP between the mesh and
+// the LAN or the internet where ICMP "too big" does not come back.
 //
 // Linux accepts a packet for any local address on any interface, so
 // without the input chain a host on the underlay that routes the mesh
@@ -32,6 +39,10 @@ type filter struct {
 	addresses  []netip.Addr
 	subnets    []netip.Prefix
 	masquerade []netip.Prefix
+	// exit: forward from the interface to anywhere else and masquerade
+	// exitNetworks there.
+	exit         bool
+	exitNetworks []netip.Prefix
 }
 
 func tableName(ifname string) string { return "wgmesh_" + ifname }
@@ -131,11 +142,19 @@ func (f *filter) addChains(c *nftables.Conn, t *nftables.Table) {
 		r = append(r, addrIn(netip.PrefixFrom(a, a.BitLen()), false)...)
 		c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: append(r, &expr.Verdict{Kind: expr.VerdictDrop})})
 	}
-	if len(f.subnets) == 0 {
+	if len(f.subnets) == 0 && !f.exit {
 		return
 	}
 	fwd := c.AddChain(&nftables.Chain{Name: "forward", Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &accept})
+	for _, key := range []expr.MetaKey{expr.MetaKeyIIFNAME, expr.MetaKeyOIFNAME} {
+		c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: append(ifnameIs(key, f.ifname, true), clampMSS()...)})
+	}
+	if f.exit {
+		// iifname IF oifname != IF accept
+		r := append(ifnameIs(expr.MetaKeyIIFNAME, f.ifname, true), ifnameIs(expr.MetaKeyOIFNAME, f.ifname, false)...)
+		c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: append(r, &expr.Verdict{Kind: expr.VerdictAccept})})
+	}
 	for _, s := range f.subnets {
 		// iifname IF ip daddr SUBNET accept
 		r := append(ifnameIs(expr.MetaKeyIIFNAME, f.ifname, true), addrIn(s, false)...)
@@ -143,11 +162,18 @@ func (f *filter) addChains(c *nftables.Conn, t *nftables.Table) {
 	}
 	// iifname IF drop
 	c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: append(ifnameIs(expr.MetaKeyIIFNAME, f.ifname, true), &expr.Verdict{Kind: expr.VerdictDrop})})
-	if len(f.masquerade) == 0 {
+	if len(f.masquerade) == 0 && !f.exit {
 		return
 	}
 	nat := c.AddChain(&nftables.Chain{Name: "postrouting", Table: t, Type: nftables.ChainTypeNAT,
 		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource})
+	if f.exit {
+		for _, n := range f.exitNetworks {
+			// ip saddr NET oifname != IF masquerade
+			r := append(addrIn(n, true), ifnameIs(expr.MetaKeyOIFNAME, f.ifname, false)...)
+			c.AddRule(&nftables.Rule{Table: t, Chain: nat, Exprs: append(r, &expr.Masq{})})
+		}
+	}
 	for _, n := range f.masquerade {
 		for _, s := range f.subnets {
 			if n.Addr().Is6() != s.Addr().Is6() {
@@ -197,5 +223,21 @@ func addrIn(p netip.Prefix, source bool) []expr.Any {
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: size},
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: size, Mask: net.CIDRMask(p.Bits(), int(size)*8), Xor: make([]byte, size)},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: p.Masked().Addr().AsSlice()},
+	}
+}
+
+// clampMSS is "tcp flags & (syn|rst) == syn tcp option maxseg size set rt
+// mtu": the MSS option of a SYN lowered to what the route's MTU allows
+// (the kernel only ever lowers it).
+func clampMSS() []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{0x06}, Xor: []byte{0x00}},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0x02}},
+		&expr.Rt{Register: 1, Key: expr.RtTCPMSS},
+		&expr.Byteorder{DestRegister: 1, SourceRegister: 1, Op: expr.ByteorderHton, Len: 2, Size: 2},
+		&expr.Exthdr{SourceRegister: 1, Type: 2, Offset: 2, Len: 2, Op: expr.ExthdrOpTcpopt},
 	}
 }

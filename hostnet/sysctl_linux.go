@@ -19,6 +19,11 @@ import (
 var forwardingSysctls = map[string]string{
 	"net.ipv4.ip_forward":          "/proc/sys/net/ipv4/ip_forward",
 	"net.ipv6.conf.all.forwarding": "/proc/sys/net/ipv6/conf/all/forwarding",
+	// An exit node's rule sends unmarked packets into the mesh; with
+	// strict reverse-path filtering, replies from the underlay to the
+	// marked WireGuard sockets pass only if the check sees the mark, as
+	// wg-quick arranges.
+	"net.ipv4.conf.all.src_valid_mark": "/proc/sys/net/ipv4/conf/all/src_valid_mark",
 }
 
 // stateFileMax bounds the state file; it holds a line per sysctl.

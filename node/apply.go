@@ -35,12 +35,13 @@ func (n *Node) apply(book *peerbook.Book, looked []resolveResult) error {
 		if p.PublicKey == n.self {
 			continue
 		}
-		if _, literal := p.Endpoint.Addr(); literal {
+		if _, literal := n.activeEndpointLocked(p).Addr(); literal {
 			delete(n.ddns, p.PublicKey) // no longer a hostname
 		}
 		want[p.PublicKey] = n.peerConfig(book, self, p, resolved)
 	}
 	n.routeRelays(book, want)
+	n.warnExitLocked(book)
 
 	d := diffPeers(n.applied, want, book.Peers)
 	if !d.empty() {
@@ -64,6 +65,7 @@ func (n *Node) apply(book *peerbook.Book, looked []resolveResult) error {
 		n.log.Info("member updated", "peer", u.to.name, "key", u.to.key.Short(), "endpoint", addrOrNone(u.to.endpoint))
 	}
 	n.applied = want
+	n.keepCandidatesLocked(entries)
 	n.entries = entries
 	n.book = book
 	if v := n.view.Load(); v != nil {
@@ -148,6 +150,9 @@ func (n *Node) peerConfig(book *peerbook.Book, self, p *peerbook.Peer, resolved 
 		own:      p.AllowedIPs(),
 		endpoint: n.endpointOf(p, resolved),
 	}
+	if n.isExitNode(book, p) {
+		pc.own = append(pc.own, defaultPrefixes...)
+	}
 	pc.allowedIPs = pc.own
 	// A keepalive can only be sent where the member's address is known.
 	// Setting it without one would make wireguard-go try a handshake that
@@ -170,7 +175,8 @@ func (n *Node) endpointOf(p *peerbook.Peer, resolved map[peerbook.Key]netip.Addr
 		// A member behind NAT: whatever a registry last told us.
 		return n.discovered[p.PublicKey]
 	}
-	if ap, ok := p.Endpoint.Addr(); ok {
+	ep := n.activeEndpointLocked(p)
+	if ap, ok := ep.Addr(); ok {
 		return ap
 	}
 	if ap, ok := resolved[p.PublicKey]; ok {
@@ -180,7 +186,7 @@ func (n *Node) endpointOf(p *peerbook.Peer, resolved map[peerbook.Key]netip.Addr
 	// that does not resolve right now: keep what the device had, so a DNS
 	// hiccup cannot cut a working tunnel.
 	if old, ok := n.applied[p.PublicKey]; ok {
-		if prev, ok := n.entries[p.PublicKey]; ok && prev.Endpoint == p.Endpoint {
+		if prev, ok := n.entries[p.PublicKey]; ok && sameEndpoints(prev, p) {
 			return old.endpoint
 		}
 	}

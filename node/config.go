@@ -54,6 +54,12 @@ type Config struct {
 	// the mesh. Default: off.
 	Masquerade bool
 
+	// ExitNode names a member with exit = true that all traffic outside
+	// the mesh goes through (ModeTUN: default routes through the
+	// interface that keep the underlay endpoints reachable, removed on
+	// Close). Default: none.
+	ExitNode string
+
 	// StateDir, in ModeTUN, keeps the original values of the sysctls the
 	// node changes (IP forwarding on a member with subnets) until it
 	// restores them, so a node that was killed leaves them for the next

@@ -64,13 +64,14 @@ func (n *Node) hostnamesToResolve(book *peerbook.Book) []resolveJob {
 		if _, ok := n.cfg.EndpointOverrides[p.Name]; ok {
 			continue
 		}
-		if _, ok := p.Endpoint.Addr(); ok {
+		ep := n.activeEndpointLocked(p)
+		if _, ok := ep.Addr(); ok {
 			continue
 		}
-		if prev, ok := n.entries[p.PublicKey]; ok && prev.Endpoint == p.Endpoint {
+		if prev, ok := n.entries[p.PublicKey]; ok && sameEndpoints(prev, p) {
 			continue
 		}
-		todo = append(todo, resolveJob{key: p.PublicKey, name: p.Name, ep: p.Endpoint})
+		todo = append(todo, resolveJob{key: p.PublicKey, name: p.Name, ep: ep})
 	}
 	return todo
 }
@@ -160,7 +161,12 @@ func (n *Node) dueLookupsLocked(now time.Time) []dueLookup {
 			continue
 		}
 		if p, ok := n.entries[k]; ok {
-			due = append(due, dueLookup{key: k, name: p.Name, ep: p.Endpoint})
+			ep := n.activeEndpointLocked(p)
+			if _, literal := ep.Addr(); literal {
+				delete(n.ddns, k)
+				continue
+			}
+			due = append(due, dueLookup{key: k, name: p.Name, ep: ep})
 		}
 	}
 	return due
@@ -209,7 +215,7 @@ func (n *Node) applyResolved(d dueLookup, ap netip.AddrPort, err error) {
 	st, ok := n.ddns[d.key]
 	pc, applied := n.applied[d.key]
 	entry, inBook := n.entries[d.key]
-	if !ok || !applied || !inBook || entry.Endpoint != d.ep || n.dev == nil {
+	if !ok || !applied || !inBook || n.activeEndpointLocked(entry) != d.ep || n.dev == nil {
 		return // the book changed meanwhile
 	}
 	if err == nil {
@@ -231,6 +237,9 @@ func (n *Node) applyResolved(d dueLookup, ap netip.AddrPort, err error) {
 	if err := n.setEndpointLocked(pc, entry, ap); err != nil {
 		n.log.Error("cannot update member endpoint", "peer", d.name, "err", err)
 		return
+	}
+	if len(entry.Endpoints) > 1 {
+		n.initiateLocked(d.key) // a candidate: try it now
 	}
 	n.publishStatusLocked(nil)
 	n.log.Info("member endpoint changed by DNS", "peer", d.name, "endpoint", d.ep.String(), "from", addrOrNone(pc.endpoint), "to", ap.String())

@@ -62,7 +62,7 @@ func (n *Node) discoverJobsLocked(dev *deviceState, now time.Time) []discoverJob
 		if next, ok := n.discoverNext[k]; ok && now.Before(next) {
 			continue
 		}
-		d := direct(dev, k, now)
+		d := n.reachedLocked(dev, k, now)
 		interval := discoverUnreachable
 		if d {
 			interval = n.discoverReachableEvery()

@@ -111,6 +111,8 @@ type Node struct {
 	// relayVia maps a member reached through a relay to that relay.
 	relayVia map[peerbook.Key]peerbook.Key
 	paths    map[peerbook.Key]*pathState
+	// cands holds the candidate of members with several endpoints.
+	cands map[peerbook.Key]*candidateState
 	// discoverNext schedules the next registry lookup per member.
 	discoverNext map[peerbook.Key]time.Time
 	registry     *registry.Server
@@ -205,6 +207,9 @@ func (n *Node) up(ctx context.Context) error {
 	book := n.cfg.Book
 	self, _ := book.PeerByKey(n.self)
 
+	if err := n.checkExitNode(book); err != nil {
+		return err
+	}
 	var tdev tun.Device
 	switch n.cfg.Mode {
 	case ModeTUN:
@@ -249,6 +254,10 @@ func (n *Node) up(ctx context.Context) error {
 	var w uapiWriter
 	w.privateKey(n.cfg.PrivateKey)
 	w.listenPort(port)
+	mark := n.exitMark(n.ifname)
+	if mark != 0 {
+		w.fwmark(mark)
+	}
 	w.replacePeers()
 	if err := dev.IpcSet(w.String()); err != nil {
 		dev.Close()
@@ -260,6 +269,7 @@ func (n *Node) up(ctx context.Context) error {
 	n.discovered = map[peerbook.Key]netip.AddrPort{}
 	n.relayVia = map[peerbook.Key]peerbook.Key{}
 	n.paths = map[peerbook.Key]*pathState{}
+	n.cands = map[peerbook.Key]*candidateState{}
 	n.discoverNext = map[peerbook.Key]time.Time{}
 	n.endpointChanges = map[peerbook.Key]uint64{}
 	// The loop does not run yet: Up owns the node's state, lookups
@@ -279,7 +289,12 @@ func (n *Node) up(ctx context.Context) error {
 	}
 	n.listenPort = bound
 	if n.cfg.Mode == ModeTUN {
-		host, err := hostnet.Apply(n.hostSetup(n.ifname, book, self))
+		setup := n.hostSetup(n.ifname, book, self)
+		setup.ExitMark, setup.Exit = mark, self.Exit
+		if self.Exit {
+			setup.ExitNetworks = exitNetworks(book)
+		}
+		host, err := hostnet.Apply(setup)
 		if err != nil {
 			n.teardown()
 			return fmt.Errorf("node: configure interface %s: %w", n.ifname, locateRouteConflict(book, n.self, err))

@@ -41,7 +41,9 @@ type nodeSnapshot struct {
 // when Status is built, so that they agree with the handshake shown.
 type peerFacts struct {
 	// via is the relay's name when the member is relayed.
-	via       string
+	via string
+	// broken: the member was reached directly and stopped answering.
+	broken    bool
 	pathSince time.Time
 	// endpoint is the endpoint the node configured (applied): a device
 	// endpoint that differs from it is "roaming".
@@ -153,6 +155,9 @@ func (n *Node) snapshotLocked(dev *deviceState) *nodeSnapshot {
 			}
 		}
 		if st, ok := n.paths[p.PublicKey]; ok {
+			// A member that stopped answering is not direct, whatever
+			// its last handshake says (paths.go, reachedLocked).
+			f.broken = !st.brokenAt.IsZero()
 			f.pathSince = st.changed
 		}
 		if pc, ok := n.applied[p.PublicKey]; ok {
@@ -230,7 +235,7 @@ func (f *peerFacts) path(dev *deviceState, k peerbook.Key) string {
 	switch {
 	case f.via != "":
 		return PathRelayPrefix + f.via
-	case direct(dev, k, dev.read):
+	case !f.broken && direct(dev, k, dev.read):
 		return PathDirect
 	}
 	return PathNone
@@ -257,7 +262,7 @@ func (n *Node) endpointKind(p *peerbook.Peer, ep netip.AddrPort) string {
 	if p.Endpoint.IsZero() {
 		return "registry"
 	}
-	if _, literal := p.Endpoint.Addr(); literal {
+	if _, literal := n.activeEndpointLocked(p).Addr(); literal {
 		return "book"
 	}
 	return "dns"

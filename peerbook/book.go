@@ -99,8 +99,13 @@ type Peer struct {
 	PublicKey Key
 	// Addresses are the member's mesh addresses (single hosts).
 	Addresses []netip.Addr
-	// Endpoint is optional; zero for members behind NAT.
+	// Endpoint is optional; zero for members behind NAT. When the book
+	// lists endpoints = [...], it is the first of Endpoints.
 	Endpoint Endpoint
+	// Endpoints, when set (endpoints = [...] in the book), are every
+	// address of the member in the order to try: a node moves to the next
+	// when a handshake does not succeed. Nil for a single endpoint.
+	Endpoints []Endpoint
 	// ListenPort is the port this member binds; 0 means unset (see
 	// Book.ListenPortOf for the fallback rule).
 	ListenPort uint16
@@ -110,10 +115,25 @@ type Peer struct {
 	Registry bool
 	// Relay marks a member that may forward between members that cannot meet.
 	Relay bool
+	// Exit marks a member that may forward non-mesh traffic for members
+	// that choose it as their exit node.
+	Exit bool
 	// Groups are the member's group names (DNS labels), for access rules.
 	Groups []string
 	// Line is the line of the member's [[peer]] header in the source file.
 	Line int
+}
+
+// EndpointList returns every endpoint of p in the order to try: Endpoints,
+// else Endpoint alone, else nil.
+func (p *Peer) EndpointList() []Endpoint {
+	if len(p.Endpoints) > 0 {
+		return p.Endpoints
+	}
+	if !p.Endpoint.IsZero() {
+		return []Endpoint{p.Endpoint}
+	}
+	return nil
 }
 
 // PeerByKey returns the member with public key k.

@@ -76,6 +76,8 @@ func (p *Peer) Equal(q *Peer) bool {
 		p.PublicKey == q.PublicKey &&
 		slices.Equal(p.Addresses, q.Addresses) &&
 		p.Endpoint == q.Endpoint &&
+		slices.Equal(p.Endpoints, q.Endpoints) &&
+		p.Exit == q.Exit &&
 		p.ListenPort == q.ListenPort &&
 		slices.Equal(p.Subnets, q.Subnets) &&
 		p.Registry == q.Registry &&

@@ -37,7 +37,9 @@ func Marshal(b *Book) []byte {
 		w.WriteString("name = " + quote(p.Name) + "\n")
 		w.WriteString("public_key = " + quote(p.PublicKey.String()) + "\n")
 		w.WriteString("addresses = " + addrList(p.Addresses) + "\n")
-		if !p.Endpoint.IsZero() {
+		if len(p.Endpoints) > 0 {
+			w.WriteString("endpoints = " + endpointList(p.Endpoints) + "\n")
+		} else if !p.Endpoint.IsZero() {
 			w.WriteString("endpoint = " + quote(p.Endpoint.String()) + "\n")
 		}
 		if p.ListenPort != 0 {
@@ -51,6 +53,9 @@ func Marshal(b *Book) []byte {
 		}
 		if p.Relay {
 			w.WriteString("relay = true\n")
+		}
+		if p.Exit {
+			w.WriteString("exit = true\n")
 		}
 		if len(p.Groups) > 0 {
 			w.WriteString("groups = " + stringList(p.Groups) + "\n")
@@ -122,5 +127,18 @@ func quote(s string) string {
 		}
 	}
 	w.WriteByte('"')
+	return w.String()
+}
+
+func endpointList(eps []Endpoint) string {
+	var w bytes.Buffer
+	w.WriteByte('[')
+	for i, e := range eps {
+		if i > 0 {
+			w.WriteString(", ")
+		}
+		w.WriteString(quote(e.String()))
+	}
+	w.WriteByte(']')
 	return w.String()
 }

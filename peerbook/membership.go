@@ -22,10 +22,13 @@ type Member struct {
 	// falls in gets its next free address (NextFreeAddr).
 	Addresses []netip.Addr
 	Endpoint  Endpoint
+	// Endpoints, instead of Endpoint, lists several in the order to try.
+	Endpoints []Endpoint
 	Subnets   []netip.Prefix
 	Groups    []string
 	Registry  bool
 	Relay     bool
+	Exit      bool
 }
 
 // ErrNoMember is returned by Remove and Set for a name the book does not
@@ -51,6 +54,8 @@ func AddMember(b *Book, m Member) (*Book, error) {
 		Name:      m.Name,
 		PublicKey: m.PublicKey,
 		Endpoint:  m.Endpoint,
+		Endpoints: slices.Clone(m.Endpoints),
+		Exit:      m.Exit,
 		Subnets:   slices.Clone(m.Subnets),
 		Groups:    slices.Clone(m.Groups),
 		Registry:  m.Registry,
@@ -78,6 +83,14 @@ func AddMember(b *Book, m Member) (*Book, error) {
 			return nil, fmt.Errorf("address %s is outside the mesh networks (%s)", a, joinPrefixes(b.Mesh.Networks))
 		}
 	}
+	if len(p.Endpoints) > 0 {
+		if !m.Endpoint.IsZero() {
+			return nil, errors.New("give either the endpoint or the endpoints list, not both")
+		}
+		p.Endpoint = p.Endpoints[0]
+	} else {
+		p.Endpoints = nil
+	}
 	nb := cloneBook(b)
 	nb.Peers = append(nb.Peers, p)
 	return finish(nb)
@@ -99,14 +112,18 @@ func RemoveMember(b *Book, name string) (*Book, error) {
 
 // Change lists what SetMember changes; nil fields stay as they are.
 type Change struct {
-	PublicKey  *Key
-	Addresses  *[]netip.Addr
-	Endpoint   *Endpoint // the zero Endpoint removes it
-	ListenPort *uint16   // 0 removes it
+	PublicKey *Key
+	Addresses *[]netip.Addr
+	Endpoint  *Endpoint // the zero Endpoint removes it (and Endpoints)
+	// Endpoints replaces the member's endpoints; an empty list removes
+	// them (and Endpoint).
+	Endpoints  *[]Endpoint
+	ListenPort *uint16 // 0 removes it
 	Subnets    *[]netip.Prefix
 	Groups     *[]string
 	Registry   *bool
 	Relay      *bool
+	Exit       *bool
 }
 
 // SetMember returns b with the member called name changed as ch says. A
@@ -130,8 +147,20 @@ func SetMember(b *Book, name string, ch Change) (*Book, error) {
 	if ch.Addresses != nil {
 		p.Addresses = slices.Clone(*ch.Addresses)
 	}
+	if ch.Endpoint != nil && ch.Endpoints != nil {
+		return nil, errors.New("set either the endpoint or the endpoints list, not both")
+	}
 	if ch.Endpoint != nil {
-		p.Endpoint = *ch.Endpoint
+		p.Endpoint, p.Endpoints = *ch.Endpoint, nil
+	}
+	if ch.Endpoints != nil {
+		p.Endpoints = slices.Clone(*ch.Endpoints)
+		p.Endpoint = Endpoint{}
+		if len(p.Endpoints) > 0 {
+			p.Endpoint = p.Endpoints[0]
+		} else {
+			p.Endpoints = nil
+		}
 	}
 	if ch.ListenPort != nil {
 		p.ListenPort = *ch.ListenPort
@@ -147,6 +176,9 @@ func SetMember(b *Book, name string, ch Change) (*Book, error) {
 	}
 	if ch.Relay != nil {
 		p.Relay = *ch.Relay
+	}
+	if ch.Exit != nil {
+		p.Exit = *ch.Exit
 	}
 	if p.Equal(&b.Peers[i]) {
 		return nil, fmt.Errorf("member %q already has these settings; nothing to change", p.Name)
@@ -182,6 +214,7 @@ func cloneBook(b *Book) *Book {
 		p.Addresses = slices.Clone(p.Addresses)
 		p.Subnets = slices.Clone(p.Subnets)
 		p.Groups = slices.Clone(p.Groups)
+		p.Endpoints = slices.Clone(p.Endpoints)
 		nb.Peers[i] = p
 	}
 	nb.Rules = make([]Rule, len(b.Rules))

@@ -11,7 +11,7 @@ import (
 var (
 	topKeys  = []string{"format", "serial", "mesh", "peer", "rule"}
 	meshKeys = []string{"domain", "networks", "listen_port", "mtu", "persistent_keepalive"}
-	peerKeys = []string{"name", "public_key", "addresses", "endpoint", "listen_port", "subnets", "registry", "relay", "groups"}
+	peerKeys = []string{"name", "public_key", "addresses", "endpoint", "endpoints", "listen_port", "subnets", "registry", "relay", "groups", "exit"}
 )
 
 // book turns a decoded document into a Book, recording every problem.
@@ -327,6 +327,17 @@ func (c *checker) peer(i int, path string, t map[string]any, b *Book, x *crossCh
 		}
 	}
 
+	if v, ok := t["endpoints"]; ok {
+		if _, both := t["endpoint"]; both {
+			c.add(path+".endpoints", "%s: endpoint and endpoints are both set; keep one: endpoints = [...] lists every address in the order to try, endpoint is a single one", st.label)
+		} else {
+			p.Endpoints = c.endpoints(path, st, v, x, self)
+			if len(p.Endpoints) > 0 {
+				p.Endpoint = p.Endpoints[0]
+			}
+		}
+	}
+
 	if v, ok := t["listen_port"]; ok {
 		if n, ok := c.integer(path+".listen_port", st.label+": listen_port", v, 1, 65535); ok {
 			p.ListenPort = uint16(n)
@@ -341,8 +352,55 @@ func (c *checker) peer(i int, path string, t map[string]any, b *Book, x *crossCh
 	if v, ok := t["relay"]; ok {
 		p.Relay, _ = c.boolean(path+".relay", st.label+": relay", v)
 	}
+	if v, ok := t["exit"]; ok {
+		p.Exit, _ = c.boolean(path+".exit", st.label+": exit", v)
+	}
 	p.Groups = c.groups(path, st, t)
 	return p
+}
+
+// MaxEndpoints bounds a member's endpoints list: each entry that does not
+// answer costs a handshake attempt (5 s) before the next is tried.
+const MaxEndpoints = 8
+
+// endpoints checks a member's endpoints = [...]: one to MaxEndpoints
+// host:port entries, each valid as endpoint, none repeated.
+func (c *checker) endpoints(path string, st peerState, v any, x *crossCheck, self int) []Endpoint {
+	vals, paths, ok := c.strList(path+".endpoints", st.label+": endpoints", v, `"192.168.1.5:51820"`)
+	if !ok {
+		return nil
+	}
+	switch n := len(v.([]any)); {
+	case n == 0:
+		c.add(path+".endpoints", "%s: endpoints is empty; list at least one host:port, or remove the key if the member has no public endpoint", st.label)
+		return nil
+	case n > MaxEndpoints:
+		c.add(path+".endpoints", "%s: endpoints lists %d addresses, more than %d; each one that does not answer delays the next by a handshake attempt, so keep the few that can work", st.label, n, MaxEndpoints)
+		return nil
+	}
+	var out []Endpoint
+	seen := map[string]int{}
+	for i, s := range vals {
+		ep, err := ParseEndpoint(s)
+		if err != nil {
+			c.add(paths[i], "%s: endpoints: %v", st.label, err)
+			continue
+		}
+		key := strings.ToLower(ep.String())
+		if j, dup := seen[key]; dup {
+			c.add(paths[i], "%s: endpoints lists %s twice (entries %d and %d); list it once", st.label, ep, j+1, i+1)
+			continue
+		}
+		seen[key] = i
+		if ap, ok := ep.Addr(); ok {
+			x.endpoints = append(x.endpoints, subnetClaim{netip.PrefixFrom(ap.Addr(), ap.Addr().BitLen()), paths[i], self})
+		}
+		out = append(out, ep)
+	}
+	if len(out) != len(vals) {
+		return nil
+	}
+	return out
 }
 
 func (c *checker) addresses(path string, st peerState, t map[string]any, b *Book, x *crossCheck) []netip.Addr {

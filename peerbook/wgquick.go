@@ -81,6 +81,14 @@ func ExportWGQuick(b *Book, name string, priv *PrivateKey) ([]byte, error) {
 		}
 		w.WriteString("AllowedIPs = " + strings.Join(s, ", ") + "\n")
 		if !p.Endpoint.IsZero() {
+			if len(p.Endpoints) > 1 {
+				// wg-quick takes one endpoint; wgmesh tries the others too.
+				rest := make([]string, len(p.Endpoints)-1)
+				for j, e := range p.Endpoints[1:] {
+					rest[j] = e.String()
+				}
+				w.WriteString("# wgmesh also tries " + strings.Join(rest, ", ") + " when this endpoint does not answer.\n")
+			}
 			w.WriteString("Endpoint = " + p.Endpoint.String() + "\n")
 		}
 		if k := b.KeepaliveBetween(self, p); k > 0 {
