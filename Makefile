@@ -14,7 +14,7 @@ build:
 # -race needs cgo (a C compiler); .ci/run installs one. Formatting and vet
 # come first, so one command is the whole gate.
 test: check
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 -timeout 25m ./...
 	$(GO) test -count=1 -run 'TestGiBByteExact' ./netstack
 
 check:
