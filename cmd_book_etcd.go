@@ -12,6 +12,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/wgmesh/wgmesh/booksign"
+	"github.com/wgmesh/wgmesh/booksource"
 	"github.com/wgmesh/wgmesh/etcdbook"
 	"github.com/wgmesh/wgmesh/internal/fileutil"
 	"github.com/wgmesh/wgmesh/peerbook"
@@ -297,4 +298,13 @@ func (e *env) bookPull(c *cli.Context) error {
 	}
 	_, err = fmt.Fprintf(e.stdout, "%s: %d members, serial %d\n", out, len(book.Peers), book.Serial)
 	return err
+}
+
+// watchEtcdBook follows the etcd:// book of `up`.
+func watchEtcdBook(ctx context.Context, cfg upConfig, opts booksource.Options, reload <-chan struct{}) (booksource.Update, <-chan booksource.Update, error) {
+	s, err := openEtcd(cfg.book, cfg.etcd)
+	if err != nil {
+		return booksource.Update{}, nil, err
+	}
+	return booksource.WatchEtcd(ctx, opts, booksource.EtcdOptions{Store: s, Reload: reload, CloseStore: true})
 }

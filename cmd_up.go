@@ -18,6 +18,7 @@ import (
 
 	"github.com/wgmesh/wgmesh/booksource"
 	"github.com/wgmesh/wgmesh/control"
+	"github.com/wgmesh/wgmesh/etcdbook"
 	"github.com/wgmesh/wgmesh/forward"
 	"github.com/wgmesh/wgmesh/meshdns"
 	"github.com/wgmesh/wgmesh/node"
@@ -29,10 +30,10 @@ func (e *env) upCommand() *cli.Command {
 		Name:      "up",
 		Usage:     "join the mesh and run until SIGINT or SIGTERM (the book is followed live; SIGHUP re-reads it)",
 		ArgsUsage: " ",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			configFlag(),
 			instanceFlag(),
-			&cli.StringFlag{Name: "book", Usage: "peer book `FILE` (watched for changes) or https:// URL (polled) (required, here or as book in --config)"},
+			&cli.StringFlag{Name: "book", Usage: "peer book `FILE` (watched for changes), https:// URL (polled) or etcd://HOST:PORT[,HOST:PORT...]/PREFIX (watched) (required, here or as book in --config)"},
 			&cli.StringFlag{Name: "key", Usage: "private key `FILE`, mode 0600 (required, here or as key in --config)"},
 			&cli.StringFlag{Name: "mode", Value: "netstack", Usage: "`MODE`: netstack (userspace network stack, no root) or tun (kernel interface; root or CAP_NET_ADMIN)"},
 			&cli.StringFlag{Name: "interface", DefaultText: "wgmesh0; utun on macOS", Usage: "TUN interface `NAME` (--mode tun)"},
@@ -58,7 +59,7 @@ func (e *env) upCommand() *cli.Command {
 			&cli.StringFlag{Name: "socks-auth-file", Usage: "require the user:password pairs of `FILE` (mode 0600) on --socks and --http-proxy"},
 			&cli.StringSliceFlag{Name: "proxy-allow", Usage: "let the proxies reach `CIDR` besides members and their subnets (repeatable)"},
 			&cli.StringFlag{Name: "dns", DefaultText: "off", Usage: "answer DNS for member names on `ADDR` (UDP and TCP; HOST:PORT or PORT on 127.0.0.1), and on port 53 of this member's mesh addresses"},
-		},
+		}, etcdFlags()...),
 		Action: e.up,
 	}
 }
@@ -67,6 +68,8 @@ func (e *env) upCommand() *cli.Command {
 type upConfig struct {
 	book        string // a file or a URL
 	bookURL     bool
+	bookEtcd    bool             // an etcd:// book
+	etcd        etcdbook.Options // how to reach it
 	keyPath     string
 	listenPort  int
 	forwards    []forward.Spec

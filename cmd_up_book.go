@@ -18,6 +18,7 @@ import (
 	"github.com/wgmesh/wgmesh/booksign"
 	"github.com/wgmesh/wgmesh/booksource"
 	"github.com/wgmesh/wgmesh/control"
+	"github.com/wgmesh/wgmesh/etcdbook"
 	"github.com/wgmesh/wgmesh/metrics"
 	"github.com/wgmesh/wgmesh/node"
 	"github.com/wgmesh/wgmesh/peerbook"
@@ -52,6 +53,8 @@ func bookFlags(c *cli.Context, cfg *upConfig) error {
 
 	lower := strings.ToLower(cfg.book)
 	switch {
+	case etcdbook.IsURL(cfg.book):
+		cfg.bookEtcd, cfg.etcd = true, etcdOptions(c)
 	case strings.HasPrefix(lower, "https://"):
 		cfg.bookURL = true
 	case strings.HasPrefix(lower, "http://"):
@@ -61,7 +64,10 @@ func bookFlags(c *cli.Context, cfg *upConfig) error {
 		cfg.bookURL = true
 	default:
 		if strings.Contains(cfg.book, "://") {
-			return usagef("--book %s: want a file, an https:// URL or an http:// URL with --allow-http", redactURL(cfg.book))
+			return usagef("--book %s: want a file, an https:// URL, an http:// URL with --allow-http or an etcd:// book", redactURL(cfg.book))
+		}
+		if err := checkEtcdFlags(c, cfg.book); err != nil {
+			return err
 		}
 		for _, f := range []string{"book-poll", "allow-http", "book-ca"} {
 			if c.IsSet(f) {
@@ -115,7 +121,7 @@ func (e *env) startBookSource(ctx context.Context, cfg upConfig, hup <-chan os.S
 	opts := booksource.Options{StateDir: cfg.stateDir, Logger: e.log}
 	// Checked here too, to name the flag: whoever can write the state dir
 	// can reset the rollback protection or plant a cached book.
-	if cfg.stateDir != "" && (cfg.trustedSigners != "" || cfg.bookURL) {
+	if cfg.stateDir != "" && (cfg.trustedSigners != "" || cfg.bookURL || cfg.bookEtcd) {
 		if err := fileutil.PrivateDir(cfg.stateDir, "state directory"); err != nil {
 			return nil, fmt.Errorf("--state-dir: %w", err)
 		}
@@ -156,6 +162,8 @@ func (e *env) startBookSource(ctx context.Context, cfg upConfig, hup <-chan os.S
 			}
 		}
 		src.first, src.updates, err = booksource.PollURL(ctx, cfg.book, cfg.bookPoll, opts, hopts)
+	} else if cfg.bookEtcd {
+		src.first, src.updates, err = watchEtcdBook(ctx, cfg, opts, reload)
 	} else {
 		src.first, src.updates, err = booksource.WatchFile(ctx, cfg.book, reload, opts)
 	}
