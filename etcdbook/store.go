@@ -11,9 +11,12 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"golang.org/x/crypto/ssh"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/wgmesh/wgmesh/booksign"
 	"github.com/wgmesh/wgmesh/internal/fileutil"
@@ -200,13 +203,17 @@ func (s *Store) Load(ctx context.Context) (*Snapshot, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	p := s.t.Prefix
-	resp, err := s.cli.Txn(ctx).Then(
-		clientv3.OpGet(p+HeadKey),
-		clientv3.OpGet(p+HeadSigKey),
-		clientv3.OpGet(p+MeshKey),
-		clientv3.OpGet(p+RulesKey),
-		clientv3.OpGet(p+MembersDir, clientv3.WithPrefix()),
-	).Commit()
+	var resp *clientv3.TxnResponse
+	err := s.retry(ctx, func(ctx context.Context) (err error) {
+		resp, err = s.cli.Txn(ctx).Then(
+			clientv3.OpGet(p+HeadKey),
+			clientv3.OpGet(p+HeadSigKey),
+			clientv3.OpGet(p+MeshKey),
+			clientv3.OpGet(p+RulesKey),
+			clientv3.OpGet(p+MembersDir, clientv3.WithPrefix()),
+		).Commit()
+		return err
+	})
 	if err != nil {
 		return nil, s.requestError("reading the book", err)
 	}
@@ -228,6 +235,36 @@ func (s *Store) Load(ctx context.Context) (*Snapshot, error) {
 		}
 	}
 	return snap, nil
+}
+
+// retry runs a request that may be repeated safely until it succeeds,
+// fails for a reason that will not go away, or ctx is done: an election
+// (a leader killed or cut off) makes etcd refuse requests for a moment,
+// which users of a Store must not see.
+func (s *Store) retry(ctx context.Context, req func(context.Context) error) error {
+	backoff := 20 * time.Millisecond
+	for {
+		err := req(ctx)
+		if err == nil || !transient(err) || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return err
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+// transient reports whether err is etcd being unavailable for a moment: no
+// leader, the leader changed, a member down.
+func transient(err error) bool {
+	var ee rpctypes.EtcdError
+	if errors.As(err, &ee) {
+		return ee.Code() == codes.Unavailable
+	}
+	return status.Code(err) == codes.Unavailable
 }
 
 // requestError names the book and says what may be wrong.
@@ -366,7 +403,14 @@ func (s *Store) Push(ctx context.Context, b *peerbook.Book, signer ssh.Signer, f
 		}
 		return fmt.Errorf("%s: %w (%s, %d members)", s.t, ErrExists, serial, countMembers(snap.Records))
 	}
-	if err := s.commit(ctx, snap, w); errors.Is(err, errConflict) {
+	err = s.commit(ctx, snap, w)
+	if err != nil && transient(err) && ctx.Err() == nil {
+		// The write may have landed before etcd failed to answer.
+		if now, lerr := s.Load(ctx); lerr == nil && string(now.Head) == string(w.head) {
+			return nil
+		}
+	}
+	if errors.Is(err, errConflict) {
 		return fmt.Errorf("%s: the book was changed by another writer during the push; nothing replaced, push again", s.t)
 	} else if err != nil {
 		return err
@@ -418,7 +462,13 @@ func (s *Store) Update(ctx context.Context, change func(*peerbook.Book) (*peerbo
 		if err == nil {
 			return nb, nil
 		}
-		if !errors.Is(err, errConflict) {
+		if transient(err) && ctx.Err() == nil {
+			// The write may have landed before etcd failed to answer:
+			// then the head is ours, and the change is done.
+			if now, lerr := s.Load(ctx); lerr == nil && string(now.Head) == string(w.head) {
+				return nb, nil
+			}
+		} else if !errors.Is(err, errConflict) {
 			return nil, err
 		}
 		if attempt == maxAttempts {
