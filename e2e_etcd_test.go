@@ -472,3 +472,91 @@ func openAuthStore(t *testing.T, url, dir, line string) *etcdbook.Store {
 	t.Cleanup(func() { s.Close() })
 	return s
 }
+
+// invite over etcd: the invitation is single-use (of two machines joining
+// with it at once exactly one gets in) and expires; the file holds no
+// private key, and the member appears only when it joins.
+func TestEtcdInviteJoin(t *testing.T) {
+	cluster := needEtcd(t)
+	r := newCLI(t)
+	dir := t.TempDir()
+	url := cluster.URL(fmt.Sprintf("e2e/invite-%d", time.Now().UnixNano()))
+	ms := newMembers(t, dir, "first")
+	bookPath := filepath.Join(dir, "book.toml")
+	writeBook(t, bookPath, 1, ms)
+	if code, _, errOut := r.run("book", "push", bookPath, url); code != 0 {
+		t.Fatal(errOut)
+	}
+	inv := filepath.Join(dir, "laptop.invite")
+	if code, out, errOut := r.run("invite", "--name", "laptop", "--group", "staff", "--out", inv, url); code != 0 || !strings.Contains(out, "single use") {
+		t.Fatalf("invite: %d %s %s", code, out, errOut)
+	}
+	text, err := os.ReadFile(inv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(text), "private_key") {
+		t.Fatalf("an etcd invitation holds a private key:\n%s", text)
+	}
+	if code, pulled, _ := r.run("book", "pull", url); code != 0 || strings.Contains(pulled, "laptop") {
+		t.Fatalf("the member is in the book before it joined:\n%s", pulled)
+	}
+
+	// Two machines join with the same invitation at once.
+	var wg sync.WaitGroup
+	codes := make([]int, 2)
+	outs := make([]string, 2)
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out, err := exec.Command(r.bin, "join", "--out", filepath.Join(dir, fmt.Sprintf("machine%d", i)), inv).CombinedOutput()
+			outs[i] = string(out)
+			if ee, ok := err.(*exec.ExitError); ok {
+				codes[i] = ee.ExitCode()
+			} else if err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	won := slices.Index(codes, 0)
+	if won < 0 || codes[1-won] == 0 || !strings.Contains(outs[1-won], "used already or expired") {
+		t.Fatalf("two joins with one invitation: exits %v\n%s\n%s", codes, outs[0], outs[1])
+	}
+	if _, err := os.Stat(filepath.Join(dir, fmt.Sprintf("machine%d", 1-won), "node.key")); err == nil {
+		t.Error("the refused join left a key behind")
+	}
+	key, err := peerbook.ReadKeyFile(filepath.Join(dir, fmt.Sprintf("machine%d", won), "node.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, pulled, _ := r.run("book", "pull", url)
+	b, err := peerbook.Parse("pulled", []byte(pulled))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, ok := b.PeerByName("laptop")
+	if !ok || p.PublicKey != key.Public() || !slices.Equal(p.Groups, []string{"staff"}) || b.Serial != 2 {
+		t.Fatalf("after join: %+v, serial %d", p, b.Serial)
+	}
+	conf, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("machine%d", won), "wgmesh.toml"))
+	if err != nil || !strings.Contains(string(conf), url) {
+		t.Fatalf("config: %v\n%s", err, conf)
+	}
+
+	// An invitation that expired is gone.
+	inv2 := filepath.Join(dir, "phone.invite")
+	if code, _, errOut := r.run("invite", "--name", "phone", "--ttl", "1s", "--out", inv2, url); code != 0 {
+		t.Fatal(errOut)
+	}
+	// The file's own expiry is checked first; make it say later, so that
+	// the lease in etcd is what refuses.
+	data, _ := os.ReadFile(inv2)
+	data = regexp.MustCompile(`expires = \S+`).ReplaceAll(data, []byte("expires = "+time.Now().Add(time.Hour).UTC().Format(time.RFC3339)))
+	os.WriteFile(inv2, data, 0o600)
+	time.Sleep(3 * time.Second)
+	if code, out, errOut := r.run("join", "--out", filepath.Join(dir, "phone"), inv2); code == 0 || !strings.Contains(errOut, "used already or expired") {
+		t.Fatalf("join after the lease expired: %d %s %s", code, out, errOut)
+	}
+}

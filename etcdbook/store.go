@@ -305,6 +305,10 @@ type write struct {
 	recs Records
 	head []byte
 	sig  []byte // nil: no signature (any old one is deleted)
+	// extraCmps and extraOps join the transaction that writes the head
+	// (an invitation consumed with the member it adds).
+	extraCmps []clientv3.Cmp
+	extraOps  []clientv3.Op
 }
 
 func newWrite(b *peerbook.Book, signer ssh.Signer) (write, error) {
@@ -351,21 +355,22 @@ func (s *Store) commit(ctx context.Context, snap *Snapshot, w write) error {
 		}
 	}
 	headCmp := clientv3.Compare(clientv3.ModRevision(p+HeadKey), "=", snap.HeadRev)
-	last := []clientv3.Op{clientv3.OpPut(p+HeadKey, string(w.head))}
+	last := append([]clientv3.Op{clientv3.OpPut(p+HeadKey, string(w.head))}, w.extraOps...)
+	headCmps := append([]clientv3.Cmp{headCmp}, w.extraCmps...)
 	if w.sig != nil {
 		last = append(last, clientv3.OpPut(p+HeadSigKey, string(w.sig)))
 	} else if snap.HeadSig != nil {
 		last = append(last, clientv3.OpDelete(p+HeadSigKey))
 	}
 	// Room for the head's comparison and puts in each transaction.
-	chunk := (maxTxnOps - 1 - len(last)) / 2
+	chunk := (maxTxnOps - len(headCmps) - len(last)) / 2
 	for len(ops) > chunk {
-		if err := s.txn(ctx, append(cmps[:chunk:chunk], headCmp), ops[:chunk]); err != nil {
+		if err := s.txn(ctx, append(cmps[:chunk:chunk], headCmps...), ops[:chunk]); err != nil {
 			return err
 		}
 		ops, cmps = ops[chunk:], cmps[chunk:]
 	}
-	return s.txn(ctx, append(cmps, headCmp), append(ops, last...))
+	return s.txn(ctx, append(cmps, headCmps...), append(ops, last...))
 }
 
 func (s *Store) txn(ctx context.Context, cmps []clientv3.Cmp, ops []clientv3.Op) error {
@@ -437,6 +442,11 @@ const maxAttempts = 100
 // got in first) and writes what changed with the new head. A signed book
 // needs signer (ErrSigned otherwise). It returns the book as written.
 func (s *Store) Update(ctx context.Context, change func(*peerbook.Book) (*peerbook.Book, error), signer ssh.Signer) (*peerbook.Book, error) {
+	return s.update(ctx, func(_ context.Context, b *peerbook.Book, _ *write) (*peerbook.Book, error) { return change(b) }, signer)
+}
+
+// update is Update whose change may also add to the transaction.
+func (s *Store) update(ctx context.Context, change func(context.Context, *peerbook.Book, *write) (*peerbook.Book, error), signer ssh.Signer) (*peerbook.Book, error) {
 	shown := s.t.String()
 	for attempt := 1; ; attempt++ {
 		snap, err := s.Load(ctx)
@@ -450,7 +460,8 @@ func (s *Store) Update(ctx context.Context, change func(*peerbook.Book) (*peerbo
 		if snap.HeadSig != nil && signer == nil {
 			return nil, fmt.Errorf("%s: %w (%s exists): an unsigned change would be refused by every node with trusted signers; give a signing key", shown, ErrSigned, HeadSigKey)
 		}
-		nb, err := change(ob)
+		var extra write
+		nb, err := change(ctx, ob, &extra)
 		if err != nil {
 			return nil, err
 		}
@@ -458,6 +469,7 @@ func (s *Store) Update(ctx context.Context, change func(*peerbook.Book) (*peerbo
 		if err != nil {
 			return nil, err
 		}
+		w.extraCmps, w.extraOps = extra.extraCmps, extra.extraOps
 		err = s.commit(ctx, snap, w)
 		if err == nil {
 			return nb, nil
