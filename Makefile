@@ -59,6 +59,7 @@ bench:
 	bash bench/scale.sh
 	bash bench/tun_pair.sh
 	bash bench/netstack_pair.sh
+	$(GO) build -o bin/wgmesh . && $(GO) run ./bench/etcdfleet -wgmesh bin/wgmesh
 
 # A FROM scratch image of a static binary, built from local files only.
 IMAGE ?= wgmesh:latest

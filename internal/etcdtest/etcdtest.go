@@ -79,6 +79,9 @@ func Start(dir string, n int, extra ...string) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
 	c := &Cluster{dir: dir}
 	base := baseIP()
 	var initial []string
