@@ -36,7 +36,7 @@ demo:
 # keep the file as a seed. A longer run: make fuzz FUZZTIME=60s
 FUZZTIME ?= 7s
 FUZZ_TARGETS = \
-	peerbook:FuzzParse peerbook:FuzzImportWGQuick filter:FuzzParse \
+	peerbook:FuzzParse peerbook:FuzzImportWGQuick filter:FuzzParse etcdbook:FuzzAssemble \
 	booksign:FuzzVerifySignature booksign:FuzzParseAllowedSigners \
 	registry:FuzzRegistryAnswers registry:FuzzParseTXT registry:FuzzParseLabel registry:FuzzAnswer \
 	proxy:FuzzSOCKS5Handshake proxy:FuzzSOCKS5UDPHeader proxy:FuzzHTTPTarget proxy:FuzzHTTPProxyRequest \

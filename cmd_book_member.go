@@ -336,6 +336,9 @@ func (e *env) runEdit(ed *bookEdit) (*peerbook.Book, error) {
 	if etcdbook.IsURL(ed.path) {
 		return e.runEtcdEdit(ed)
 	}
+	if ed.etcd != (etcdbook.Options{}) {
+		return nil, usagef("the --etcd-* options and --allow-http apply to an etcd:// book, not to %s", ed.path)
+	}
 	if ed.signKey != "" {
 		s, err := booksign.LoadSigner(ed.signKey)
 		if err != nil {

@@ -55,6 +55,11 @@ func bookFlags(c *cli.Context, cfg *upConfig) error {
 	switch {
 	case etcdbook.IsURL(cfg.book):
 		cfg.bookEtcd, cfg.etcd = true, etcdOptions(c)
+		for _, f := range []string{"book-poll", "book-ca"} {
+			if c.IsSet(f) {
+				return usagef("--%s applies to a --book https:// URL; an etcd:// book is watched, with --etcd-ca for its TLS", f)
+			}
+		}
 	case strings.HasPrefix(lower, "https://"):
 		cfg.bookURL = true
 	case strings.HasPrefix(lower, "http://"):
