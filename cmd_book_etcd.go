@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net/netip"
 	"os"
 	"slices"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/wgmesh/wgmesh/booksource"
 	"github.com/wgmesh/wgmesh/etcdbook"
 	"github.com/wgmesh/wgmesh/internal/fileutil"
+	"github.com/wgmesh/wgmesh/node"
 	"github.com/wgmesh/wgmesh/peerbook"
 )
 
@@ -307,4 +310,64 @@ func watchEtcdBook(ctx context.Context, cfg upConfig, opts booksource.Options, r
 		return booksource.Update{}, nil, err
 	}
 	return booksource.WatchEtcd(ctx, opts, booksource.EtcdOptions{Store: s, Reload: reload, CloseStore: true})
+}
+
+// endpointsEvery is how often a node publishes what it observes.
+const endpointsEvery = 5 * time.Second
+
+// etcdEndpoints is the observed-endpoint directory of an etcd book, for
+// `up`: the node looks members without an endpoint in the book up there,
+// and a node that has an endpoint in the book (so others reach it and it
+// sees their NAT mappings) publishes what it observes of them, under a
+// lease that expires when it dies.
+type etcdEndpoints struct {
+	store *etcdbook.Store
+	dir   *etcdbook.Directory
+}
+
+func startEtcdEndpoints(cfg upConfig, self string) (*etcdEndpoints, error) {
+	s, err := openEtcd(cfg.book, cfg.etcd)
+	if err != nil {
+		return nil, err
+	}
+	return &etcdEndpoints{store: s, dir: etcdbook.NewDirectory(s, self, 0)}, nil
+}
+
+// run publishes every endpointsEvery until ctx is done.
+func (x *etcdEndpoints) run(ctx context.Context, n *node.Node, log *slog.Logger) {
+	t := time.NewTicker(endpointsEvery)
+	defer t.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		book := n.Book()
+		self, ok := book.PeerByName(n.Status().Name)
+		if !ok || self.Endpoint.IsZero() {
+			continue
+		}
+		seen := map[peerbook.Key]netip.AddrPort{}
+		for _, m := range n.ObservedEndpoints() {
+			if p, ok := book.PeerByKey(m.PublicKey); ok && p.Endpoint.IsZero() {
+				seen[m.PublicKey] = m.Endpoint
+			}
+		}
+		err := x.dir.Publish(ctx, seen)
+		switch {
+		case err != nil && !failing && ctx.Err() == nil:
+			log.Warn("cannot publish observed endpoints to etcd; retrying", "err", err)
+			failing = true
+		case err == nil && failing:
+			log.Info("publishing observed endpoints to etcd again", "members", len(seen))
+			failing = false
+		}
+	}
+}
+
+func (x *etcdEndpoints) close() {
+	x.dir.Close()
+	x.store.Close()
 }

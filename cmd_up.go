@@ -297,6 +297,20 @@ func (e *env) up(c *cli.Context) (err error) {
 		svc.dns = &meshdns.Server{Logger: e.log.With("service", "dns")}
 		ncfg.MeshDNS = svc.dns
 	}
+	var endpoints *etcdEndpoints
+	if cfg.bookEtcd {
+		// Observed endpoints in etcd: members behind NAT find each other
+		// there, with no registry member.
+		self := "unknown"
+		if p, ok := book.PeerByKey(key.Public()); ok {
+			self = p.Name
+		}
+		if endpoints, err = startEtcdEndpoints(cfg, self); err != nil {
+			return err
+		}
+		undo = append(undo, endpoints.close)
+		ncfg.EndpointDirectory = endpoints.dir
+	}
 	n, err := node.New(ncfg)
 	if err != nil {
 		return err
@@ -354,6 +368,10 @@ func (e *env) up(c *cli.Context) (err error) {
 	}
 	svc.serveMetrics(failed)
 	svc.setReady(true)
+	if endpoints != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); endpoints.run(serveCtx, n, e.log) }()
+	}
 
 	st := n.Status()
 	attrs := []any{"instance", instance, "name", st.Name, "listen_port", st.ListenPort, "control", cfg.controlPath, "book", src.shown, "serial", book.Serial}
@@ -396,6 +414,9 @@ loop:
 	// The proxies and the DNS server use the node: stop them first.
 	svc.close()
 	n.Close()
+	if endpoints != nil {
+		endpoints.close()
+	}
 	ctl.Close()
 	return runErr
 }

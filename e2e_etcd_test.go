@@ -560,3 +560,70 @@ func TestEtcdInviteJoin(t *testing.T) {
 		t.Fatalf("join after the lease expired: %d %s %s", code, out, errOut)
 	}
 }
+
+// Observed endpoints in etcd: alpha has an endpoint, beta and gamma are
+// "behind NAT" (none in the book) and the book has no registry member;
+// alpha publishes what it observes of them, gamma finds beta through etcd
+// and reaches it directly. When alpha dies its lease expires and its
+// entries go.
+func TestEtcdObservedEndpoints(t *testing.T) {
+	cluster := needEtcd(t)
+	bin := buildBinary(t)
+	r := newCLI(t)
+	dir := t.TempDir()
+	url := cluster.URL(fmt.Sprintf("e2e/endpoints-%d", time.Now().UnixNano()))
+	ms := newMembers(t, dir, "alpha", "beta", "gamma")
+	bookPath := filepath.Join(dir, "book.toml")
+	writeBook(t, bookPath, 1, ms)
+	if code, _, errOut := r.run("book", "push", bookPath, url); code != 0 {
+		t.Fatal(errOut)
+	}
+	ctl := func(name string) string { return filepath.Join(dir, "run", name, "wgmesh.sock") }
+	upArgs := func(m *testMember) []string {
+		return []string{"--book", url, "--key", m.keyPath, "--listen-port", "0", "--state-dir", filepath.Join(dir, "state", m.name)}
+	}
+	alpha := startUp(t, bin, "alpha", ctl("alpha"), upArgs(ms[0])...)
+	st := alpha.waitStatus(t, bin, "start-up", func(st node.Status) bool { return st.ListenPort != 0 })
+	if code, _, errOut := r.run("book", "set", "--name", "alpha", "--endpoint", fmt.Sprintf("127.0.0.1:%d", st.ListenPort), url); code != 0 {
+		t.Fatal(errOut)
+	}
+	beta := startUp(t, bin, "beta", ctl("beta"), upArgs(ms[1])...)
+	gamma := startUp(t, bin, "gamma", ctl("gamma"), upArgs(ms[2])...)
+	betaPort := beta.waitStatus(t, bin, "start-up", func(st node.Status) bool { return st.ListenPort != 0 }).ListenPort
+	gamma.waitStatus(t, bin, "start-up", func(st node.Status) bool { return st.ListenPort != 0 })
+
+	want := fmt.Sprintf("127.0.0.1:%d", betaPort)
+	gamma.waitStatus(t, bin, "beta found through etcd and reached", func(st node.Status) bool {
+		for _, ps := range st.Peers {
+			if ps.Name == "beta" && ps.Endpoint == want && !ps.LastHandshake.IsZero() {
+				return true
+			}
+		}
+		return false
+	})
+	if !strings.Contains(gamma.stderr.String(), `msg="member endpoint from registry" peer=beta registry=etcd://`) {
+		t.Errorf("gamma did not log beta's endpoint from etcd:\n%s", gamma.stderr.String())
+	}
+
+	// alpha's entries live under its lease: SIGKILL, and they expire.
+	store := openTestStore(t, url)
+	prefix := store.Target().Prefix + etcdbook.EndpointsDir
+	count := func() int {
+		resp, err := store.Client().Get(context.Background(), prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return int(resp.Count)
+	}
+	if n := count(); n == 0 {
+		t.Fatal("no endpoints published")
+	}
+	alpha.cmd.Process.Signal(syscall.SIGKILL)
+	deadline := time.Now().Add(etcdbook.DefaultEndpointTTL + 10*time.Second)
+	for count() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("alpha's endpoints still in etcd %v after it died", etcdbook.DefaultEndpointTTL+10*time.Second)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
