@@ -36,7 +36,7 @@ demo:
 # keep the file as a seed. A longer run: make fuzz FUZZTIME=60s
 FUZZTIME ?= 7s
 FUZZ_TARGETS = \
-	peerbook:FuzzParse peerbook:FuzzImportWGQuick filter:FuzzParse \
+	peerbook:FuzzParse peerbook:FuzzImportWGQuick filter:FuzzParse etcdbook:FuzzAssemble \
 	booksign:FuzzVerifySignature booksign:FuzzParseAllowedSigners \
 	registry:FuzzRegistryAnswers registry:FuzzParseTXT registry:FuzzParseLabel registry:FuzzAnswer \
 	proxy:FuzzSOCKS5Handshake proxy:FuzzSOCKS5UDPHeader proxy:FuzzHTTPTarget proxy:FuzzHTTPProxyRequest \
@@ -60,6 +60,7 @@ bench:
 	bash bench/tun_pair.sh
 	bash bench/netstack_pair.sh
 	bash bench/rules_pair.sh
+	$(GO) build -o bin/wgmesh . && $(GO) run ./bench/etcdfleet -wgmesh bin/wgmesh
 
 # A FROM scratch image of a static binary, built from local files only.
 IMAGE ?= wgmesh:latest

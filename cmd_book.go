@@ -19,7 +19,7 @@ func (e *env) bookCommand() *cli.Command {
 		Name:   "book",
 		Usage:  "work with peer books",
 		Action: unknownCommand,
-		Subcommands: append([]*cli.Command{
+		Subcommands: withEtcdFlags(append(append([]*cli.Command{
 			{
 				Name:      "check",
 				Usage:     "validate a peer book; print every problem as FILE:LINE: message",
@@ -65,7 +65,7 @@ func (e *env) bookCommand() *cli.Command {
 				},
 				Action: e.bookVerify,
 			},
-		}, e.bookMemberCommands()...),
+		}, e.bookMemberCommands()...), e.bookEtcdCommands()...)),
 	}
 }
 
@@ -74,7 +74,7 @@ func (e *env) bookCheck(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	book, err := loadBook(a[0])
+	book, err := e.loadAnyBook(c, a[0])
 	if err != nil {
 		return err
 	}
@@ -117,7 +117,7 @@ func (e *env) bookExport(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	book, err := loadBook(a[0])
+	book, err := e.loadAnyBook(c, a[0])
 	if err != nil {
 		return err
 	}

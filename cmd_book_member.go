@@ -13,6 +13,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/wgmesh/wgmesh/booksign"
+	"github.com/wgmesh/wgmesh/etcdbook"
 	"github.com/wgmesh/wgmesh/internal/bookedit"
 	"github.com/wgmesh/wgmesh/internal/fileutil"
 	"github.com/wgmesh/wgmesh/peerbook"
@@ -175,7 +176,7 @@ func (e *env) bookAdd(c *cli.Context) error {
 		}
 	}
 	change := func(b *peerbook.Book) (*peerbook.Book, error) { return peerbook.AddMember(b, m) }
-	ed := &bookEdit{path: a[0], signKey: c.String("sign-key"), change: change, hook: hook, canCreate: true}
+	ed := &bookEdit{path: a[0], signKey: c.String("sign-key"), change: change, hook: hook, canCreate: true, etcd: etcdOptions(c)}
 	if nets := c.StringSlice("network"); len(nets) > 0 {
 		if ed.networks, err = parsePrefixes("--network", nets); err != nil {
 			return err
@@ -202,7 +203,7 @@ func (e *env) bookRemove(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	ed := &bookEdit{path: a[0], signKey: c.String("sign-key"),
+	ed := &bookEdit{path: a[0], signKey: c.String("sign-key"), etcd: etcdOptions(c),
 		change: func(b *peerbook.Book) (*peerbook.Book, error) { return peerbook.RemoveMember(b, name) }}
 	nb, err := e.runEdit(ed)
 	if err != nil {
@@ -297,7 +298,7 @@ func (e *env) bookSet(c *cli.Context) error {
 	if !changed {
 		return usagef("book set: nothing to change; give at least one setting (see: %s --help)", c.Command.HelpName)
 	}
-	ed := &bookEdit{path: a[0], signKey: c.String("sign-key"),
+	ed := &bookEdit{path: a[0], signKey: c.String("sign-key"), etcd: etcdOptions(c),
 		change: func(b *peerbook.Book) (*peerbook.Book, error) { return peerbook.SetMember(b, name, ch) }}
 	nb, err := e.runEdit(ed)
 	if err != nil {
@@ -325,11 +326,19 @@ type bookEdit struct {
 
 	signer ssh.Signer // loaded from signKey
 	signed bool       // BOOK.sig written
+
+	etcd etcdbook.Options // for a book in etcd
 }
 
 // runEdit applies ed with bookedit, the code the web page shares, and
 // returns the new book.
 func (e *env) runEdit(ed *bookEdit) (*peerbook.Book, error) {
+	if etcdbook.IsURL(ed.path) {
+		return e.runEtcdEdit(ed)
+	}
+	if ed.etcd != (etcdbook.Options{}) {
+		return nil, usagef("the --etcd-* options and --allow-http apply to an etcd:// book, not to %s", ed.path)
+	}
 	if ed.signKey != "" {
 		s, err := booksign.LoadSigner(ed.signKey)
 		if err != nil {

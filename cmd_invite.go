@@ -17,6 +17,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/wgmesh/wgmesh/booksign"
+	"github.com/wgmesh/wgmesh/etcdbook"
 	"github.com/wgmesh/wgmesh/internal/fileutil"
 	"github.com/wgmesh/wgmesh/peerbook"
 )
@@ -39,13 +40,16 @@ type invitation struct {
 	Name    string    `toml:"name"`
 	Expires time.Time `toml:"expires"`
 	// PrivateKey is the new member's key, in wg genkey format.
-	PrivateKey string `toml:"private_key"`
+	PrivateKey string `toml:"private_key,omitempty"`
 	// BookURL is where the member follows the book, when it is published.
 	BookURL string `toml:"book_url,omitempty"`
 	// Book, BookSig and TrustedSigners are base64 of the files' bytes.
-	Book           string `toml:"book"`
+	Book           string `toml:"book,omitempty"`
 	BookSig        string `toml:"book_sig,omitempty"`
 	TrustedSigners string `toml:"trusted_signers,omitempty"`
+	// Token, for a book in etcd, is the secret that adds the member
+	// once (instead of PrivateKey and Book).
+	Token string `toml:"token,omitempty"`
 }
 
 func (e *env) inviteCommand() *cli.Command {
@@ -53,12 +57,12 @@ func (e *env) inviteCommand() *cli.Command {
 		Name:      "invite",
 		Usage:     "add a member with a new key to a book and write its invitation file for `wgmesh join`",
 		ArgsUsage: "BOOK",
-		Flags: append(memberFlags(),
+		Flags: append(append(memberFlags(),
 			&cli.DurationFlag{Name: "ttl", Value: 24 * time.Hour, Usage: "the invitation expires after `DURATION`"},
 			&cli.StringFlag{Name: "out", Usage: "write the invitation to `FILE` (mode 0600, never overwriting; default NAME.invite)"},
 			&cli.StringFlag{Name: "book-url", Usage: "the member follows the book at `URL` (where you publish BOOK) instead of a copy"},
 			&cli.StringFlag{Name: "trusted-signers", Usage: "allowed_signers `FILE` the member trusts for a signed book (default: the --sign-key alone)"},
-		),
+		), inviteEtcdFlags()...),
 		Action: e.invite,
 	}
 }
@@ -68,9 +72,9 @@ func (e *env) joinCommand() *cli.Command {
 		Name:      "join",
 		Usage:     "set this machine up from an invitation file (- reads it from stdin); prints the wgmesh up command to run",
 		ArgsUsage: "INVITATION",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "out", Usage: "`DIR` for node.key, book.toml and the book's signature and signers (created 0700) (required)"},
-		},
+		}, inviteEtcdFlags()...),
 		Action: e.join,
 	}
 }
@@ -94,6 +98,9 @@ func (e *env) invite(c *cli.Context) error {
 	}
 	if _, err := os.Lstat(out); err == nil {
 		return fmt.Errorf("%s already exists; refusing to overwrite it (remove it first or choose another --out)", out)
+	}
+	if etcdbook.IsURL(a[0]) {
+		return e.inviteEtcd(c, a[0], m, ttl, out)
 	}
 	bookURL := c.String("book-url")
 	if bookURL != "" {
@@ -199,6 +206,9 @@ func (e *env) join(c *cli.Context) error {
 	}
 	if now := time.Now(); now.After(inv.Expires) {
 		return fmt.Errorf("invitation expired at %s; ask for a new one (wgmesh invite --name %s BOOK)", inv.Expires.Format(time.RFC3339), inv.Name)
+	}
+	if inv.Token != "" {
+		return e.joinEtcd(c, a[0], inv, dir)
 	}
 	key, err := peerbook.ParsePrivateKey(inv.PrivateKey)
 	if err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/wgmesh/wgmesh/booksource"
 	"github.com/wgmesh/wgmesh/daemon"
+	"github.com/wgmesh/wgmesh/etcdbook"
 	"github.com/wgmesh/wgmesh/forward"
 	"github.com/wgmesh/wgmesh/node"
 )
@@ -23,10 +25,10 @@ func (e *env) upCommand() *cli.Command {
 		Name:      "up",
 		Usage:     "join the mesh and run until SIGINT or SIGTERM (the book is followed live; SIGHUP re-reads it)",
 		ArgsUsage: " ",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			configFlag(),
 			instanceFlag(),
-			&cli.StringFlag{Name: "book", Usage: "peer book `FILE` (watched for changes) or https:// URL (polled) (required, here or as book in --config)"},
+			&cli.StringFlag{Name: "book", Usage: "peer book `FILE` (watched for changes), https:// URL (polled) or etcd://HOST:PORT[,HOST:PORT...]/PREFIX (watched) (required, here or as book in --config)"},
 			&cli.StringFlag{Name: "key", Usage: "private key `FILE`, mode 0600 (required, here or as key in --config)"},
 			&cli.StringFlag{Name: "mode", Value: "netstack", Usage: "`MODE`: netstack (userspace network stack, no root) or tun (kernel interface; root or CAP_NET_ADMIN)"},
 			&cli.StringFlag{Name: "interface", DefaultText: "wgmesh0; utun on macOS", Usage: "TUN interface `NAME` (--mode tun)"},
@@ -53,7 +55,7 @@ func (e *env) upCommand() *cli.Command {
 			&cli.StringFlag{Name: "socks-auth-file", Usage: "require the user:password pairs of `FILE` (mode 0600) on --socks and --http-proxy"},
 			&cli.StringSliceFlag{Name: "proxy-allow", Usage: "let the proxies reach `CIDR` besides members and their subnets (repeatable)"},
 			&cli.StringFlag{Name: "dns", DefaultText: "off", Usage: "answer DNS for member names on `ADDR` (UDP and TCP; HOST:PORT or PORT on 127.0.0.1), and on port 53 of this member's mesh addresses"},
-		},
+		}, etcdFlags()...),
 		Action: e.up,
 	}
 }
@@ -62,6 +64,8 @@ func (e *env) upCommand() *cli.Command {
 type upConfig struct {
 	book        string // a file or a URL
 	bookURL     bool
+	bookEtcd    bool             // an etcd:// book
+	etcd        etcdbook.Options // how to reach it
 	keyPath     string
 	listenPort  int
 	forwards    []forward.Spec
@@ -157,6 +161,17 @@ func (e *env) up(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	var endpoints *etcdEndpoints
+	if cfg.bookEtcd {
+		// Observed endpoints in etcd: members behind NAT find each other
+		// there, with no registry member. Closed after the node (defers
+		// run in reverse).
+		if endpoints, err = startEtcdEndpoints(cfg); err != nil {
+			return err
+		}
+		defer endpoints.close()
+		dcfg.Node.EndpointDirectory = endpoints.dir
+	}
 	d, err := daemon.New(dcfg)
 	if err != nil {
 		return flagError(err)
@@ -175,6 +190,13 @@ func (e *env) up(c *cli.Context) error {
 	ctx := c.Context
 	if err := d.Start(ctx); err != nil {
 		return flagError(err)
+	}
+	if endpoints != nil {
+		// Publishing stops before the daemon closes.
+		pctx, stop := context.WithCancel(ctx)
+		published := make(chan struct{})
+		go func() { defer close(published); endpoints.run(pctx, d.Node(), e.log) }()
+		defer func() { stop(); <-published }()
 	}
 	select {
 	case <-ctx.Done():

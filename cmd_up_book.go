@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/x509"
 	"fmt"
 	"net/http"
@@ -11,7 +12,9 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/wgmesh/wgmesh/booksign"
+	"github.com/wgmesh/wgmesh/booksource"
 	"github.com/wgmesh/wgmesh/daemon"
+	"github.com/wgmesh/wgmesh/etcdbook"
 
 	"github.com/wgmesh/wgmesh/internal/fileutil"
 	"github.com/wgmesh/wgmesh/internal/netutil"
@@ -44,6 +47,13 @@ func bookFlags(c *cli.Context, cfg *upConfig) error {
 
 	lower := strings.ToLower(cfg.book)
 	switch {
+	case etcdbook.IsURL(cfg.book):
+		cfg.bookEtcd, cfg.etcd = true, etcdOptions(c)
+		for _, f := range []string{"book-poll", "book-ca"} {
+			if c.IsSet(f) {
+				return usagef("--%s applies to a --book https:// URL; an etcd:// book is watched, with --etcd-ca for its TLS", f)
+			}
+		}
 	case strings.HasPrefix(lower, "https://"):
 		cfg.bookURL = true
 	case strings.HasPrefix(lower, "http://"):
@@ -53,7 +63,10 @@ func bookFlags(c *cli.Context, cfg *upConfig) error {
 		cfg.bookURL = true
 	default:
 		if strings.Contains(cfg.book, "://") {
-			return usagef("--book %s: want a file, an https:// URL or an http:// URL with --allow-http", netutil.RedactURL(cfg.book))
+			return usagef("--book %s: want a file, an https:// URL, an http:// URL with --allow-http or an etcd:// book", netutil.RedactURL(cfg.book))
+		}
+		if err := checkEtcdFlags(c, cfg.book); err != nil {
+			return err
 		}
 		for _, f := range []string{"book-poll", "allow-http", "book-ca"} {
 			if c.IsSet(f) {
@@ -86,6 +99,15 @@ func bookSettings(cfg upConfig, dcfg *daemon.Config) error {
 			return fmt.Errorf("--trusted-signers %s lists no key for %s: no book could ever be accepted", cfg.trustedSigners, booksign.Namespace)
 		}
 		dcfg.TrustedSigners = signers
+	}
+	if cfg.bookEtcd {
+		// The etcd:// book: watched, cached in the state directory.
+		dcfg.Sources = map[string]daemon.OpenSource{"etcd": func(book string) (daemon.BookSource, error) {
+			return daemon.FollowFunc(netutil.RedactURL(book), func(ctx context.Context, reload <-chan struct{}, opts booksource.Options) (booksource.Update, <-chan booksource.Update, error) {
+				return watchEtcdBook(ctx, cfg, opts, reload)
+			}), nil
+		}}
+		return nil
 	}
 	if !cfg.bookURL {
 		return nil

@@ -241,18 +241,25 @@ func (g *gate) check(v version) Update {
 		}
 		return u
 	}
-	h := sha256.Sum256(v.book)
-	switch {
-	case !g.haveHighest:
-	case book.Serial < g.highest:
-		u.Err = fmt.Errorf("%s: %w: serial %d is lower than %d, the highest applied; refusing a rollback", g.name, ErrStaleSerial, book.Serial, g.highest)
-		return u
-	case book.Serial == g.highest && h != g.highestHash:
-		u.Err = fmt.Errorf("%s: %w: serial not increased: the book changed but its serial is still %d; raise it and sign again", g.name, ErrStaleSerial, book.Serial)
+	if err := g.checkSerial(book, sha256.Sum256(v.book)); err != nil {
+		u.Err = err
 		return u
 	}
 	u.Book, u.Signer = book, signer
 	return u
+}
+
+// checkSerial applies the rollback rule to a signed book whose content
+// hashes to h.
+func (g *gate) checkSerial(book *peerbook.Book, h [sha256.Size]byte) error {
+	switch {
+	case !g.haveHighest:
+	case book.Serial < g.highest:
+		return fmt.Errorf("%s: %w: serial %d is lower than %d, the highest applied; refusing a rollback", g.name, ErrStaleSerial, book.Serial, g.highest)
+	case book.Serial == g.highest && h != g.highestHash:
+		return fmt.Errorf("%s: %w: serial not increased: the book changed but its serial is still %d; raise it and sign again", g.name, ErrStaleSerial, book.Serial)
+	}
+	return nil
 }
 
 func (g *gate) accept(b *peerbook.Book, h [sha256.Size]byte) {

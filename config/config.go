@@ -13,7 +13,7 @@
 // The file is checked as strictly as a peer book: an unknown key, a value
 // of the wrong type, a table or a key set twice is refused with FILE:LINE.
 // Relative paths (book, key, trusted_signers, state_dir, book_ca,
-// socks_auth_file, control) are relative to the file's directory, so a
+// socks_auth_file, control, etcd_*) are relative to the file's directory, so a
 // directory written by `wgmesh join` can be moved as a whole.
 //
 // The package knows the keys and their types; what a value means (a
@@ -62,6 +62,10 @@ type File struct {
 	BookPoll        string `toml:"book_poll"`        // --book-poll: a duration such as "1m"
 	AllowHTTP       *bool  `toml:"allow_http"`       // --allow-http
 	BookCA          string `toml:"book_ca"`          // --book-ca: PEM file
+	EtcdCA          string `toml:"etcd_ca"`          // --etcd-ca: PEM file, for an etcd:// book
+	EtcdCert        string `toml:"etcd_cert"`        // --etcd-cert: PEM file
+	EtcdKey         string `toml:"etcd_key"`         // --etcd-key: PEM file (mode 0600)
+	EtcdAuthFile    string `toml:"etcd_auth_file"`   // --etcd-auth-file: user:password file (mode 0600)
 	ResolveInterval string `toml:"resolve_interval"` // --resolve-interval: a duration
 	Resolver        string `toml:"resolver"`         // --resolver: HOST:PORT
 	Registry        string `toml:"registry"`         // --registry: dns://HOST:PORT
@@ -86,7 +90,8 @@ type File struct {
 // pathKeys are the keys holding paths, resolved against the file's
 // directory by Load.
 var pathKeys = map[string]bool{"book": true, "key": true, "trusted_signers": true, "state_dir": true,
-	"book_ca": true, "socks_auth_file": true, "control": true}
+	"book_ca": true, "socks_auth_file": true, "control": true,
+	"etcd_ca": true, "etcd_cert": true, "etcd_key": true, "etcd_auth_file": true}
 
 // Setting is one key the file sets, in the form of the flag it stands for.
 type Setting struct {

@@ -116,7 +116,7 @@ func (d *Daemon) startSource(ctx context.Context) error {
 		if errors.As(err, &serr) {
 			return &ConfigError{Field: "StateDir", Err: err}
 		}
-		return bookRefused(src.String(), err)
+		return BookRefused(src.String(), err)
 	}
 	d.push("source", func() {
 		stop()
@@ -130,9 +130,9 @@ func (d *Daemon) startSource(ctx context.Context) error {
 	return nil
 }
 
-// bookRefused says why no book could be used, every problem of an invalid
+// BookRefused says why no book could be used, every problem of an invalid
 // book on its own line.
-func bookRefused(shown string, err error) error {
+func BookRefused(shown string, err error) error {
 	var perr *peerbook.Error
 	if errors.As(err, &perr) {
 		n := len(perr.Problems)

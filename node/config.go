@@ -75,6 +75,11 @@ type Config struct {
 	// RegistryZone is Registry's zone. Default: the mesh domain.
 	RegistryZone string
 
+	// EndpointDirectory, if set, is asked after the registries for the
+	// endpoints of members that have none in the book (observed endpoints
+	// kept in etcd, say). Default: none.
+	EndpointDirectory EndpointDirectory
+
 	// RegistryPort is the port on mesh addresses where registry members
 	// answer, both when this node is one and when it asks one. Default:
 	// DefaultRegistryPort (53).

@@ -38,6 +38,8 @@ type registryTarget struct {
 	ex   registry.Exchanger
 	zone string
 	name string
+	// lookup, when set, is asked instead of ex (an EndpointDirectory).
+	lookup func(context.Context, peerbook.Key) (netip.AddrPort, error)
 }
 
 type discoverJob struct {
@@ -79,7 +81,13 @@ func (n *Node) discover(ctx context.Context, targets []registryTarget, jobs []di
 	for _, j := range jobs {
 		for _, t := range targets {
 			qctx, cancel := context.WithTimeout(ctx, discoverTimeout)
-			ap, err := registry.Lookup(qctx, t.ex, t.zone, j.key)
+			var ap netip.AddrPort
+			var err error
+			if t.lookup != nil {
+				ap, err = t.lookup(qctx, j.key)
+			} else {
+				ap, err = registry.Lookup(qctx, t.ex, t.zone, j.key)
+			}
 			cancel()
 			if ctx.Err() != nil {
 				return
@@ -116,6 +124,9 @@ func (n *Node) registryTargets() []registryTarget {
 			rz = zone
 		}
 		out = append(out, registryTarget{ex: registry.DialExchanger{Addr: n.cfg.Registry}, zone: dns.Fqdn(rz), name: n.cfg.Registry})
+	}
+	if t, ok := n.directoryTarget(); ok {
+		out = append(out, t)
 	}
 	return out
 }

@@ -1,8 +1,10 @@
 package peerbook
 
 import (
+	"bytes"
 	"net/netip"
 	"path/filepath"
+	"strconv"
 	"testing"
 )
 
@@ -68,6 +70,32 @@ func TestMarshalHostileStrings(t *testing.T) {
 	for _, p := range err.(*Error).Problems {
 		if len(p.Msg) > 12 && p.Msg[:12] == "invalid TOML" || p.Line == 0 {
 			t.Errorf("Marshal produced broken TOML: %s\n%s", p, Marshal(b))
+		}
+	}
+}
+
+// The fragments joined as Marshal joins its parts give Marshal's text.
+func TestFragmentsJoinToMarshal(t *testing.T) {
+	for _, f := range []string{"design.toml", "rules.toml"} {
+		b, err := Load(filepath.Join("..", "testdata", "good", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var w bytes.Buffer
+		w.WriteString("format = 1\nserial = " + strconv.FormatUint(b.Serial, 10) + "\n\n")
+		w.Write(MarshalMesh(b))
+		for i := range b.Peers {
+			w.WriteString("\n")
+			w.Write(MarshalPeer(&b.Peers[i]))
+		}
+		if r := MarshalRules(b.Rules); r != nil {
+			w.WriteString("\n")
+			w.Write(r)
+		} else if len(b.Rules) > 0 {
+			t.Fatalf("%s: no rules fragment", f)
+		}
+		if got, want := w.String(), string(Marshal(b)); got != want {
+			t.Fatalf("%s: fragments give\n%s\nMarshal gives\n%s", f, got, want)
 		}
 	}
 }

@@ -126,7 +126,7 @@ func Apply(ed Edit) (*Result, error) {
 	}
 	nb, err := ed.Change(ob)
 	if err != nil {
-		return nil, refused(ed.Path, err)
+		return nil, Refused(ed.Path, err)
 	}
 	text, inPlace := peerbook.EditText(data, ob, nb)
 	if !inPlace && !bytes.Equal(data, peerbook.Marshal(ob)) && ed.Note != nil {
@@ -152,7 +152,7 @@ func create(ed Edit) (*Result, error) {
 	empty.Source = ed.Path
 	nb, err := ed.Change(&empty)
 	if err != nil {
-		return nil, refused(ed.Path, err)
+		return nil, Refused(ed.Path, err)
 	}
 	text := peerbook.Marshal(nb)
 	return write(ed, text, func() error { return fileutil.WriteFileExclusive(ed.Path, text, 0o644) })
@@ -193,8 +193,9 @@ func write(ed Edit, text []byte, writeBook func() error) (*Result, error) {
 	return res, nil
 }
 
-// refused wraps the error of a membership operation; the book is unchanged.
-func refused(path string, err error) error {
+// Refused wraps the error of a membership operation on the book at path
+// (unchanged): a refused book lists each problem on its own line.
+func Refused(path string, err error) error {
 	var perr *peerbook.Error
 	if errors.As(err, &perr) {
 		return fmt.Errorf("%s not changed: the changed book would be refused, %s:\n%w", path, plural(len(perr.Problems), "problem"), err)
