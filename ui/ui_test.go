@@ -39,7 +39,7 @@ type fixture struct {
 	srv   *Server
 	ts    *httptest.Server
 	logs  *testutil.Buffer
-	seen  bytes.Buffer // every response body
+	seen  testutil.Buffer // every response body (requests may run at once)
 }
 
 func newFixture(t *testing.T, configure func(*Server)) *fixture {
