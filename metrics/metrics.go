@@ -143,6 +143,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		switch {
 		case p.Path == node.PathDirect:
 			path = "direct"
+		case p.Path == node.PathIdle:
+			path = "idle"
 		case strings.HasPrefix(p.Path, node.PathRelayPrefix):
 			path, via = "relayed", strings.TrimPrefix(p.Path, node.PathRelayPrefix)
 		}

@@ -71,12 +71,19 @@ func (n *Node) apply(book *peerbook.Book, looked []resolveResult) error {
 		}
 		changes++
 	}
+	// Idle members are not in the device: their update_only entries are
+	// skipped there and applied to their records (syncLocked) instead.
+	unlock := n.lazyLock()
+	defer unlock()
 	if changes > 0 {
 		if err := n.dev.IpcSet(w.String()); err != nil {
 			// The UAPI error text never contains key material, but do not
 			// echo the transaction itself: it may.
 			return fmt.Errorf("node: configure peers: %w", errors.Unwrap(err))
 		}
+	}
+	if n.lazy != nil {
+		n.lazy.syncLocked(want)
 	}
 	n.applied = want
 	n.entries = entries

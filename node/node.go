@@ -105,6 +105,12 @@ type Node struct {
 
 	// upCtx ends when the node closes; a reload's lookups end with it.
 	upCtx context.Context
+
+	// lazy keeps idle members out of the device (lazy.go, lazynode.go);
+	// lazyQuietAfter and lazyUnansweredAfter override its windows in tests.
+	lazy                                *lazyPeers
+	lazyBind                            *lazyBind
+	lazyQuietAfter, lazyUnansweredAfter time.Duration
 }
 
 // New checks cfg and returns a Node that is not yet running. It fails when
@@ -179,7 +185,10 @@ func (n *Node) up(ctx context.Context) error {
 		n.relay.setMembers(relayPrefixes(book, n.self))
 		tdev = n.relay
 	}
-	dev := device.NewDevice(tdev, conn.NewDefaultBind(), wgLogger(n.log))
+	// Lazy peers: the outermost wrappers, so relayed packets wake too.
+	tdev, bind := n.lazyWrap(tdev, conn.NewDefaultBind())
+	dev := device.NewDevice(tdev, bind, wgLogger(n.log))
+	n.lazyAttach(dev)
 
 	port := book.ListenPortOf(self)
 	switch {
@@ -281,6 +290,7 @@ func (n *Node) teardown() {
 			n.log.Error("cleaning up interface", "interface", n.ifname, "err", err)
 		}
 	}
+	n.lazyClose() // no wake may write to the device while it closes
 	if n.dev != nil {
 		n.dev.Close() // closes the TUN device or stack and the bind too
 	}

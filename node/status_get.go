@@ -32,6 +32,10 @@ type peerFacts struct {
 	pathSince time.Time
 	source    string
 	changes   uint64
+	// idle is the record of a member out of the device (lazy.go); base
+	// its byte counts from earlier activations.
+	idle *idleRecord
+	base counters
 }
 
 // Status returns a snapshot of the node and every other member. Before Up
@@ -111,6 +115,10 @@ func (n *Node) snapshotLocked(dev *deviceState) *nodeSnapshot {
 		return s
 	}
 	s.facts = make([]peerFacts, len(book.Peers))
+	var lazy *lazyView
+	if n.lazy != nil {
+		lazy = n.lazy.view.Load()
+	}
 	for i := range book.Peers {
 		p := &book.Peers[i]
 		if p.PublicKey == n.self {
@@ -132,6 +140,12 @@ func (n *Node) snapshotLocked(dev *deviceState) *nodeSnapshot {
 			f.pathSince = st.changed
 		}
 		f.source = n.endpointSource(p, dev)
+		if lazy != nil {
+			f.base = lazy.bases[p.PublicKey]
+			if rec, ok := lazy.isIdle(p.PublicKey); ok {
+				f.idle, f.path = rec, PathIdle
+			}
+		}
 	}
 	return s
 }
@@ -156,15 +170,26 @@ func (s *nodeSnapshot) build() Status {
 			Subnets:   p.Subnets,
 		}
 		if dev != nil {
-			if d, ok := dev.peers[p.PublicKey]; ok {
+			f := &s.facts[i]
+			d, ok := dev.peers[p.PublicKey]
+			if ok {
 				inBook++
+			}
+			if ok && f.idle == nil {
+				if d.endpoint.IsValid() {
+					ps.Endpoint = d.endpoint.String()
+				}
+				ps.LastHandshake = d.lastHandshake
+				ps.RxBytes, ps.TxBytes = f.base.rx+d.rx, f.base.tx+d.tx
+			} else if f.idle != nil {
+				// Out of the device: what it had when the member went idle.
+				d := &f.idle.last
 				if d.endpoint.IsValid() {
 					ps.Endpoint = d.endpoint.String()
 				}
 				ps.LastHandshake = d.lastHandshake
 				ps.RxBytes, ps.TxBytes = d.rx, d.tx
 			}
-			f := &s.facts[i]
 			ps.EndpointChanges = f.changes
 			ps.Path, ps.PathSince, ps.EndpointSource = f.path, f.pathSince, f.source
 		}

@@ -183,6 +183,7 @@ func (n *Node) tick(ctx context.Context, now time.Time, due tickDue) tickResult 
 	}
 	if due.paths {
 		n.updatePathsLocked(dev, now)
+		n.lazyTickLocked(dev, now) // members quiet for a while leave the device
 		n.publishStatusLocked(dev)
 	}
 	if due.discover {
