@@ -42,6 +42,8 @@ func (n *Node) apply(book *peerbook.Book, looked []resolveResult) error {
 
 	var w uapiWriter
 	changes := 0
+	var startIdle []*peerConfig
+	startIdleOK := startsIdle(book, self)
 	for k, old := range n.applied {
 		if _, ok := want[k]; !ok {
 			w.peer(k)
@@ -60,6 +62,9 @@ func (n *Node) apply(book *peerbook.Book, looked []resolveResult) error {
 		}
 		old, had := n.applied[pc.key]
 		switch {
+		case !had && startIdleOK(&book.Peers[i], pc):
+			startIdle = append(startIdle, pc) // lazy.go: not in the device
+			continue
 		case !had:
 			w.writePeer(pc, false)
 			n.log.Debug("member added", "peer", pc.name, "key", pc.key.Short(), "endpoint", addrOrNone(pc.endpoint))
@@ -83,6 +88,7 @@ func (n *Node) apply(book *peerbook.Book, looked []resolveResult) error {
 		}
 	}
 	if n.lazy != nil {
+		n.lazy.addIdleLocked(startIdle)
 		n.lazy.syncLocked(want)
 	}
 	n.applied = want

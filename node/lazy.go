@@ -212,6 +212,10 @@ func (l *lazyPeers) observe(dev *deviceState, now time.Time, wanted map[peerbook
 func (l *lazyPeers) wake(k peerbook.Key) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.wakeLocked(k)
+}
+
+func (l *lazyPeers) wakeLocked(k peerbook.Key) {
 	rec, ok := l.idle[k]
 	if !ok || l.closed {
 		return
@@ -247,6 +251,7 @@ func (l *lazyPeers) syncLocked(wanted map[peerbook.Key]*peerConfig) {
 	if len(l.idle) == 0 {
 		return
 	}
+	var wake []peerbook.Key
 	for k, rec := range l.idle {
 		pc, ok := wanted[k]
 		if !ok {
@@ -255,9 +260,50 @@ func (l *lazyPeers) syncLocked(wanted map[peerbook.Key]*peerConfig) {
 			delete(l.bases, k)
 			continue
 		}
+		if !rec.cfg.endpoint.IsValid() && pc.endpoint.IsValid() {
+			// It has an address now: configure it, so that this node
+			// greets it and its keepalive runs, as for a new member.
+			wake = append(wake, k)
+		}
 		rec.cfg = pc
 	}
+	for _, k := range wake {
+		l.wakeLocked(k)
+	}
 	l.publishLocked()
+}
+
+// addIdleLocked records members that start idle, never configured in
+// the device (startsIdle). Caller holds l.mu (lock) and n.mu.
+func (l *lazyPeers) addIdleLocked(pcs []*peerConfig) {
+	if len(pcs) == 0 {
+		return
+	}
+	now := l.now()
+	for _, pc := range pcs {
+		l.idle[pc.key] = &idleRecord{cfg: pc, cfgEndpoint: pc.endpoint, since: now}
+	}
+	l.publishLocked()
+}
+
+// startsIdle returns whether a member new in book starts idle: it has no
+// endpoint, so the device could not send to it anyway; it initiates to
+// this node (which has an endpoint) or traffic wakes it. Members that need
+// to be configured stay out (see lazyExemptLocked): relays, registries,
+// and, when the book has a registry, members waiting for a lookup.
+func startsIdle(book *peerbook.Book, self *peerbook.Peer) func(p *peerbook.Peer, pc *peerConfig) bool {
+	never := func(*peerbook.Peer, *peerConfig) bool { return false }
+	if self.Endpoint.IsZero() {
+		return never
+	}
+	for i := range book.Peers {
+		if book.Peers[i].Registry {
+			return never
+		}
+	}
+	return func(p *peerbook.Peer, pc *peerConfig) bool {
+		return !pc.endpoint.IsValid() && !p.Relay && p.Endpoint.IsZero()
+	}
 }
 
 // setLocked updates one idle member's record, if it is idle. Caller holds
