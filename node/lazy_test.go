@@ -224,3 +224,58 @@ func TestIdleWakeAndSync(t *testing.T) {
 		t.Fatal("wake after close configured a member")
 	}
 }
+
+func TestStartsIdle(t *testing.T) {
+	self := &peerbook.Peer{Name: "self", Endpoint: peerbook.Endpoint{Host: "192.0.2.1", Port: 51820}}
+	noEndpoint := &peerbook.Peer{Name: "nat"}
+	withEndpoint := &peerbook.Peer{Name: "srv", Endpoint: peerbook.Endpoint{Host: "192.0.2.2", Port: 51820}}
+	relay := &peerbook.Peer{Name: "relay", Relay: true}
+	book := &peerbook.Book{Peers: []peerbook.Peer{*self, *noEndpoint, *withEndpoint, *relay}}
+	ok := startsIdle(book, self)
+	for _, c := range []struct {
+		p    *peerbook.Peer
+		pc   peerConfig
+		want bool
+	}{
+		{noEndpoint, peerConfig{}, true},
+		{noEndpoint, peerConfig{endpoint: netip.MustParseAddrPort("192.0.2.9:1")}, false}, // an override or a registry answer
+		{withEndpoint, peerConfig{endpoint: netip.MustParseAddrPort("192.0.2.2:51820")}, false},
+		{relay, peerConfig{}, false},
+	} {
+		if got := ok(c.p, &c.pc); got != c.want {
+			t.Errorf("%s (endpoint %v): starts idle %v, want %v", c.p.Name, c.pc.endpoint, got, c.want)
+		}
+	}
+	// This node unreachable, or a registry in the book: nobody starts idle.
+	if startsIdle(book, noEndpoint)(noEndpoint, &peerConfig{}) {
+		t.Error("starts idle although this node has no endpoint")
+	}
+	withRegistry := &peerbook.Book{Peers: append(book.Peers, peerbook.Peer{Name: "reg", Registry: true})}
+	if startsIdle(withRegistry, self)(noEndpoint, &peerConfig{}) {
+		t.Error("starts idle although a registry could give it an endpoint")
+	}
+}
+
+// TestIdleGainsEndpoint: a member that started idle without an endpoint is
+// configured as soon as the node learns one for it.
+func TestIdleGainsEndpoint(t *testing.T) {
+	f := newFakeLazy(t)
+	keys, want := testConfigs(t, 1)
+	c := *want[keys[0]]
+	c.endpoint = netip.AddrPort{}
+	f.lock()
+	f.addIdleLocked([]*peerConfig{&c})
+	f.unlock()
+	if _, ok := f.view.Load().isIdle(keys[0]); !ok || !f.anyIdle() {
+		t.Fatal("member did not start idle")
+	}
+	f.lock()
+	f.syncLocked(want)
+	f.unlock()
+	if got, ok := f.inDevice[keys[0]]; !ok || got.endpoint != want[keys[0]].endpoint {
+		t.Fatal("member with a new endpoint not configured")
+	}
+	if f.anyIdle() {
+		t.Fatal("still counted idle")
+	}
+}

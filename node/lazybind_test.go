@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/curve25519"
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun/tuntest"
@@ -185,4 +186,16 @@ func BenchmarkInitiationPeek(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkX25519 is one Diffie-Hellman, the unit of handshake cost: the
+// peek does one, wireguard-go's responder four (two for the initiation,
+// two for its response).
+func BenchmarkX25519(b *testing.B) {
+	a, r := newKey(b), newKey(b).Public()
+	for b.Loop() {
+		if _, err := curve25519.X25519(a[:], r[:]); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
