@@ -111,6 +111,7 @@ type Node struct {
 	lazy                                *lazyPeers
 	lazyBind                            *lazyBind
 	lazyQuietAfter, lazyUnansweredAfter time.Duration
+	releasing                           atomic.Bool // releaseMemory runs
 }
 
 // New checks cfg and returns a Node that is not yet running. It fails when
