@@ -2,6 +2,8 @@ package node
 
 import (
 	"encoding/binary"
+	"sync/atomic"
+	"time"
 
 	"golang.org/x/crypto/blake2s"
 	"golang.org/x/crypto/chacha20poly1305"
@@ -22,7 +24,8 @@ import (
 // right (cheap, keyed by this node's public key) is opened as far as the
 // Noise IK responder's first steps go, which names the initiator's static
 // key. Garbage costs one BLAKE2s; a valid-looking initiation one X25519,
-// rate-limited per source address as wireguard-go limits handshakes.
+// rate-limited per source address, as wireguard-go limits handshakes,
+// once there are more than peekLoad a second.
 type lazyBind struct {
 	conn.Bind
 	peek *initiationPeeker
@@ -32,6 +35,8 @@ type lazyBind struct {
 	// idle reports whether any member is idle now.
 	idle func() bool
 	rate ratelimiter.Ratelimiter
+	// loadSec and loadN count the peeks of the current second.
+	loadSec, loadN atomic.Int64
 }
 
 func newLazyBind(b conn.Bind, priv peerbook.PrivateKey, idle func() bool, wake func(peerbook.Key)) *lazyBind {
@@ -67,8 +72,12 @@ func (b *lazyBind) receive(fn conn.ReceiveFunc) conn.ReceiveFunc {
 			if !b.peek.mac1OK(msg) {
 				continue
 			}
-			if src := eps[i].DstIP(); src.IsValid() && !b.rate.Allow(src) {
-				continue // wireguard-go's own limit will drop it too
+			if b.underLoad() {
+				// As wireguard-go does under load: a source may send
+				// only so many handshakes a second.
+				if src := eps[i].DstIP(); src.IsValid() && !b.rate.Allow(src) {
+					continue
+				}
 			}
 			if k, ok := b.peek.initiator(msg); ok {
 				b.wake(k)
@@ -76,6 +85,21 @@ func (b *lazyBind) receive(fn conn.ReceiveFunc) conn.ReceiveFunc {
 		}
 		return n, err
 	}
+}
+
+// peekLoad is how many peeks a second the bind makes before it limits them
+// per source address.
+const peekLoad = 64
+
+// underLoad counts a peek and reports whether this second has seen more
+// than peekLoad.
+func (b *lazyBind) underLoad() bool {
+	sec := time.Now().Unix()
+	if b.loadSec.Load() != sec {
+		b.loadSec.Store(sec)
+		b.loadN.Store(0)
+	}
+	return b.loadN.Add(1) > peekLoad
 }
 
 // Close closes the inner bind. The rate limiter's cleaner stops with the
