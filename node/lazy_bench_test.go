@@ -2,9 +2,14 @@ package node
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
+
+	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/wgmesh/wgmesh/peerbook"
 )
@@ -110,4 +115,121 @@ func BenchmarkFirstPacket(b *testing.B) {
 			once(b)
 		}
 	})
+}
+
+// BenchmarkLiveTransfer: one TCP stream between two live members of a
+// 2-member book, and of a 1,000-member book whose 998 other members are
+// idle (every packet then passes the idle-routes lookup).
+func BenchmarkLiveTransfer(b *testing.B) {
+	for _, size := range []int{2, 1000} {
+		b.Run(fmt.Sprintf("members=%d", size), func(b *testing.B) {
+			book, keys := testBook(b, size)
+			for i := 2; i < size; i++ {
+				a := book.Peers[i].Addresses[0].As4()
+				a[2], a[3] = byte((i+1)>>8), byte(i+1)
+				book.Peers[i].Addresses = []netip.Addr{netip.AddrFrom4(a)}
+			}
+			nodes := startNodes(b, book, keys[:2], nil, lazyWindows(time.Second, time.Second))
+			m := &testMesh{book: book, keys: keys, nodes: nodes}
+			m.publishEndpoints(b)
+			if size > 2 {
+				deadline := time.Now().Add(30 * time.Second)
+				for nodes[0].lazy.nIdle.Load() < int64(size-2) || nodes[1].lazy.nIdle.Load() < int64(size-2) {
+					if time.Now().After(deadline) {
+						b.Fatalf("idle: %d and %d of %d", nodes[0].lazy.nIdle.Load(), nodes[1].lazy.nIdle.Load(), size-2)
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+			}
+			ln, err := nodes[1].Listen("tcp", ":9")
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer ln.Close()
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					go func() { io.Copy(io.Discard, c); c.Close() }()
+				}
+			}()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			c, err := nodes[0].Dial(ctx, "tcp", "n1:9")
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			const chunk = 16 << 20
+			buf := make([]byte, 64<<10)
+			b.SetBytes(chunk)
+			for b.Loop() {
+				for sent := 0; sent < chunk; sent += len(buf) {
+					if _, err := c.Write(buf); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+		})
+	}
+}
+
+// batchDevice returns a full batch of the packets already in the
+// buffers on every Read, so that only the wrapper's work is measured.
+type batchDevice struct {
+	tun.Device
+	size int
+}
+
+func (d *batchDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	for i := range bufs {
+		sizes[i] = d.size
+	}
+	return len(bufs), nil
+}
+
+// BenchmarkLazyDeviceRead is what lazyDevice adds per batch of 128
+// packets to a live member: nothing idle, and 10,000 idle members (one
+// lookup per batch whose packets share a destination, 128 when every
+// packet has another one).
+func BenchmarkLazyDeviceRead(b *testing.B) {
+	const batch = 128
+	fill := func(bufs [][]byte, distinct bool) {
+		for i, p := range bufs {
+			p[0] = 0x45
+			copy(p[16:20], []byte{10, 42, 0, 2})
+			if distinct {
+				p[19] = byte(i)
+			}
+		}
+	}
+	idle := map[peerbook.Key]*idleRecord{}
+	for i := range 10000 {
+		var k peerbook.Key
+		k[0], k[1] = byte(i), byte(i>>8)
+		idle[k] = &idleRecord{cfg: &peerConfig{allowedIPs: []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 43, byte(i >> 8), byte(i)}), 32)}}}
+	}
+	bufs := make([][]byte, batch)
+	for i := range bufs {
+		bufs[i] = make([]byte, 1500)
+	}
+	sizes := make([]int, batch)
+	for _, c := range []struct {
+		name     string
+		idle     bool
+		distinct bool
+	}{{"none-idle", false, false}, {"10000-idle", true, false}, {"10000-idle-distinct", true, true}} {
+		b.Run(c.name, func(b *testing.B) {
+			fill(bufs, c.distinct)
+			d := newLazyDevice(&batchDevice{size: 1400}, func(peerbook.Key) { b.Fatal("woke a live member") })
+			if c.idle {
+				d.routes.Store(newIdleRoutes(idle))
+			}
+			for b.Loop() {
+				d.Read(bufs, sizes, 0)
+			}
+		})
+	}
 }

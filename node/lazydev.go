@@ -1,6 +1,7 @@
 package node
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"sync/atomic"
 
@@ -79,8 +80,17 @@ func (d *lazyDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		return n, err
 	}
 	var last netip.Addr
+	var last4 uint32 // last as a number when IPv4: the common case, compared cheaply
 	for i := 0; i < n; i++ {
-		dst, ok := packetDst(bufs[i][offset : offset+sizes[i]])
+		pkt := bufs[i][offset : offset+sizes[i]]
+		if len(pkt) >= 20 && pkt[0]>>4 == 4 {
+			if d4 := binary.BigEndian.Uint32(pkt[16:20]); last.Is4() && d4 == last4 {
+				continue
+			} else {
+				last4 = d4
+			}
+		}
+		dst, ok := packetDst(pkt)
 		if !ok || dst == last {
 			continue
 		}
