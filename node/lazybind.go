@@ -88,8 +88,9 @@ func (b *lazyBind) receive(fn conn.ReceiveFunc) conn.ReceiveFunc {
 }
 
 // peekLoad is how many peeks a second the bind makes before it limits them
-// per source address.
-const peekLoad = 64
+// per source address (to wireguard-go's 20 a second): one X25519 each, so
+// unlimited peeks cost at most a few percent of a core.
+const peekLoad = 500
 
 // underLoad counts a peek and reports whether this second has seen more
 // than peekLoad.
