@@ -9,7 +9,8 @@
 #   RSS       VmRSS after the idle window, and per member
 #   idle CPU  utime+stime (/proc/PID/stat) over WINDOW seconds, SETTLE
 #             seconds after ready, as % of one core
-#   status    latency of one `wgmesh status --json` while idle
+#   status    latency of one `wgmesh status --json` while idle, and how
+#             many members it shows idle (out of the device: lazy peers)
 #   apply     seconds from renaming a changed book (serial 2, every fourth
 #             endpoint moved) over the watched file to status showing
 #             serial 2, and the slowest `wgmesh status` answer meanwhile
@@ -111,11 +112,11 @@ if [[ -n ${WGMESH_BEFORE:-} ]]; then
 fi
 HZ=$(getconf CLK_TCK)
 
-declare -A READY=() RSS=() CPU=() IDLE=() APPLY=() WORST=()
+declare -A READY=() RSS=() CPU=() IDLE=() APPLY=() WORST=() LAZY=()
 
 # measure BUILD N: one run of BUILD's binary on the book of N members.
 measure() {
-	local b=$1 n=$2 bin=${BIN[$1]} dir=$TMP/run i t0 t1 ready=-1 c0 c1 rss s0 s1 idle worst=0 calls=0 serial applied=-1
+	local b=$1 n=$2 bin=${BIN[$1]} dir=$TMP/run i t0 t1 ready=-1 c0 c1 rss s0 s1 idle lazy worst=0 calls=0 serial applied=-1
 	rm -rf "$dir"
 	mkdir -p "$dir"
 	cp "$TMP/$n/book1.toml" "$dir/book.toml"
@@ -139,7 +140,13 @@ measure() {
 	c1=$(ticks "$PID")
 	rss=$(rss_kb "$PID")
 	s0=$(now_ns)
-	"$bin" status --json --control "$dir/ctl" >/dev/null
+	# An overloaded machine can make the answer miss the CLI's deadline:
+	# that run then shows -1 members idle, and the apply is still measured.
+	lazy=-1
+	if "$bin" status --json --control "$dir/ctl" >"$dir/status.json"; then
+		# Members out of the device (lazy peers; a build without them has none).
+		lazy=$(jq '[.peers[] | select(.path == "idle")] | length' "$dir/status.json")
+	fi
 	idle=$(($(now_ns) - s0))
 
 	cp "$TMP/$n/book2.toml" "$dir/book.toml.new"
@@ -168,10 +175,11 @@ measure() {
 	IDLE[$b.$n]+="$(awk -v t="$idle" 'BEGIN {printf "%.1f", t / 1e6}') "
 	APPLY[$b.$n]+="$(awk -v t="$applied" 'BEGIN {printf "%.3f", t / 1e9}') "
 	WORST[$b.$n]+="$(awk -v t="$worst" 'BEGIN {printf "%.1f", t / 1e6}') "
-	printf '  %-7s N=%-6d ready %6.3f s  RSS %7.1f MB  idle CPU %6.2f %%  status %6.1f ms  apply %6.3f s, status <= %7.1f ms (%d calls)\n' \
+	LAZY[$b.$n]+="$lazy "
+	printf '  %-7s N=%-6d ready %6.3f s  RSS %7.1f MB  idle CPU %6.2f %%  status %6.1f ms  idle members %d  apply %6.3f s, status <= %7.1f ms (%d calls)\n' \
 		"$b" "$n" "$(awk -v t="$ready" 'BEGIN {print t / 1e9}')" "$(awk -v r="$rss" 'BEGIN {print r / 1024}')" \
 		"$(awk -v t=$((c1 - c0)) -v hz="$HZ" -v w="$WINDOW" 'BEGIN {print 100 * t / hz / w}')" \
-		"$(awk -v t="$idle" 'BEGIN {print t / 1e6}')" "$(awk -v t="$applied" 'BEGIN {print t / 1e9}')" \
+		"$(awk -v t="$idle" 'BEGIN {print t / 1e6}')" "$lazy" "$(awk -v t="$applied" 'BEGIN {print t / 1e9}')" \
 		"$(awk -v t="$worst" 'BEGIN {print t / 1e6}')" "$calls"
 }
 
@@ -197,7 +205,7 @@ done
 
 echo
 echo "Summary (medians of $ROUNDS round(s)):"
-printf '  %-7s %6s %9s %8s %12s %9s %11s %9s %14s\n' build N "ready s" "RSS MB" "KB/member" "CPU %" "status ms" "apply s" "status max ms"
+printf '  %-7s %6s %9s %8s %12s %9s %11s %9s %14s %6s\n' build N "ready s" "RSS MB" "KB/member" "CPU %" "status ms" "apply s" "status max ms" idle
 declare -A M=()
 for n in $SIZES; do
 	for b in "${BUILDS[@]}"; do
@@ -209,10 +217,11 @@ for n in $SIZES; do
 			M[$b.$n.idle]=$(median ${IDLE[$b.$n]})
 			M[$b.$n.apply]=$(median ${APPLY[$b.$n]})
 			M[$b.$n.worst]=$(median ${WORST[$b.$n]})
+			M[$b.$n.lazy]=$(median ${LAZY[$b.$n]})
 		}
-		printf '  %-7s %6d %9.3f %8.1f %12.1f %9.2f %11.1f %9.3f %14.1f\n' "$b" "$n" "${M[$b.$n.ready]}" \
+		printf '  %-7s %6d %9.3f %8.1f %12.1f %9.2f %11.1f %9.3f %14.1f %6d\n' "$b" "$n" "${M[$b.$n.ready]}" \
 			"$(awk -v r="${M[$b.$n.rss]}" 'BEGIN {print r / 1024}')" "$(awk -v r="${M[$b.$n.rss]}" -v n="$n" 'BEGIN {print r / n}')" \
-			"${M[$b.$n.cpu]}" "${M[$b.$n.idle]}" "${M[$b.$n.apply]}" "${M[$b.$n.worst]}"
+			"${M[$b.$n.cpu]}" "${M[$b.$n.idle]}" "${M[$b.$n.apply]}" "${M[$b.$n.worst]}" "${M[$b.$n.lazy]}"
 	done
 done
 if [[ -n ${WGMESH_BEFORE:-} ]]; then

@@ -49,7 +49,7 @@ var (
 	peerUpDesc = prometheus.NewDesc("wgmesh_peer_has_endpoint",
 		"1 when the device knows where to send to a member, else 0.", []string{"peer"}, nil)
 	pathDesc = prometheus.NewDesc("wgmesh_peer_path",
-		"1 for a member's current path: direct, relayed (with the relay in via) or none.", []string{"peer", "path", "via"}, nil)
+		"1 for a member's current path: direct, relayed (with the relay in via), idle (out of the device until traffic) or none.", []string{"peer", "path", "via"}, nil)
 	pathChangedDesc = prometheus.NewDesc("wgmesh_peer_path_changed_timestamp_seconds",
 		"Unix time of the last change of a member's path.", []string{"peer"}, nil)
 	endpointSourceDesc = prometheus.NewDesc("wgmesh_peer_endpoint_source",
@@ -159,6 +159,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		switch {
 		case p.Path == node.PathDirect:
 			path = "direct"
+		case p.Path == node.PathIdle:
+			path = "idle"
 		case strings.HasPrefix(p.Path, node.PathRelayPrefix):
 			path, via = "relayed", strings.TrimPrefix(p.Path, node.PathRelayPrefix)
 		}

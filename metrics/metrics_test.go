@@ -358,3 +358,55 @@ func TestMetricsDropped(t *testing.T) {
 		t.Error("wgmesh_peer_dropped_total is not a counter")
 	}
 }
+
+// TestMetricsIdleMember: a member out of the device (a member with no
+// endpoint starts idle on a node that has one) is still exported, with
+// path="idle".
+func TestMetricsIdleMember(t *testing.T) {
+	book := &peerbook.Book{Format: 1, Serial: 1, Source: "book.toml", Mesh: peerbook.Mesh{
+		Domain: "mesh", Networks: []netip.Prefix{netip.MustParsePrefix("10.42.0.0/24")}, MTU: 1420,
+	}}
+	var key peerbook.PrivateKey
+	for i, name := range []string{"alpha", "gamma"} {
+		k, _ := peerbook.GeneratePrivateKey()
+		if i == 0 {
+			key = k
+		}
+		p := peerbook.Peer{Name: name, PublicKey: k.Public(), Addresses: []netip.Addr{netip.AddrFrom4([4]byte{10, 42, 0, byte(i + 1)})}}
+		if i == 0 {
+			p.Endpoint = peerbook.Endpoint{Host: "127.0.0.1", Port: 51820}
+		}
+		book.Peers = append(book.Peers, p)
+	}
+	n, err := node.New(node.Config{Book: book, PrivateKey: key, ListenPort: node.EphemeralPort})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Up(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	if p := n.Status().Peers[0]; p.Path != node.PathIdle {
+		t.Fatalf("gamma's path %q, want idle", p.Path)
+	}
+	mfs := scrape(t, New(n).Handler())
+	found := false
+	for _, m := range mfs["wgmesh_peer_path"].Metric {
+		labels := map[string]string{}
+		for _, l := range m.Label {
+			labels[l.GetName()] = l.GetValue()
+		}
+		if labels["peer"] == "gamma" {
+			found = true
+			if labels["path"] != "idle" {
+				t.Errorf("gamma's path label %q, want idle", labels["path"])
+			}
+		}
+	}
+	if !found {
+		t.Fatal("idle member not exported")
+	}
+	if got := value(t, mfs, "wgmesh_peer_receive_bytes_total", "gamma"); got != 0 {
+		t.Errorf("rx %v", got)
+	}
+}

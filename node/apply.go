@@ -44,6 +44,25 @@ func (n *Node) apply(book *peerbook.Book, looked []resolveResult) error {
 	n.warnExitLocked(book)
 
 	d := diffPeers(n.applied, want, book.Peers)
+	// New members with no endpoint start idle (lazy.go): they stay out of
+	// the device until they initiate or traffic needs them.
+	var startIdle []*peerConfig
+	if n.lazy != nil {
+		startIdleOK := startsIdle(book, self)
+		kept := d.add[:0:0]
+		for _, pc := range d.add {
+			if startIdleOK(entries[pc.key], pc) {
+				startIdle = append(startIdle, pc)
+			} else {
+				kept = append(kept, pc)
+			}
+		}
+		d.add = kept
+	}
+	// Idle members are not in the device: their update_only entries are
+	// skipped there and applied to their records (syncLocked) instead.
+	unlock := n.lazyLock()
+	defer unlock()
 	if !d.empty() {
 		// Status answers from the snapshot meanwhile (Reload holds
 		// n.bookWrite): a device read would wait for the transaction.
@@ -63,6 +82,10 @@ func (n *Node) apply(book *peerbook.Book, looked []resolveResult) error {
 	}
 	for _, u := range d.update {
 		n.log.Info("member updated", "peer", u.to.name, "key", u.to.key.Short(), "endpoint", addrOrNone(u.to.endpoint))
+	}
+	if n.lazy != nil {
+		n.lazy.addIdleLocked(startIdle)
+		n.lazy.syncLocked(want)
 	}
 	n.applied = want
 	n.keepCandidatesLocked(entries)

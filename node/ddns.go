@@ -255,8 +255,13 @@ func (n *Node) setEndpointLocked(pc *peerConfig, entry *peerbook.Peer, ap netip.
 	next.keepalive = n.book.KeepaliveBetween(self, entry)
 	var w uapiWriter
 	w.writePeer(&next, true)
+	unlock := n.lazyLock() // see apply
+	defer unlock()
 	if err := n.dev.IpcSet(w.String()); err != nil {
 		return err
+	}
+	if n.lazy != nil {
+		n.lazy.setLocked(pc.key, &next)
 	}
 	n.applied[pc.key] = &next
 	n.endpointChanges[pc.key]++

@@ -140,6 +140,13 @@ type Node struct {
 	host          *hostnet.Applied       // TUN mode only: addresses, routes, rules
 	uapi          net.Listener           // TUN mode only: the wg(8) UAPI socket
 	listenPort    uint16
+
+	// lazy keeps idle members out of the device (lazy.go, lazynode.go);
+	// lazyQuietAfter and lazyUnansweredAfter override its windows in tests.
+	lazy                                *lazyPeers
+	lazyBind                            *lazyBind
+	lazyQuietAfter, lazyUnansweredAfter time.Duration
+	releasing                           atomic.Bool // releaseMemory runs
 }
 
 // nodeView is what readers that need no device facts get without waiting:
@@ -242,7 +249,10 @@ func (n *Node) up(ctx context.Context) error {
 	if bind == nil {
 		bind = conn.NewDefaultBind()
 	}
+	// Lazy peers: the outermost wrappers, so relayed packets wake too.
+	tdev, bind = n.lazyWrap(tdev, bind)
 	dev := device.NewDevice(tdev, bind, wgLogger(n.log))
+	n.lazyAttach(dev)
 
 	port := book.ListenPortOf(self)
 	switch {
@@ -359,6 +369,7 @@ func (n *Node) teardown() {
 			n.log.Error("cleaning up interface", "interface", n.ifname, "err", err)
 		}
 	}
+	n.lazyClose() // no wake may write to the device while it closes
 	n.snap.Store(nil)
 	n.publishView(false)
 	if n.dev != nil {

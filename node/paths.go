@@ -320,9 +320,14 @@ func (n *Node) rerouteLocked() {
 	if changes == 0 {
 		return
 	}
+	unlock := n.lazyLock() // see apply
+	defer unlock()
 	if err := n.dev.IpcSet(w.String()); err != nil {
 		n.log.Error("cannot reroute members", "err", err)
 		return
+	}
+	if n.lazy != nil {
+		n.lazy.syncLocked(next)
 	}
 	n.applied = next
 }

@@ -44,8 +44,9 @@ type PeerStatus struct {
 	// (added with wg set); its Name is empty.
 	NotInBook bool   `json:"not_in_book,omitempty"`
 	RxBytes   uint64 `json:"rx_bytes"`
-	// Path is "direct" (a recent handshake), "relayed via NAME", or
-	// "no path".
+	// Path is "direct" (a recent handshake), "relayed via NAME", "idle"
+	// (no traffic for a while: out of the device until a packet to or
+	// from the member, see PathIdle), or "no path".
 	Path string `json:"path"`
 	// PathSince is when Path last changed.
 	PathSince time.Time `json:"path_since,omitzero"`

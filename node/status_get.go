@@ -53,6 +53,10 @@ type peerFacts struct {
 	// "dns".
 	kind    string
 	changes uint64
+	// idle is the record of a member out of the device (lazy.go); base
+	// its byte counts from earlier activations.
+	idle *idleRecord
+	base counters
 }
 
 // Status returns a snapshot of the node and every other member. Before Up
@@ -142,6 +146,10 @@ func (n *Node) snapshotLocked(dev *deviceState) *nodeSnapshot {
 	s.book, s.wg, s.dev = book, n.dev, dev
 	s.filter = n.filter
 	s.facts = make([]peerFacts, len(book.Peers))
+	var lazy *lazyView
+	if n.lazy != nil {
+		lazy = n.lazy.view.Load()
+	}
 	for i := range book.Peers {
 		p := &book.Peers[i]
 		if p.PublicKey == n.self {
@@ -163,6 +171,12 @@ func (n *Node) snapshotLocked(dev *deviceState) *nodeSnapshot {
 		if pc, ok := n.applied[p.PublicKey]; ok {
 			f.applied, f.endpoint = true, pc.endpoint
 			f.kind = n.endpointKind(p, pc.endpoint)
+		}
+		if lazy != nil {
+			f.base = lazy.bases[p.PublicKey]
+			if rec, ok := lazy.isIdle(p.PublicKey); ok {
+				f.idle = rec
+			}
 		}
 	}
 	return s
@@ -190,15 +204,26 @@ func (s *nodeSnapshot) build(dev *deviceState) Status {
 			Subnets:   p.Subnets,
 		}
 		if dev != nil {
-			if d, ok := dev.peers[p.PublicKey]; ok {
+			f := &s.facts[i]
+			d, ok := dev.peers[p.PublicKey]
+			if ok {
 				inBook++
+			}
+			if ok && f.idle == nil {
+				if d.endpoint.IsValid() {
+					ps.Endpoint = d.endpoint.String()
+				}
+				ps.LastHandshake = d.lastHandshake
+				ps.RxBytes, ps.TxBytes = f.base.rx+d.rx, f.base.tx+d.tx
+			} else if f.idle != nil {
+				// Out of the device: what it had when the member went idle.
+				d := &f.idle.last
 				if d.endpoint.IsValid() {
 					ps.Endpoint = d.endpoint.String()
 				}
 				ps.LastHandshake = d.lastHandshake
 				ps.RxBytes, ps.TxBytes = d.rx, d.tx
 			}
-			f := &s.facts[i]
 			ps.EndpointChanges = f.changes
 			ps.Path, ps.PathSince, ps.EndpointSource = f.path(dev, p.PublicKey), f.pathSince, f.source(dev, p.PublicKey)
 			s.filter.peerDrops(&ps)
@@ -233,6 +258,8 @@ func (s *nodeSnapshot) build(dev *deviceState) Status {
 // handshake) or none.
 func (f *peerFacts) path(dev *deviceState, k peerbook.Key) string {
 	switch {
+	case f.idle != nil:
+		return PathIdle
 	case f.via != "":
 		return PathRelayPrefix + f.via
 	case !f.broken && direct(dev, k, dev.read):
@@ -243,6 +270,13 @@ func (f *peerFacts) path(dev *deviceState, k peerbook.Key) string {
 
 // source says where the endpoint dev uses for member k came from.
 func (f *peerFacts) source(dev *deviceState, k peerbook.Key) string {
+	if f.idle != nil {
+		// Out of the device: where its endpoint came from when it was.
+		if f.applied {
+			return f.kind
+		}
+		return ""
+	}
 	d, ok := dev.peers[k]
 	if !ok || !d.endpoint.IsValid() {
 		return ""

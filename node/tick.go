@@ -247,6 +247,7 @@ func (n *Node) tick(ctx context.Context, now time.Time, due tickDue, targets []r
 	var res tickResult
 	if due.paths {
 		n.updatePathsLocked(dev, now)
+		n.lazyTickLocked(dev, now) // members quiet for a while leave the device
 		n.publishStatusLocked(dev)
 	}
 	if due.discover {
