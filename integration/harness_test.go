@@ -252,6 +252,8 @@ func (m *member) launch(t *testing.T, cmd *exec.Cmd) {
 		}
 		select {
 		case err := <-m.exited:
+			// Put it back for the cleanup's stop, which waits for it.
+			m.exited <- err
 			t.Fatalf("%s exited during start-up: %v\n%s", m.Name, err, m.stderr.String())
 		case <-time.After(100 * time.Millisecond):
 		}
