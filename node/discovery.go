@@ -11,6 +11,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/wgmesh/wgmesh/internal/dnsserve"
 	"github.com/wgmesh/wgmesh/peerbook"
 	"github.com/wgmesh/wgmesh/registry"
 )
@@ -227,8 +228,8 @@ func (n *Node) serveMeshDNS(self *peerbook.Peer) error {
 			}
 			return fmt.Errorf("node: serve DNS on mesh address %s: %w", ap, err)
 		}
-		udp := &dns.Server{PacketConn: pc, Handler: mux}
-		tcp := &dns.Server{Listener: ln, Handler: mux}
+		udp := &dns.Server{PacketConn: pc, Handler: mux, MsgAcceptFunc: dnsserve.AcceptFunc}
+		tcp := &dns.Server{Listener: ln, Handler: mux, MsgAcceptFunc: dnsserve.AcceptFunc}
 		n.dnsServers = append(n.dnsServers, udp, tcp)
 		go udp.ActivateAndServe()
 		go tcp.ActivateAndServe()
