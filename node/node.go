@@ -115,6 +115,8 @@ type Node struct {
 	cands map[peerbook.Key]*candidateState
 	// discoverNext schedules the next registry lookup per member.
 	discoverNext map[peerbook.Key]time.Time
+	// lan is the LAN candidate state (lan.go).
+	lan lanState
 	registry     *registry.Server
 	dnsServers   []*dns.Server
 	// relay wraps the device when this member is a relay.
