@@ -116,9 +116,9 @@ type Node struct {
 	// discoverNext schedules the next registry lookup per member.
 	discoverNext map[peerbook.Key]time.Time
 	// lan is the LAN candidate state (lan.go).
-	lan lanState
-	registry     *registry.Server
-	dnsServers   []*dns.Server
+	lan        lanState
+	registry   *registry.Server
+	dnsServers []*dns.Server
 	// relay wraps the device when this member is a relay.
 	relay *relayDevice
 	// filter enforces the book's access rules (filterdev.go).
