@@ -239,7 +239,14 @@ func (n *Node) serveMeshDNS(self *peerbook.Peer) error {
 	}
 	if self.Registry {
 		zone := dns.Fqdn(n.book.Mesh.Domain)
-		n.registry = &registry.Server{Zone: zone, Members: n.observedMembers, Owner: n.meshOwner, Logger: n.log.With("part", "registry")}
+		srv := &registry.Server{Zone: zone, Owner: n.meshOwner, Logger: n.log.With("part", "registry")}
+		srv.Members = func() []registry.Member {
+			if snap := n.snap.Load(); snap != nil && snap.book != nil && snap.book.Mesh.NoLANCandidates {
+				srv.ForgetLAN() // announced before a reload turned them off
+			}
+			return n.observedMembers()
+		}
+		n.registry = srv
 		mux.Handle(registry.ServiceName(zone), n.registry)
 	}
 	port := n.registryPort()

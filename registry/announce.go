@@ -158,6 +158,14 @@ func (s *Server) update(req *dns.Msg, from netip.Addr) *dns.Msg {
 	return m
 }
 
+// ForgetLAN drops every announced LAN candidate (the mesh turned them
+// off).
+func (s *Server) ForgetLAN() {
+	s.lanMu.Lock()
+	clear(s.lan)
+	s.lanMu.Unlock()
+}
+
 // announced returns k's LAN candidates, or nil when it announced none in
 // the last LANTTL.
 func (s *Server) announced(k peerbook.Key) []netip.AddrPort {

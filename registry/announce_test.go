@@ -58,6 +58,13 @@ func TestAnnounceLAN(t *testing.T) {
 		t.Fatalf("beta has LAN %v after a refused announcement", mb.LAN)
 	}
 
+	s.ForgetLAN()
+	if mb, _ := LookupMember(ctx, ex, "mesh", alpha.PublicKey); len(mb.LAN) != 0 {
+		t.Fatalf("LAN %v after ForgetLAN", mb.LAN)
+	}
+	if err := Announce(ctx, ex, "mesh", alpha.PublicKey, lan); err != nil {
+		t.Fatal(err)
+	}
 	if err := Announce(ctx, ex, "mesh", alpha.PublicKey, nil); err != nil {
 		t.Fatal(err)
 	}
