@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"time"
 
 	"github.com/miekg/dns"
 
+	"github.com/wgmesh/wgmesh/internal/dnsserve"
 	"github.com/wgmesh/wgmesh/peerbook"
 	"github.com/wgmesh/wgmesh/registry"
 )
@@ -40,6 +42,9 @@ type registryTarget struct {
 	name string
 	// lookup, when set, is asked instead of ex (an EndpointDirectory).
 	lookup func(context.Context, peerbook.Key) (netip.AddrPort, error)
+	// member: a registry member of the book, reached through the mesh,
+	// which takes LAN announcements.
+	member bool
 }
 
 type discoverJob struct {
@@ -78,15 +83,22 @@ func (n *Node) discoverJobsLocked(dev *deviceState, now time.Time) []discoverJob
 // discover asks targets for jobs' members, in order, outside the loop,
 // and posts the first answer for each to it.
 func (n *Node) discover(ctx context.Context, targets []registryTarget, jobs []discoverJob) {
+	var local []netip.Prefix // this host's networks, for LAN candidates
+	if v := n.view.Load(); v != nil && v.book != nil && !v.book.Mesh.NoLANCandidates {
+		local = localAddrs(v.ifname, v.book.Mesh.Networks)
+	}
 	for _, j := range jobs {
 		for _, t := range targets {
 			qctx, cancel := context.WithTimeout(ctx, discoverTimeout)
 			var ap netip.AddrPort
+			var lan []netip.AddrPort
 			var err error
 			if t.lookup != nil {
 				ap, err = t.lookup(qctx, j.key)
 			} else {
-				ap, err = registry.Lookup(qctx, t.ex, t.zone, j.key)
+				var mb registry.Member
+				mb, err = registry.LookupMember(qctx, t.ex, t.zone, j.key)
+				ap, lan = mb.Endpoint, onLink(mb.LAN, local)
 			}
 			cancel()
 			if ctx.Err() != nil {
@@ -98,7 +110,7 @@ func (n *Node) discover(ctx context.Context, targets []registryTarget, jobs []di
 				}
 				continue
 			}
-			n.post(discoveredEvent{job: j, ap: ap, from: t.name})
+			n.post(discoveredEvent{job: j, ap: ap, lan: lan, from: t.name})
 			break
 		}
 	}
@@ -116,7 +128,7 @@ func (n *Node) registryTargets() []registryTarget {
 			continue
 		}
 		addr := netip.AddrPortFrom(p.Addresses[0], port).String()
-		out = append(out, registryTarget{ex: registry.DialExchanger{Dial: n.Dial, Addr: addr}, zone: zone, name: p.Name})
+		out = append(out, registryTarget{ex: registry.DialExchanger{Dial: n.Dial, Addr: addr}, zone: zone, name: p.Name, member: true})
 	}
 	if n.cfg.Registry != "" {
 		rz := n.cfg.RegistryZone
@@ -148,23 +160,33 @@ func (n *Node) registryPort() uint16 {
 }
 
 // applyDiscovered points the device at a member's registry-observed
-// endpoint. A member reached directly keeps the endpoint that works.
-// Runs on the loop.
-func (n *Node) applyDiscovered(j discoverJob, ap netip.AddrPort, from string) {
+// endpoint, or at one of its LAN candidates lan (see lan.go). A member
+// reached directly keeps the endpoint that works. Runs on the loop.
+func (n *Node) applyDiscovered(j discoverJob, ap netip.AddrPort, lan []netip.AddrPort, from string) {
 	pc, ok := n.applied[j.key]
 	entry := n.entries[j.key]
 	if !ok || entry == nil || !entry.Endpoint.IsZero() || n.dev == nil {
 		return
 	}
 	n.discovered[j.key] = ap
-	if j.direct || pc.endpoint == ap {
+	if j.direct {
+		n.lanReachedLocked(j.key)
 		return
 	}
-	if err := n.setEndpointLocked(pc, entry, ap); err != nil {
+	target, isLAN := n.lanTargetLocked(j.key, lan, ap, n.now())
+	if pc.endpoint == target {
+		return
+	}
+	if err := n.setEndpointLocked(pc, entry, target); err != nil {
 		n.log.Error("cannot set discovered endpoint", "peer", j.name, "err", err)
 		return
 	}
 	n.publishStatusLocked(nil)
+	if isLAN {
+		n.log.Info("trying the member's LAN candidate from registry", "peer", j.name, "registry", from, "endpoint", target.String())
+		n.initiateLocked(j.key)
+		return
+	}
 	n.log.Info("member endpoint from registry", "peer", j.name, "registry", from, "endpoint", ap.String())
 }
 
@@ -188,6 +210,22 @@ func (n *Node) observedMembers() []registry.Member {
 	return out
 }
 
+// meshOwner returns the member whose mesh address is a, from the latest
+// published book: who sent a registry announcement through the mesh.
+func (n *Node) meshOwner(a netip.Addr) (peerbook.Key, bool) {
+	snap := n.snap.Load()
+	if snap == nil || snap.book == nil || snap.book.Mesh.NoLANCandidates {
+		return peerbook.Key{}, false
+	}
+	for i := range snap.book.Peers {
+		p := &snap.book.Peers[i]
+		if p.PublicKey != n.self && slices.Contains(p.Addresses, a) {
+			return p.PublicKey, true
+		}
+	}
+	return peerbook.Key{}, false
+}
+
 // serveMeshDNS answers DNS on this node's mesh addresses: the registry
 // zone when this member is a registry, Config.MeshDNS for everything else.
 // Runs on the loop.
@@ -201,7 +239,14 @@ func (n *Node) serveMeshDNS(self *peerbook.Peer) error {
 	}
 	if self.Registry {
 		zone := dns.Fqdn(n.book.Mesh.Domain)
-		n.registry = &registry.Server{Zone: zone, Members: n.observedMembers, Logger: n.log.With("part", "registry")}
+		srv := &registry.Server{Zone: zone, Owner: n.meshOwner, Logger: n.log.With("part", "registry")}
+		srv.Members = func() []registry.Member {
+			if snap := n.snap.Load(); snap != nil && snap.book != nil && snap.book.Mesh.NoLANCandidates {
+				srv.ForgetLAN() // announced before a reload turned them off
+			}
+			return n.observedMembers()
+		}
+		n.registry = srv
 		mux.Handle(registry.ServiceName(zone), n.registry)
 	}
 	port := n.registryPort()
@@ -227,8 +272,8 @@ func (n *Node) serveMeshDNS(self *peerbook.Peer) error {
 			}
 			return fmt.Errorf("node: serve DNS on mesh address %s: %w", ap, err)
 		}
-		udp := &dns.Server{PacketConn: pc, Handler: mux}
-		tcp := &dns.Server{Listener: ln, Handler: mux}
+		udp := &dns.Server{PacketConn: pc, Handler: mux, MsgAcceptFunc: dnsserve.AcceptFunc}
+		tcp := &dns.Server{Listener: ln, Handler: mux, MsgAcceptFunc: dnsserve.AcceptFunc}
 		n.dnsServers = append(n.dnsServers, udp, tcp)
 		go udp.ActivateAndServe()
 		go tcp.ActivateAndServe()

@@ -83,7 +83,8 @@ func (e resolvedEvent) handle(n *Node) { n.applyResolved(e.lookup, e.ap, e.err) 
 type discoveredEvent struct {
 	job  discoverJob
 	ap   netip.AddrPort
+	lan  []netip.AddrPort // LAN candidates on this node's networks
 	from string
 }
 
-func (e discoveredEvent) handle(n *Node) { n.applyDiscovered(e.job, e.ap, e.from) }
+func (e discoveredEvent) handle(n *Node) { n.applyDiscovered(e.job, e.ap, e.lan, e.from) }

@@ -115,8 +115,10 @@ type Node struct {
 	cands map[peerbook.Key]*candidateState
 	// discoverNext schedules the next registry lookup per member.
 	discoverNext map[peerbook.Key]time.Time
-	registry     *registry.Server
-	dnsServers   []*dns.Server
+	// lan is the LAN candidate state (lan.go).
+	lan        lanState
+	registry   *registry.Server
+	dnsServers []*dns.Server
 	// relay wraps the device when this member is a relay.
 	relay *relayDevice
 	// filter enforces the book's access rules (filterdev.go).

@@ -251,6 +251,7 @@ func (n *Node) tick(ctx context.Context, now time.Time, due tickDue, targets []r
 		n.publishStatusLocked(dev)
 	}
 	if due.discover {
+		n.lanAnnounceLocked(ctx, targets, now)
 		if jobs := n.discoverJobsLocked(dev, now); len(jobs) > 0 {
 			res.discover = func() { n.discover(ctx, targets, jobs) }
 		}

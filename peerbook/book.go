@@ -60,6 +60,10 @@ type Mesh struct {
 	// PersistentKeepalive in seconds, used towards and from members that have
 	// no endpoint (typically behind NAT). 0 disables it.
 	PersistentKeepalive uint16
+	// NoLANCandidates (lan_candidates = false) stops members from
+	// announcing their local underlay addresses to registry members and
+	// from trying those that others announce (see the registry package).
+	NoLANCandidates bool
 }
 
 // Endpoint is where a member can be reached: an IP literal or a hostname,

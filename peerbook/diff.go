@@ -91,5 +91,6 @@ func (m *Mesh) Equal(n *Mesh) bool {
 		slices.Equal(m.Networks, n.Networks) &&
 		m.ListenPort == n.ListenPort &&
 		m.MTU == n.MTU &&
-		m.PersistentKeepalive == n.PersistentKeepalive
+		m.PersistentKeepalive == n.PersistentKeepalive &&
+		m.NoLANCandidates == n.NoLANCandidates
 }

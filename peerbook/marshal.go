@@ -30,6 +30,9 @@ func Marshal(b *Book) []byte {
 	}
 	// Always written: 0 means "off", while a missing key means the default.
 	w.WriteString("persistent_keepalive = " + strconv.Itoa(int(m.PersistentKeepalive)) + "\n")
+	if m.NoLANCandidates {
+		w.WriteString("lan_candidates = false\n")
+	}
 
 	for i := range b.Peers {
 		p := &b.Peers[i]

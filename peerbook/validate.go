@@ -10,7 +10,7 @@ import (
 
 var (
 	topKeys  = []string{"format", "serial", "mesh", "peer", "rule"}
-	meshKeys = []string{"domain", "networks", "listen_port", "mtu", "persistent_keepalive"}
+	meshKeys = []string{"domain", "networks", "listen_port", "mtu", "persistent_keepalive", "lan_candidates"}
 	peerKeys = []string{"name", "public_key", "addresses", "endpoint", "endpoints", "listen_port", "subnets", "registry", "relay", "groups", "exit"}
 )
 
@@ -105,6 +105,12 @@ func (c *checker) mesh(doc map[string]any, m *Mesh) {
 	if v, ok := t["persistent_keepalive"]; ok {
 		if n, ok := c.integer("mesh.persistent_keepalive", "mesh.persistent_keepalive", v, 0, 65535); ok {
 			m.PersistentKeepalive = uint16(n)
+		}
+	}
+
+	if v, ok := t["lan_candidates"]; ok {
+		if on, ok := c.boolean("mesh.lan_candidates", "mesh.lan_candidates", v); ok {
+			m.NoLANCandidates = !on
 		}
 	}
 }

@@ -285,7 +285,7 @@ func readInstance(ctx context.Context, ex Exchanger, name string, key peerbook.K
 			return mb, nil
 		}
 	}
-	mb.AllowedIPs, err = parseTXT(txt.Txt, key)
+	mb.AllowedIPs, mb.LAN, err = parseTXT(txt.Txt, key)
 	if err != nil {
 		return Member{}, &formatError{name: name, err: err}
 	}
@@ -294,22 +294,23 @@ func readInstance(ctx context.Context, ex Exchanger, name string, key peerbook.K
 
 // parseTXT reads allowed= from a txtvers=1 record and checks that pub=
 // names key. Strings it does not know are ignored, as DNS-SD asks.
-func parseTXT(txt []string, key peerbook.Key) ([]netip.Prefix, error) {
+func parseTXT(txt []string, key peerbook.Key) ([]netip.Prefix, []netip.AddrPort, error) {
 	var allowed []netip.Prefix
+	var lan []netip.AddrPort
 	for _, s := range txt {
 		k, v, _ := strings.Cut(s, "=")
 		switch strings.ToLower(k) {
 		case "txtvers":
 			if v != "1" {
-				return nil, nil // a format we do not know; the endpoint still holds
+				return nil, nil, nil // a format we do not know; the endpoint still holds
 			}
 		case "pub":
 			pub, err := peerbook.ParseKey(v)
 			if err != nil {
-				return nil, fmt.Errorf("pub: %w", err)
+				return nil, nil, fmt.Errorf("pub: %w", err)
 			}
 			if pub != key {
-				return nil, fmt.Errorf("pub=%s does not match the label's key %s", pub.Short(), key.Short())
+				return nil, nil, fmt.Errorf("pub=%s does not match the label's key %s", pub.Short(), key.Short())
 			}
 		case "allowed":
 			for c := range strings.SplitSeq(v, ",") {
@@ -318,13 +319,18 @@ func parseTXT(txt []string, key peerbook.Key) ([]netip.Prefix, error) {
 				}
 				p, err := netip.ParsePrefix(c)
 				if err != nil {
-					return nil, fmt.Errorf("allowed: %w", err)
+					return nil, nil, fmt.Errorf("allowed: %w", err)
 				}
 				allowed = append(allowed, p)
 			}
+		case "lan":
+			var err error
+			if lan, err = parseLAN(v, lan); err != nil {
+				return nil, nil, err
+			}
 		}
 	}
-	return allowed, nil
+	return allowed, lan, nil
 }
 
 // endpoint reads the endpoint from an SRV reply r.

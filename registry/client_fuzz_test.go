@@ -156,8 +156,9 @@ func FuzzParseTXT(f *testing.F) {
 	f.Add("allowed=,,10.0.0.0/8,")
 	f.Add("PUB=" + k.String())
 	f.Add("pub=AAAA")
+	f.Add("lan=192.168.1.5:51820,127.0.0.1:1,[fe80::1]:2,[fd00::1]:3")
 	f.Fuzz(func(t *testing.T, joined string) {
-		got, err := parseTXT(strings.Split(joined, "\x00"), k)
+		got, lan, err := parseTXT(strings.Split(joined, "\x00"), k)
 		if err != nil {
 			return
 		}
@@ -168,8 +169,13 @@ func FuzzParseTXT(f *testing.F) {
 			}
 			parts = append(parts, p.String())
 		}
-		again, err := parseTXT([]string{"txtvers=1", "allowed=" + strings.Join(parts, ",")}, k)
-		if err != nil || !slices.Equal(again, got) {
+		for _, ap := range lan {
+			if !Usable(ap) {
+				t.Fatalf("unusable LAN candidate %v kept", ap)
+			}
+		}
+		again, lan2, err := parseTXT(append([]string{"txtvers=1", "allowed=" + strings.Join(parts, ",")}, lanStrings(lan)...), k)
+		if err != nil || !slices.Equal(again, got) || !slices.Equal(lan2, lan) {
 			t.Fatalf("allowed=%s parsed as %v, %v; want %v", strings.Join(parts, ","), again, err, got)
 		}
 	})

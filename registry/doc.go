@@ -10,7 +10,12 @@
 //	_wireguard._udp.ZONE        PTR  LABEL._wireguard._udp.ZONE  (one per member with an endpoint)
 //	LABEL._wireguard._udp.ZONE  SRV  0 0 PORT LABEL._wireguard._udp.ZONE
 //	LABEL._wireguard._udp.ZONE  A or AAAA  the endpoint's address (by family)
-//	LABEL._wireguard._udp.ZONE  TXT  "txtvers=1" "pub=BASE64KEY" "allowed=CIDR,CIDR,..."
+//	LABEL._wireguard._udp.ZONE  TXT  "txtvers=1" "pub=BASE64KEY" "allowed=CIDR,CIDR,..." ["lan=ADDR:PORT,..."]
+//
+// The lan= strings are the member's LAN candidates, present when it
+// announced them ([Announce], a DNS UPDATE the server accepts only from the
+// member's own mesh address, see Server.Owner); clients of the wgsd format
+// ignore them, [LookupMember] and [List] return them.
 //
 // An SRV answer carries the A or AAAA record first in the additional
 // section, then the TXT; A, AAAA and TXT queries answer those records

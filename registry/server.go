@@ -4,6 +4,8 @@ import (
 	"log/slog"
 	"net/netip"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/miekg/dns"
 
@@ -27,6 +29,11 @@ type Member struct {
 	// AllowedIPs are the member's mesh addresses and routed subnets,
 	// published in the TXT record.
 	AllowedIPs []netip.Prefix
+	// LAN are the member's own underlay addresses with its listen port,
+	// as it announced them (see Announce): where members behind the same
+	// NAT reach it directly. Published in the TXT record as lan=ADDR:PORT
+	// strings, which wgsd clients ignore.
+	LAN []netip.AddrPort
 }
 
 // published reports whether m has an endpoint worth publishing.
@@ -50,9 +57,25 @@ type Server struct {
 	// Logger receives one debug line per query and warnings for serving
 	// errors. Nil discards them.
 	Logger *slog.Logger
+	// Owner reports which member sends from the mesh address from, so
+	// that an announcement (a DNS UPDATE, see Announce) is accepted only
+	// for the sender's own key. Nil refuses every announcement.
+	Owner func(from netip.Addr) (peerbook.Key, bool)
 
 	sockets dnsserve.Group
+	lanMu   sync.Mutex
+	lan     map[peerbook.Key]lanEntry
 }
+
+// lanEntry is one member's announced LAN candidates.
+type lanEntry struct {
+	addrs []netip.AddrPort
+	at    time.Time
+}
+
+// LANTTL is how long announced LAN candidates are published after the
+// member's last announcement.
+const LANTTL = 3 * time.Minute
 
 func (s *Server) log() *slog.Logger {
 	if s.Logger == nil {
@@ -64,6 +87,14 @@ func (s *Server) log() *slog.Logger {
 // ServeDNS implements dns.Handler. Replies over UDP fit the client's
 // buffer (see dnsserve.Send).
 func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
+	if req.Opcode == dns.OpcodeUpdate {
+		var from netip.Addr
+		if ap, err := netip.ParseAddrPort(w.RemoteAddr().String()); err == nil {
+			from = ap.Addr().Unmap()
+		}
+		dnsserve.Send(w, req, s.update(req, from), s.log(), "registry")
+		return
+	}
 	dnsserve.Send(w, req, s.Answer(req), s.log(), "registry")
 }
 
@@ -169,6 +200,9 @@ func (s *Server) published() []Member {
 		}
 		seen[mb.PublicKey] = true
 		if mb.published() {
+			if lan := s.announced(mb.PublicKey); lan != nil {
+				mb.LAN = lan
+			}
 			out = append(out, mb)
 		}
 	}
@@ -195,8 +229,8 @@ func hostRecord(name string, a netip.Addr) dns.RR {
 	return &dns.AAAA{Hdr: header(name, dns.TypeAAAA), AAAA: a.AsSlice()}
 }
 
-// txtRecord holds txtvers=1, pub=KEY and allowed=CIDR,CIDR,... in that
-// order. A character-string holds at most 255 bytes, so a list longer
+// txtRecord holds txtvers=1, pub=KEY, allowed=CIDR,CIDR,... and, when
+// the member announced any, lan=ADDR:PORT,... in that order. A character-string holds at most 255 bytes, so a list longer
 // than that continues in further allowed= strings, split at commas.
 func txtRecord(name string, mb *Member) *dns.TXT {
 	txt := []string{"txtvers=1", "pub=" + mb.PublicKey.String()}
@@ -215,6 +249,9 @@ func txtRecord(name string, mb *Member) *dns.TXT {
 		}
 	}
 	txt = append(txt, cur)
+	if len(mb.LAN) > 0 {
+		txt = append(txt, lanStrings(mb.LAN)...)
+	}
 	return &dns.TXT{Hdr: header(name, dns.TypeTXT), Txt: txt}
 }
 

@@ -42,7 +42,22 @@ func (g *Group) ServeListener(h dns.Handler, ln net.Listener) error {
 	return g.serve(&dns.Server{Listener: ln, Net: "tcp", Handler: h}, ln)
 }
 
+// AcceptFunc is dns.DefaultMsgAcceptFunc that also lets through a small
+// DNS UPDATE (one zone, no prerequisites, one update record): the
+// registry's LAN announcements. Handlers that take no updates answer them
+// NOTIMP (NewReply).
+func AcceptFunc(dh dns.Header) dns.MsgAcceptAction {
+	if dh.Bits&(1<<15) == 0 && int(dh.Bits>>11)&0xF == dns.OpcodeUpdate {
+		if dh.Qdcount == 1 && dh.Ancount == 0 && dh.Nscount == 1 && dh.Arcount <= 1 {
+			return dns.MsgAccept
+		}
+		return dns.MsgReject
+	}
+	return dns.DefaultMsgAcceptFunc(dh)
+}
+
 func (g *Group) serve(srv *dns.Server, sock interface{ Close() error }) error {
+	srv.MsgAcceptFunc = AcceptFunc
 	srv.ReadTimeout = ReadTimeout
 	srv.WriteTimeout = ReadTimeout
 	e := &served{srv: srv, started: make(chan struct{}), done: make(chan struct{})}
