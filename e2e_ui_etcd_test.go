@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
+
+	"github.com/wgmesh/wgmesh/internal/testutil"
 	"github.com/wgmesh/wgmesh/node"
 	"github.com/wgmesh/wgmesh/ui"
 )
@@ -79,6 +83,32 @@ func TestUIEtcdMatrix(t *testing.T) {
 	}
 	if strings.Join(m.Members, ",") != "alpha,beta" || path(m, "alpha", "alpha") != "self" {
 		t.Errorf("matrix = %+v", m)
+	}
+
+	// In a browser, the page's script draws the same matrix: green
+	// "direct" cells both ways.
+	chromium := testutil.Tool(t, "chromium", "chromium")
+	actx, cancel := chromedp.NewExecAllocator(context.Background(),
+		append(chromedp.DefaultExecAllocatorOptions[:],
+			chromedp.ExecPath(chromium),
+			chromedp.NoSandbox, // the tests run as root
+			chromedp.DisableGPU,
+			chromedp.UserDataDir(filepath.Join(dir, "chromium")),
+		)...)
+	defer cancel()
+	ctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	ctx, cancel = context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, chromedp.Navigate(base), chromedp.WaitReady(chromedp.CSS(`body[data-ready="yes"]`))); err != nil {
+		t.Fatalf("load the page: %v", err)
+	}
+	for _, pair := range [][2]string{{"alpha", "beta"}, {"beta", "alpha"}} {
+		cell := fmt.Sprintf(`document.querySelector('#matrix-table tr[data-name="%s"] td[data-to="%s"]')`, pair[0], pair[1])
+		if _, err := chromedp.Run(ctx, chromedp.Poll[bool](cell+`?.textContent === "direct" && `+cell+`.classList.contains("path-direct")`,
+			chromedp.WithPollingInterval(200*time.Millisecond), chromedp.WithPollingTimeout(20*time.Second))); err != nil {
+			t.Fatalf("matrix cell %s → %s not a green \"direct\" on the page: %v", pair[0], pair[1], err)
+		}
 	}
 
 	// The page has the matrix; a member added through the API lands in
