@@ -25,6 +25,11 @@ const ViewsDir = "views/"
 // maxView bounds one view record (a few dozen bytes per member).
 const maxView = 256 << 10
 
+// ViewRefresh is how often a view whose paths did not change is written
+// again anyway (for its handshake times): a fleet's nodes would otherwise
+// write to etcd on every tick.
+const ViewRefresh = time.Minute
+
 // maxViews bounds how many views Views reads.
 const maxViews = 4096
 
@@ -59,6 +64,8 @@ type ViewPublisher struct {
 	lease     clientv3.LeaseID
 	stopAlive context.CancelFunc
 	key       string // relative key last written
+	paths     string // the paths of the view last written
+	written   time.Time
 }
 
 // NewViewPublisher returns a publisher of views into the book s serves;
@@ -83,9 +90,16 @@ func (p *ViewPublisher) Publish(ctx context.Context, v View) error {
 	if len(data) > maxView {
 		return fmt.Errorf("view of %s is %d bytes, more than %d", v.Name, len(data), maxView)
 	}
+	var paths strings.Builder
+	for _, pv := range v.Peers {
+		paths.WriteString(pv.Name + "\x00" + pv.Path + "\x00")
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	key := ViewKey(v.Name)
+	if p.lease != 0 && key == p.key && paths.String() == p.paths && time.Since(p.written) < ViewRefresh {
+		return nil // nothing new; the lease keeps the last one alive
+	}
 	for attempt := 0; ; attempt++ {
 		if p.lease == 0 {
 			if err := p.grantLocked(ctx); err != nil {
@@ -106,7 +120,7 @@ func (p *ViewPublisher) Publish(ctx context.Context, v View) error {
 		if err != nil {
 			return p.s.requestError("publishing the view", err)
 		}
-		p.key = key
+		p.key, p.paths, p.written = key, paths.String(), time.Now()
 		return nil
 	}
 }

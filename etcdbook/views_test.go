@@ -38,6 +38,31 @@ func TestViewsPublishRead(t *testing.T) {
 	if len(got.Peers) != 2 || got.Peers[0].Path != "direct" || !got.Peers[0].LastHandshake.Equal(now) || got.Peers[1].Path != "no path" {
 		t.Fatalf("alpha's view read back as %+v", got)
 	}
+	// The same paths again: not written (a fleet would write every tick);
+	// a changed path is.
+	rev := func() int64 {
+		resp, err := s.cli.Get(ctx, s.t.Prefix+ViewKey("alpha"))
+		if err != nil || len(resp.Kvs) != 1 {
+			t.Fatalf("alpha's view: %v %v", resp, err)
+		}
+		return resp.Kvs[0].ModRevision
+	}
+	r0 := rev()
+	v.Time = v.Time.Add(5 * time.Second)
+	v.Peers[0].LastHandshake = v.Time
+	if err := p.Publish(ctx, v); err != nil {
+		t.Fatal(err)
+	}
+	if rev() != r0 {
+		t.Error("a view with the same paths was written again at once")
+	}
+	v.Peers[1].Path = "relayed via beta"
+	if err := p.Publish(ctx, v); err != nil {
+		t.Fatal(err)
+	}
+	if rev() == r0 {
+		t.Error("a view with a changed path was not written")
+	}
 	v.Name = "alpha2"
 	if err := p.Publish(ctx, v); err != nil {
 		t.Fatal(err)
