@@ -321,10 +321,13 @@ const endpointsEvery = 5 * time.Second
 // `up`: the node looks members without an endpoint in the book up there,
 // and a node that has an endpoint in the book (so others reach it and it
 // sees their NAT mappings) publishes what it observes of them, under a
-// lease that expires when it dies.
+// lease that expires when it dies. Every node also publishes its view of
+// the mesh (each member's path and last handshake) for the page's mesh
+// matrix, under a lease of its own.
 type etcdEndpoints struct {
 	store *etcdbook.Store
 	dir   *etcdbook.Directory
+	views *etcdbook.ViewPublisher
 }
 
 func startEtcdEndpoints(cfg upConfig) (*etcdEndpoints, error) {
@@ -334,22 +337,34 @@ func startEtcdEndpoints(cfg upConfig) (*etcdEndpoints, error) {
 	}
 	// The observer's name is this member's, known once the node runs
 	// (run sets it before each Publish).
-	return &etcdEndpoints{store: s, dir: etcdbook.NewDirectory(s, "", 0)}, nil
+	return &etcdEndpoints{store: s, dir: etcdbook.NewDirectory(s, "", 0), views: etcdbook.NewViewPublisher(s, 0)}, nil
 }
 
 // run publishes every endpointsEvery until ctx is done.
 func (x *etcdEndpoints) run(ctx context.Context, n *node.Node, log *slog.Logger) {
 	t := time.NewTicker(endpointsEvery)
 	defer t.Stop()
-	failing := false
+	failing, viewFailing := false, false
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		st := n.Status()
+		if st.Name != "" {
+			err := x.views.Publish(ctx, viewOf(st))
+			switch {
+			case err != nil && !viewFailing && ctx.Err() == nil:
+				log.Warn("cannot publish this node's view to etcd; retrying", "err", err)
+				viewFailing = true
+			case err == nil && viewFailing:
+				log.Info("publishing this node's view to etcd again")
+				viewFailing = false
+			}
+		}
 		book := n.Book()
-		self, ok := book.PeerByName(n.Status().Name)
+		self, ok := book.PeerByName(st.Name)
 		if !ok || self.Endpoint.IsZero() {
 			continue
 		}
@@ -372,7 +387,21 @@ func (x *etcdEndpoints) run(ctx context.Context, n *node.Node, log *slog.Logger)
 	}
 }
 
+// viewOf is the view of the mesh that st shows: names, paths and
+// handshake times only.
+func viewOf(st node.Status) etcdbook.View {
+	v := etcdbook.View{Name: st.Name, Time: time.Now().UTC().Truncate(time.Second), Peers: make([]etcdbook.PeerView, 0, len(st.Peers))}
+	for _, p := range st.Peers {
+		if p.NotInBook {
+			continue
+		}
+		v.Peers = append(v.Peers, etcdbook.PeerView{Name: p.Name, Path: p.Path, LastHandshake: p.LastHandshake})
+	}
+	return v
+}
+
 func (x *etcdEndpoints) close() {
+	x.views.Close()
 	x.dir.Close()
 	x.store.Close()
 }

@@ -10,9 +10,11 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/wgmesh/wgmesh/booksign"
 	"github.com/wgmesh/wgmesh/control"
+	"github.com/wgmesh/wgmesh/etcdbook"
 	"github.com/wgmesh/wgmesh/internal/netutil"
 	"github.com/wgmesh/wgmesh/proxy"
 	"github.com/wgmesh/wgmesh/ui"
@@ -25,14 +27,14 @@ const defaultUIListen = "127.0.0.1:8420"
 var uiLimits = netutil.Limits{Total: 64, PerClient: 32}
 
 func (e *env) uiCommand() *cli.Command {
-	return &cli.Command{
+	cmd := &cli.Command{
 		Name:  "ui",
 		Usage: "serve a web page of the mesh: members, a node's live view, add/change/remove members",
 		Description: "Serves the members of BOOK, the live view of the node at --control, and forms that\n" +
 			"change the book with the code of book add/remove/set. Listens on loopback unless told\n" +
 			"otherwise; any other address needs --auth-file. The bound address is logged (ui=URL).",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "book", Usage: "peer book `FILE` to show and change (required)"},
+			&cli.StringFlag{Name: "book", Usage: "peer book `FILE` or etcd://HOST:PORT[,...]/PREFIX to show and change (required); in etcd, the page also shows the mesh matrix"},
 			&cli.StringFlag{Name: "listen", Value: defaultUIListen, Usage: "`ADDR` to serve the page on (port 0 picks one); not loopback only with --auth-file"},
 			&cli.StringFlag{Name: "control", Usage: "control socket `PATH` of a running node, for its live view"},
 			&cli.StringFlag{Name: "auth-file", Usage: "`FILE` of user:password lines (mode 0600): every request needs HTTP Basic auth"},
@@ -40,6 +42,9 @@ func (e *env) uiCommand() *cli.Command {
 		},
 		Action: e.uiServe,
 	}
+	cmd.Flags = append(cmd.Flags, etcdFlags()...)
+	cmd.Flags = append(cmd.Flags, &cli.BoolFlag{Name: "allow-http", Usage: "for an etcd:// book: allow plain http to an etcd that is not on loopback"})
+	return cmd
 }
 
 func (e *env) uiServe(c *cli.Context) error {
@@ -50,19 +55,36 @@ func (e *env) uiServe(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if strings.Contains(book, "://") {
-		return usagef("ui --book %s: the page shows and changes a book file; give its path", book)
+	if err := checkEtcdFlags(c, book); err != nil {
+		return err
 	}
-	store := &ui.FileStore{Path: book, Note: func(s string) { e.log.Warn(s) }}
+	var signer ssh.Signer
 	if path := c.String("sign-key"); path != "" {
-		if store.Signer, err = booksign.LoadSigner(path); err != nil {
+		if signer, err = booksign.LoadSigner(path); err != nil {
 			return fmt.Errorf("--sign-key: %w", err)
 		}
 	}
-	if _, err := store.Load(c.Context); err != nil {
+	srv := &ui.Server{Title: book, Logger: e.log}
+	switch {
+	case etcdbook.IsURL(book):
+		s, err := openEtcd(book, etcdOptions(c))
+		if err != nil {
+			return fmt.Errorf("--book: %w", err)
+		}
+		defer s.Close()
+		es := &ui.EtcdStore{Etcd: s, Signer: signer}
+		srv.Store, srv.Views, srv.Title = es, es, s.Target().String()
+	case strings.Contains(book, "://"):
+		return usagef("ui --book %s: give a book file's path or an etcd://HOST:PORT/PREFIX address", book)
+	default:
+		srv.Store = &ui.FileStore{Path: book, Signer: signer, Note: func(s string) { e.log.Warn(s) }}
+	}
+	lctx, cancel := context.WithTimeout(c.Context, etcdTimeout)
+	_, err = srv.Store.Load(lctx)
+	cancel()
+	if err != nil {
 		return fmt.Errorf("--book: %w", err)
 	}
-	srv := &ui.Server{Store: store, Title: book, Logger: e.log}
 	if path := c.String("auth-file"); path != "" {
 		if srv.Auth, err = proxy.LoadCredentials(path); err != nil {
 			return fmt.Errorf("--auth-file: %w", err)
@@ -82,8 +104,8 @@ func (e *env) uiServe(c *cli.Context) error {
 	hs := netutil.NewHTTPServer(srv, 0)
 	done := make(chan error, 1)
 	go func() { done <- hs.Serve(netutil.LimitListener(ln, uiLimits, netutil.NewRateLog(e.log, 0))) }()
-	e.log.Info("serving the page", "ui", "http://"+ln.Addr().String()+"/", "book", book,
-		"control", c.String("control"), "auth", srv.Auth != nil, "signing", store.Signer != nil)
+	e.log.Info("serving the page", "ui", "http://"+ln.Addr().String()+"/", "book", srv.Title,
+		"control", c.String("control"), "auth", srv.Auth != nil, "signing", signer != nil, "matrix", srv.Views != nil)
 	select {
 	case err := <-done:
 		return err

@@ -82,7 +82,8 @@ func TestUIStartRefusals(t *testing.T) {
 		{"--auth-file", []string{"ui", "--book", book, "--listen", "0.0.0.0:0"}},
 		{"permissions 0644 are too open", []string{"ui", "--book", book, "--auth-file", open}},
 		{"no-such.toml", []string{"ui", "--book", filepath.Join(dir, "no-such.toml")}},
-		{"give its path", []string{"ui", "--book", "https://192.0.2.1/book.toml"}},
+		{"give a book file's path or an etcd://", []string{"ui", "--book", "https://192.0.2.1/book.toml"}},
+		{"--etcd-ca applies to an etcd:// book", []string{"ui", "--book", book, "--etcd-ca", open}},
 	} {
 		code, _, errOut := w.run(c.args...)
 		if code == 0 || !strings.Contains(errOut, c.want) {

@@ -86,6 +86,9 @@ type Server struct {
 	Title string
 	// Status, if not nil, is the node whose live view the page shows.
 	Status StatusSource
+	// Views, if not nil, are the nodes' published views: the page shows
+	// the mesh matrix (GET /api/matrix).
+	Views ViewSource
 	// Auth, if not nil, requires HTTP Basic credentials on every request.
 	// nil: no credentials, and only requests to a loopback host are
 	// answered; suits a loopback listener only.
@@ -122,6 +125,7 @@ func (s *Server) init() {
 	m.HandleFunc("PATCH /api/members/{name}", s.setMember)
 	m.HandleFunc("DELETE /api/members/{name}", s.removeMember)
 	m.HandleFunc("GET /api/status", s.serveStatus)
+	m.HandleFunc("GET /api/matrix", s.serveMatrix)
 	s.mux = m
 }
 
@@ -476,12 +480,13 @@ type pageData struct {
 	Book     *peerbook.Book
 	BookErr  error
 	Live     bool
+	Matrix   bool
 	Domain   string
 	Networks string
 }
 
 func (s *Server) servePage(w http.ResponseWriter, r *http.Request) {
-	d := pageData{Title: s.Title, Live: s.Status != nil}
+	d := pageData{Title: s.Title, Live: s.Status != nil, Matrix: s.Views != nil}
 	if d.Title == "" {
 		d.Title = "peer book"
 	}

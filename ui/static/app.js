@@ -210,6 +210,36 @@ async function poll() {
   }
 }
 
+// The mesh matrix (a book in etcd): row = reporting member, column = the
+// member it reports on; no report is grey.
+function matrixCell(c) {
+  if (c.path === "self") return el("td", "path-self", "·");
+  if (c.path === "") {
+    const td = el("td", "path-unknown", "?");
+    td.title = "no report";
+    return td;
+  }
+  const td = el("td", pathClass(c.path), c.path === "direct" ? "direct" : c.path);
+  td.title = c.path + (c.last_handshake ? ", handshake " + ago(c.last_handshake) : "");
+  return td;
+}
+
+async function pollMatrix() {
+  let m;
+  try { m = await api("GET", "/api/matrix"); } catch (e) { say("matrix: " + e.message, true); return; }
+  const head = el("tr");
+  head.append(el("th", "", "reports ↓ on →"), ...m.members.map(n => el("th", "", n)));
+  $("#matrix-table thead").replaceChildren(head);
+  $("#matrix-table tbody").replaceChildren(...m.rows.map(r => {
+    const tr = el("tr");
+    tr.dataset.name = r.name;
+    const th = el("th", "", r.name);
+    th.title = r.reported ? "reported " + ago(r.reported) : "no report: not running, or not publishing";
+    tr.append(th, ...r.cells.map(c => { const td = matrixCell(c); td.dataset.to = c.name; return td; }));
+    return tr;
+  }));
+}
+
 async function start() {
   csrf = await api("GET", "/api/csrf");
   await loadMembers();
@@ -256,6 +286,10 @@ async function start() {
   if (document.body.dataset.live === "yes") {
     await poll();
     setInterval(poll, POLL_MS);
+  }
+  if (document.body.dataset.matrix === "yes") {
+    await pollMatrix();
+    setInterval(pollMatrix, POLL_MS);
   }
   document.body.dataset.ready = "yes";
 }
