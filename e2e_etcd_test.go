@@ -19,7 +19,6 @@ import (
 
 	"github.com/wgmesh/wgmesh/etcdbook"
 	"github.com/wgmesh/wgmesh/internal/etcdtest"
-	"github.com/wgmesh/wgmesh/internal/testutil"
 	"github.com/wgmesh/wgmesh/node"
 	"github.com/wgmesh/wgmesh/peerbook"
 )
@@ -28,50 +27,33 @@ import (
 // started once for the package by the first test that needs it and
 // stopped in TestMain, and `wgmesh up` processes following it.
 
-var (
-	etcdOnce    sync.Once
-	etcdCluster *etcdtest.Cluster
-	etcdErr     error
-	etcdDir     string
-)
+// etcdShared is the package's cluster, started by the first test that
+// needs it.
+var etcdShared = etcdtest.Shared{Name: "e2e"}
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if etcdCluster != nil {
-		etcdCluster.Stop()
-	}
-	if etcdDir != "" {
-		os.RemoveAll(etcdDir)
-	}
+	etcdShared.Stop()
 	os.Exit(code)
 }
 
-// needEtcd returns the package's cluster, starting it on first use; a
+// needEtcd returns the package's cluster with every member running; a
 // missing etcd skips the test (fails it on CI).
 func needEtcd(t *testing.T) *etcdtest.Cluster {
 	t.Helper()
-	testutil.Tool(t, etcdtest.Binary, "etcd-server")
-	etcdOnce.Do(func() {
-		if etcdDir, etcdErr = os.MkdirTemp("", "wgmesh-e2e-etcd-"); etcdErr != nil {
-			return
-		}
-		etcdCluster, etcdErr = etcdtest.Start(etcdDir, 3)
-	})
-	if etcdErr != nil {
-		t.Fatal(etcdErr)
-	}
+	c := etcdShared.Need(t)
 	// A test that stopped members leaves them running again.
-	for i, m := range etcdCluster.Members {
+	for i, m := range c.Members {
 		if !m.Running() {
-			if err := etcdCluster.Restart(i); err != nil {
+			if err := c.Restart(i); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
-	if err := etcdCluster.WaitHealthy(30 * time.Second); err != nil {
+	if err := c.WaitHealthy(30 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	return etcdCluster
+	return c
 }
 
 // reloadedAt waits for p to log `book reloaded ... serial=N` and returns

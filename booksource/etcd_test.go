@@ -16,43 +16,24 @@ import (
 	"github.com/wgmesh/wgmesh/booksign"
 	"github.com/wgmesh/wgmesh/etcdbook"
 	"github.com/wgmesh/wgmesh/internal/etcdtest"
-	"github.com/wgmesh/wgmesh/internal/testutil"
 	"github.com/wgmesh/wgmesh/peerbook"
 )
 
-// The etcd cluster of this package's tests, started once in TestMain.
-var etcdCluster *etcdtest.Cluster
+// etcdShared is the package's cluster, started by the first test that
+// needs it.
+var etcdShared = etcdtest.Shared{Name: "booksource"}
 
 func TestMain(m *testing.M) {
-	os.Exit(runMain(m))
+	code := m.Run()
+	etcdShared.Stop()
+	os.Exit(code)
 }
 
-func runMain(m *testing.M) int {
-	if _, err := etcdtest.Find(); err == nil {
-		dir, err := os.MkdirTemp("", "wgmesh-booksource-etcd-")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		defer os.RemoveAll(dir)
-		c, err := etcdtest.Start(dir, 3)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		defer c.Stop()
-		etcdCluster = c
-	}
-	return m.Run()
-}
-
+// needEtcd returns the package's cluster; without etcd the test skips (fails
+// on CI).
 func needEtcd(t *testing.T) *etcdtest.Cluster {
 	t.Helper()
-	if etcdCluster == nil {
-		testutil.Tool(t, etcdtest.Binary, "etcd-server")
-		t.Fatal("etcd is installed but the cluster did not start")
-	}
-	return etcdCluster
+	return etcdShared.Need(t)
 }
 
 func etcdStore(t *testing.T, name string) *etcdbook.Store {

@@ -50,7 +50,7 @@ func testKey(t testing.TB) peerbook.Key {
 // connect is a store for a fresh prefix of the test's own.
 func connect(t testing.TB, prefix string) *Store {
 	t.Helper()
-	tg, err := ParseURL("etcd://" + strings.Join(cluster.Endpoints(), ",") + "/" + prefix)
+	tg, err := ParseURL("etcd://" + strings.Join(etcdShared.Need(t).Endpoints(), ",") + "/" + prefix)
 	if err != nil {
 		t.Fatal(err)
 	}
