@@ -56,6 +56,37 @@ func needEtcd(t *testing.T) *etcdtest.Cluster {
 	return c
 }
 
+// startEtcdMesh pushes a book of names to a fresh prefix of cluster
+// (named after what) and starts `wgmesh up` for each, on ephemeral ports:
+// the first gets its endpoint in the book once it listens, the others
+// have none. It returns the book's URL and the processes, all listening.
+func startEtcdMesh(t *testing.T, cluster *etcdtest.Cluster, bin, what string, names ...string) (string, []*proc) {
+	t.Helper()
+	r := newCLI(t)
+	dir := t.TempDir()
+	url := cluster.URL(fmt.Sprintf("e2e/%s-%d", what, time.Now().UnixNano()))
+	ms := newMembers(t, dir, names...)
+	bookPath := filepath.Join(dir, "book.toml")
+	writeBook(t, bookPath, 1, ms)
+	if code, _, errOut := r.run("book", "push", bookPath, url); code != 0 {
+		t.Fatal(errOut)
+	}
+	listening := func(st node.Status) bool { return st.ListenPort != 0 }
+	var procs []*proc
+	for i, m := range ms {
+		p := startUp(t, bin, m.name, filepath.Join(dir, "run", m.name, "wgmesh.sock"),
+			"--book", url, "--key", m.keyPath, "--listen-port", "0", "--state-dir", filepath.Join(dir, "state", m.name))
+		st := p.waitStatus(t, bin, "start-up", listening)
+		if i == 0 {
+			if code, _, errOut := r.run("book", "set", "--name", m.name, "--endpoint", fmt.Sprintf("127.0.0.1:%d", st.ListenPort), url); code != 0 {
+				t.Fatal(errOut)
+			}
+		}
+		procs = append(procs, p)
+	}
+	return url, procs
+}
+
 // reloadedAt waits for p to log `book reloaded ... serial=N` and returns
 // the time it logged.
 func reloadedAt(t *testing.T, p *proc, serial uint64, wait time.Duration) time.Time {
@@ -551,28 +582,9 @@ func TestEtcdInviteJoin(t *testing.T) {
 func TestEtcdObservedEndpoints(t *testing.T) {
 	cluster := needEtcd(t)
 	bin := buildBinary(t)
-	r := newCLI(t)
-	dir := t.TempDir()
-	url := cluster.URL(fmt.Sprintf("e2e/endpoints-%d", time.Now().UnixNano()))
-	ms := newMembers(t, dir, "alpha", "beta", "gamma")
-	bookPath := filepath.Join(dir, "book.toml")
-	writeBook(t, bookPath, 1, ms)
-	if code, _, errOut := r.run("book", "push", bookPath, url); code != 0 {
-		t.Fatal(errOut)
-	}
-	ctl := func(name string) string { return filepath.Join(dir, "run", name, "wgmesh.sock") }
-	upArgs := func(m *testMember) []string {
-		return []string{"--book", url, "--key", m.keyPath, "--listen-port", "0", "--state-dir", filepath.Join(dir, "state", m.name)}
-	}
-	alpha := startUp(t, bin, "alpha", ctl("alpha"), upArgs(ms[0])...)
-	st := alpha.waitStatus(t, bin, "start-up", func(st node.Status) bool { return st.ListenPort != 0 })
-	if code, _, errOut := r.run("book", "set", "--name", "alpha", "--endpoint", fmt.Sprintf("127.0.0.1:%d", st.ListenPort), url); code != 0 {
-		t.Fatal(errOut)
-	}
-	beta := startUp(t, bin, "beta", ctl("beta"), upArgs(ms[1])...)
-	gamma := startUp(t, bin, "gamma", ctl("gamma"), upArgs(ms[2])...)
+	url, procs := startEtcdMesh(t, cluster, bin, "endpoints", "alpha", "beta", "gamma")
+	alpha, beta, gamma := procs[0], procs[1], procs[2]
 	betaPort := beta.waitStatus(t, bin, "start-up", func(st node.Status) bool { return st.ListenPort != 0 }).ListenPort
-	gamma.waitStatus(t, bin, "start-up", func(st node.Status) bool { return st.ListenPort != 0 })
 
 	want := fmt.Sprintf("127.0.0.1:%d", betaPort)
 	gamma.waitStatus(t, bin, "beta found through etcd and reached", func(st node.Status) bool {

@@ -14,7 +14,6 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/wgmesh/wgmesh/internal/testutil"
-	"github.com/wgmesh/wgmesh/node"
 	"github.com/wgmesh/wgmesh/ui"
 )
 
@@ -24,26 +23,10 @@ import (
 func TestUIEtcdMatrix(t *testing.T) {
 	cluster := needEtcd(t)
 	bin := buildBinary(t)
+	url, procs := startEtcdMesh(t, cluster, bin, "matrix", "alpha", "beta")
+	alpha, beta := procs[0], procs[1]
 	r := newCLI(t)
 	dir := t.TempDir()
-	url := cluster.URL(fmt.Sprintf("e2e/matrix-%d", time.Now().UnixNano()))
-	ms := newMembers(t, dir, "alpha", "beta")
-	bookPath := filepath.Join(dir, "book.toml")
-	writeBook(t, bookPath, 1, ms)
-	if code, _, errOut := r.run("book", "push", bookPath, url); code != 0 {
-		t.Fatal(errOut)
-	}
-	ctl := func(name string) string { return filepath.Join(dir, "run", name, "wgmesh.sock") }
-	upArgs := func(m *testMember) []string {
-		return []string{"--book", url, "--key", m.keyPath, "--listen-port", "0", "--state-dir", filepath.Join(dir, "state", m.name)}
-	}
-	alpha := startUp(t, bin, "alpha", ctl("alpha"), upArgs(ms[0])...)
-	st := alpha.waitStatus(t, bin, "start-up", func(st node.Status) bool { return st.ListenPort != 0 })
-	if code, _, errOut := r.run("book", "set", "--name", "alpha", "--endpoint", fmt.Sprintf("127.0.0.1:%d", st.ListenPort), url); code != 0 {
-		t.Fatal(errOut)
-	}
-	beta := startUp(t, bin, "beta", ctl("beta"), upArgs(ms[1])...)
-	beta.waitStatus(t, bin, "start-up", func(st node.Status) bool { return st.ListenPort != 0 })
 
 	_, base := startUI(t, bin, dir, "--book", url, "--listen", "127.0.0.1:0")
 	matrix := func() (ui.Matrix, error) {
