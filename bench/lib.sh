@@ -48,3 +48,45 @@ sockets_free() {
 			die "/var/run/wireguard/$name.sock exists: another wireguard-go or wgmesh runs $name (stop it), or a crashed one left it (remove it)"
 	done
 }
+
+# ns_pids: every process in the namespaces NS_A and NS_B, also one started
+# just before a signal arrived and so missing from PID.
+ns_pids() {
+	ip netns pids "$NS_A" 2>/dev/null
+	ip netns pids "$NS_B" 2>/dev/null
+}
+
+# pair_cleanup SCRIPT IFNAME...: the EXIT trap of the netstack and rules
+# pairs. It stops CHILD and every process of PID and of the namespaces
+# (TERM, then KILL after 5 s), removes the UAPI sockets of the IFNAMEs it
+# started, deletes the namespaces and keeps TMP only with KEEP_LOGS=1 or
+# after a failure. stderr goes back to fd 3, the script's own.
+pair_cleanup() {
+	local rc=$? script=$1 pid i name
+	shift
+	set +e
+	exec 2>&3
+	trap - EXIT INT TERM HUP ERR
+	[[ -n $CHILD ]] && kill -TERM "$CHILD" 2>/dev/null
+	for pid in "${PID[@]}" $(ns_pids); do
+		kill -TERM "$pid" 2>/dev/null
+	done
+	for ((i = 0; i < 50; i++)); do
+		[[ -z $(ns_pids) ]] && break
+		sleep 0.1
+	done
+	for pid in "${PID[@]}" $(ns_pids); do
+		kill -KILL "$pid" 2>/dev/null
+	done
+	for name in "$@"; do
+		[[ -n ${PID[$name]:-} ]] && rm -f "/var/run/wireguard/$name.sock"
+	done
+	ip netns del "$NS_A" 2>/dev/null
+	ip netns del "$NS_B" 2>/dev/null
+	if [[ ${KEEP_LOGS:-0} == 1 ]] || ((rc != 0 && rc < 128)); then
+		echo "$script: logs kept in $TMP" >&2
+	else
+		rm -rf "$TMP"
+	fi
+	exit "$rc"
+}

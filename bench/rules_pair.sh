@@ -66,41 +66,8 @@ NS_B=wgmrl-b-$$
 declare -A PID=()
 CHILD=
 
-ns_pids() {
-	ip netns pids "$NS_A" 2>/dev/null
-	ip netns pids "$NS_B" 2>/dev/null
-}
-
-exec 3>&2
-cleanup() {
-	local rc=$? pid i
-	set +e
-	exec 2>&3
-	trap - EXIT INT TERM HUP ERR
-	[[ -n $CHILD ]] && kill -TERM "$CHILD" 2>/dev/null
-	for pid in "${PID[@]}" $(ns_pids); do
-		kill -TERM "$pid" 2>/dev/null
-	done
-	for ((i = 0; i < 50; i++)); do
-		[[ -z $(ns_pids) ]] && break
-		sleep 0.1
-	done
-	for pid in "${PID[@]}" $(ns_pids); do
-		kill -KILL "$pid" 2>/dev/null
-	done
-	for name in wgm0 wgm1 wgr0 wgr1; do
-		[[ -n ${PID[$name]:-} ]] && rm -f "/var/run/wireguard/$name.sock"
-	done
-	ip netns del "$NS_A" 2>/dev/null
-	ip netns del "$NS_B" 2>/dev/null
-	if [[ ${KEEP_LOGS:-0} == 1 ]] || ((rc != 0 && rc < 128)); then
-		echo "rules_pair: logs kept in $TMP" >&2
-	else
-		rm -rf "$TMP"
-	fi
-	exit "$rc"
-}
-trap cleanup EXIT
+exec 3>&2 # the script's stderr, for pair_cleanup (lib.sh)
+trap 'pair_cleanup rules_pair wgm0 wgm1 wgr0 wgr1' EXIT
 trap 'echo "rules_pair: line $LINENO failed: $BASH_COMMAND" >&2' ERR
 trap 'exit 130' INT
 trap 'exit 143' TERM

@@ -80,13 +80,6 @@ NS_B=wgmbench-b-$$
 declare -A PID=() # start name (the interface name for daemons) -> process id
 CHILD=
 
-# ns_pids: every process in our namespaces, also one started just before a
-# signal arrived and so missing from PID.
-ns_pids() {
-	ip netns pids "$NS_A" 2>/dev/null
-	ip netns pids "$NS_B" 2>/dev/null
-}
-
 # The script's stderr, for cleanup: a signal can run it while a command's
 # stderr is redirected to a log.
 exec 3>&2
