@@ -274,6 +274,9 @@ func startFakeNodes(t testing.TB, book *peerbook.Book, keys []peerbook.PrivateKe
 		// fake time, would idle members that are merely slow. A test of
 		// lazy peers on the fake clock sets its own windows in prepare.
 		n.lazyQuietAfter, n.lazyUnansweredAfter = 1000*time.Hour, 1000*time.Hour
+		// The same holds for the watch on members being sent to: their
+		// answers come in real time, so here it never finds one dead.
+		n.deadAfter = 1000 * time.Hour
 		if prepare != nil {
 			prepare(n)
 		}

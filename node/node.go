@@ -133,6 +133,8 @@ type Node struct {
 	discoverReachable time.Duration
 	// probeEvery overrides directProbeEvery in tests.
 	probeEvery time.Duration
+	// deadAfter overrides relayDeadAfter, the watch's verdict, in tests.
+	deadAfter time.Duration
 	// routesAtStart: the netstack was created for subnet routing.
 	routesAtStart bool
 	dev           *device.Device

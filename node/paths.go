@@ -388,8 +388,11 @@ func (n *Node) watchLocked(k peerbook.Key, ps *pathState, d *devicePeer, now tim
 	if d == nil || !ps.downAt.IsZero() {
 		return false
 	}
-	quiet := now.Sub(ps.rxAt)
-	if quiet >= relayDeadAfter && !ps.watched.IsZero() && ps.watched.After(ps.rxAt) {
+	quiet, dead := now.Sub(ps.rxAt), relayDeadAfter
+	if n.deadAfter > 0 {
+		dead = n.deadAfter
+	}
+	if quiet >= dead && !ps.watched.IsZero() && ps.watched.After(ps.rxAt) {
 		return true
 	}
 	if quiet >= relayQuiet && now.Sub(ps.watched) >= relayQuiet {
