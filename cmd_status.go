@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -67,7 +68,19 @@ func (e *env) status(c *cli.Context) error {
 			return e.listInstances(c, running)
 		}
 	}
-	rep, err := control.NewClient(path).Report(ctx)
+	client := control.NewClient(path)
+	if c.Bool("json") {
+		raw, err := client.ReportJSON(ctx)
+		if errors.Is(err, control.ErrNoNode) {
+			return fmt.Errorf("no node answers on %s: is `wgmesh up` running? use --control to point at its socket", path)
+		}
+		if err != nil {
+			return err
+		}
+		_, err = e.stdout.Write(raw)
+		return err
+	}
+	rep, err := client.Report(ctx)
 	if errors.Is(err, control.ErrNoNode) {
 		return fmt.Errorf("no node answers on %s: is `wgmesh up` running? use --control to point at its socket", path)
 	}
@@ -78,12 +91,21 @@ func (e *env) status(c *cli.Context) error {
 }
 
 func (e *env) showReport(c *cli.Context, rep control.Report) error {
+	// One write per 64 KiB, not one per table cell: a 10,000-member
+	// table is 70,000 cells.
+	out := bufio.NewWriterSize(e.stdout, 64<<10)
+	var err error
 	if c.Bool("json") {
-		enc := json.NewEncoder(e.stdout)
+		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
+		err = enc.Encode(rep)
+	} else {
+		err = control.WriteReportTable(out, rep, time.Now())
 	}
-	return control.WriteReportTable(e.stdout, rep, time.Now())
+	if ferr := out.Flush(); err == nil {
+		err = ferr
+	}
+	return err
 }
 
 // instance is a node found in the runtime directory.

@@ -1,6 +1,7 @@
 package control
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -42,9 +43,31 @@ func (c *Client) Status(ctx context.Context) (node.Status, error) {
 	return st, err
 }
 
-// getStatus fetches the status document into v: node.Status, or a Report
+// ReportJSON fetches the node's report as the JSON document it sent,
+// checked to be JSON, for a caller that only prints it: at 10,000 members
+// decoding and encoding it again costs more than the node's answer.
+func (c *Client) ReportJSON(ctx context.Context) ([]byte, error) {
+	var raw []byte
+	err := c.get(ctx, func(body io.Reader) (err error) {
+		raw, err = io.ReadAll(io.LimitReader(body, 64<<20))
+		if err == nil && !bytes.HasPrefix(bytes.TrimSpace(raw), []byte("{")) {
+			err = errors.New("the answer is not a JSON object")
+		}
+		return err
+	})
+	return raw, err
+}
+
+// getStatus fetches the status document into v: node.Status, a Report
 // for the fields a report adds.
 func (c *Client) getStatus(ctx context.Context, v any) error {
+	return c.get(ctx, func(body io.Reader) error {
+		return json.NewDecoder(io.LimitReader(body, 64<<20)).Decode(v)
+	})
+}
+
+// get fetches the status document and hands its body to read.
+func (c *Client) get(ctx context.Context, read func(io.Reader) error) error {
 	// The host part is ignored: the transport always dials the socket.
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://wgmesh"+StatusPath, nil)
 	if err != nil {
@@ -62,7 +85,7 @@ func (c *Client) getStatus(ctx context.Context, v any) error {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		return fmt.Errorf("control socket %s: %s: %s", c.path, resp.Status, b)
 	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(v); err != nil {
+	if err := read(resp.Body); err != nil {
 		return fmt.Errorf("control socket %s: decode status: %w", c.path, err)
 	}
 	return nil

@@ -1,7 +1,9 @@
 package control
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -192,6 +194,38 @@ func TestStatusRoundTrip(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, sample) {
 		t.Fatalf("status round trip:\n got %+v\nwant %+v", got, sample)
+	}
+}
+
+// TestReportJSON: the document passed through is the one Report decodes,
+// and an answer that is not a JSON object is refused, not printed.
+func TestReportJSON(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "wgmesh.sock")
+	serve(t, path, fixedStatus(sample))
+	raw, err := NewClient(path).ReportJSON(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got node.Status
+	if err := json.Unmarshal(raw, &got); err != nil || !reflect.DeepEqual(got, sample) {
+		t.Fatalf("ReportJSON = %s (decode error %v), want the sample status", raw, err)
+	}
+	if !bytes.HasSuffix(raw, []byte("}\n")) {
+		t.Errorf("ReportJSON does not end in one newline: %q", raw[max(0, len(raw)-10):])
+	}
+
+	bad := filepath.Join(t.TempDir(), "bad.sock")
+	ln, err := net.Listen("unix", bad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, "<html>not a node</html>")
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	if raw, err := NewClient(bad).ReportJSON(t.Context()); err == nil || !strings.Contains(err.Error(), bad) {
+		t.Fatalf("ReportJSON from a socket that answers HTML = %q, %v; want an error naming the socket", raw, err)
 	}
 }
 
