@@ -144,11 +144,17 @@ func (d *peerDiff) empty() bool {
 }
 
 // transaction renders d as one UAPI set transaction: removals, then
-// additions, then updates. An update is written whole (endpoint when
-// known, keepalive, allowed IPs) with update_only, so the member keeps its
-// session. Writing only the fields that changed made TestDDNSEndpoints
-// fail (a member's endpoint learnt from its handshake before its name
-// resolved) for a reason not yet understood, so updates stay whole.
+// additions, then updates, all with update_only but the additions, so
+// members keep their sessions (and an idle member, not in the device,
+// is left alone; lazy.syncLocked carries the change to its record).
+//
+// An update whose endpoint and keepalive are unchanged (its routes moved:
+// a relay, a subnet) writes only the allowed IPs, so an endpoint the
+// device learnt from the member's packets (roaming) stays. Any other
+// update is written whole (endpoint when known, keepalive, allowed IPs):
+// writing only the endpoint when it changed made TestDDNSEndpoints fail
+// (a member's endpoint learnt from its handshake before its name
+// resolved) for a reason not yet understood.
 func (d *peerDiff) transaction() string {
 	var w uapiWriter
 	for _, pc := range d.remove {
@@ -160,9 +166,23 @@ func (d *peerDiff) transaction() string {
 		w.writePeer(pc, false)
 	}
 	for _, u := range d.update {
+		if u.from.endpoint == u.to.endpoint && u.from.keepalive == u.to.keepalive {
+			w.peer(u.to.key)
+			w.updateOnly()
+			w.allowedIPs(u.to.allowedIPs)
+			continue
+		}
 		w.writePeer(u.to, true)
 	}
 	return w.String()
+}
+
+// diffOne is the diff that moves member pc to next: one update, or none.
+func diffOne(pc, next *peerConfig) peerDiff {
+	if pc.equal(next) {
+		return peerDiff{}
+	}
+	return peerDiff{update: []peerUpdate{{from: pc, to: next}}}
 }
 
 // peerConfig computes what the device should know about member p.

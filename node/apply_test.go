@@ -88,13 +88,22 @@ func TestDiffPeers(t *testing.T) {
 		tx: lines("public_key="+hexk(1), "update_only=true", "endpoint=127.0.0.1:7", "persistent_keepalive_interval=25",
 			"replace_allowed_ips=true", "allowed_ip=10.0.0.1/32"),
 	}, {
+		// Only the allowed IPs: an endpoint the device learnt from the
+		// member's packets (roaming) stays.
 		name:    "routes move to a relay",
 		applied: set(pc(1, "127.0.0.1:1", 25, "10.0.0.1/32"), pc(2, "127.0.0.1:2", 25, "10.0.0.2/32")),
 		want:    set(pc(1, "127.0.0.1:1", 25, "10.0.0.1/32", "10.0.0.2/32"), pc(2, "127.0.0.1:2", 25)),
 		order:   order(1, 2),
-		tx: lines("public_key="+hexk(1), "update_only=true", "endpoint=127.0.0.1:1", "persistent_keepalive_interval=25",
+		tx: lines("public_key="+hexk(1), "update_only=true",
 			"replace_allowed_ips=true", "allowed_ip=10.0.0.1/32", "allowed_ip=10.0.0.2/32",
-			"public_key="+hexk(2), "update_only=true", "endpoint=127.0.0.1:2", "persistent_keepalive_interval=25", "replace_allowed_ips=true"),
+			"public_key="+hexk(2), "update_only=true", "replace_allowed_ips=true"),
+	}, {
+		name:    "endpoint and routes change together: the whole entry",
+		applied: set(pc(1, "127.0.0.1:1", 25, "10.0.0.1/32")),
+		want:    set(pc(1, "127.0.0.1:7", 25, "10.0.0.1/32", "10.0.0.2/32")),
+		order:   order(1),
+		tx: lines("public_key="+hexk(1), "update_only=true", "endpoint=127.0.0.1:7", "persistent_keepalive_interval=25",
+			"replace_allowed_ips=true", "allowed_ip=10.0.0.1/32", "allowed_ip=10.0.0.2/32"),
 	}, {
 		name:    "keepalive turned on with a first endpoint",
 		applied: set(pc(1, "", 0, "10.0.0.1/32")),
@@ -126,6 +135,17 @@ func TestDiffPeers(t *testing.T) {
 			}
 			if after := snapshotConfigs(tc.applied, tc.want); after != before {
 				t.Errorf("diffPeers changed its input:\n%s\n->\n%s", before, after)
+			}
+			// One member's change (an endpoint from DNS or a registry)
+			// renders as the same entry the whole-book diff writes.
+			if len(tc.order) == 1 && len(tc.applied) == 1 && len(tc.want) == 1 {
+				k := tc.order[0].PublicKey
+				if from, to := tc.applied[k], tc.want[k]; from != nil && to != nil {
+					one := diffOne(from, to)
+					if got := one.transaction(); got != tc.tx {
+						t.Errorf("diffOne transaction:\n%s\nwant:\n%s", got, tc.tx)
+					}
+				}
 			}
 		})
 	}

@@ -253,11 +253,13 @@ func (n *Node) setEndpointLocked(pc *peerConfig, entry *peerbook.Peer, ap netip.
 	next.endpoint = ap
 	self, _ := n.book.PeerByKey(n.self)
 	next.keepalive = n.book.KeepaliveBetween(self, entry)
-	var w uapiWriter
-	w.writePeer(&next, true)
+	d := diffOne(pc, &next)
+	if d.empty() {
+		return nil
+	}
 	unlock := n.lazyLock() // see apply
 	defer unlock()
-	if err := n.dev.IpcSet(w.String()); err != nil {
+	if err := n.dev.IpcSet(d.transaction()); err != nil {
 		return err
 	}
 	if n.lazy != nil {

@@ -304,25 +304,14 @@ func (n *Node) rerouteLocked() {
 		next[k] = &c
 	}
 	n.routeRelays(n.book, next)
-	var w uapiWriter
-	changes := 0
-	for i := range n.book.Peers {
-		k := n.book.Peers[i].PublicKey
-		pc, ok := next[k]
-		if !ok || n.applied[k].equal(pc) {
-			continue
-		}
-		w.peer(k)
-		w.updateOnly()
-		w.allowedIPs(pc.allowedIPs)
-		changes++
-	}
-	if changes == 0 {
+	// Only routes differ, so the transaction names only allowed IPs.
+	d := diffPeers(n.applied, next, n.book.Peers)
+	if d.empty() {
 		return
 	}
 	unlock := n.lazyLock() // see apply
 	defer unlock()
-	if err := n.dev.IpcSet(w.String()); err != nil {
+	if err := n.dev.IpcSet(d.transaction()); err != nil {
 		n.log.Error("cannot reroute members", "err", err)
 		return
 	}
