@@ -90,6 +90,12 @@ func (n *Node) apply(book *peerbook.Book, looked []resolveResult) error {
 	n.applied = want
 	n.keepCandidatesLocked(entries)
 	n.entries = entries
+	n.severalEndpoints = n.severalEndpoints[:0]
+	for i := range book.Peers {
+		if len(book.Peers[i].Endpoints) >= 2 {
+			n.severalEndpoints = append(n.severalEndpoints, book.Peers[i].PublicKey)
+		}
+	}
 	n.book = book
 	if v := n.view.Load(); v != nil {
 		n.publishView(v.up)

@@ -104,6 +104,9 @@ type Node struct {
 	book    *peerbook.Book
 	applied map[peerbook.Key]*peerConfig
 	entries map[peerbook.Key]*peerbook.Peer // book entries behind applied
+	// severalEndpoints are the members of entries with an endpoints list,
+	// in book order: the only ones rotateEndpointsLocked looks at.
+	severalEndpoints []peerbook.Key
 	ddns    map[peerbook.Key]*ddnsState     // hostname endpoints to re-resolve
 	// discovered holds endpoints learnt from registries, for members
 	// with no endpoint in the book.
@@ -380,6 +383,7 @@ func (n *Node) teardown() {
 		n.dev.Close() // closes the TUN device or stack and the bind too
 	}
 	n.dev, n.stack, n.host, n.uapi, n.applied, n.entries, n.relay = nil, nil, nil, nil, nil, nil, nil
+	n.severalEndpoints = nil
 }
 
 // publishView publishes the book in force for Book, Dial and

@@ -32,6 +32,9 @@ type nodeSnapshot struct {
 	// it lacks may just have been removed.
 	devBefore bool
 	facts     []peerFacts // by index in book.Peers; nil before Up
+	// lazy is the idle members' view (immutable), looked up when Status
+	// is built rather than copied into facts every tick.
+	lazy *lazyView
 	// filter's drop counters are read live by build (filterdev.go).
 	filter *filterDevice
 }
@@ -54,7 +57,8 @@ type peerFacts struct {
 	kind    string
 	changes uint64
 	// idle is the record of a member out of the device (lazy.go); base
-	// its byte counts from earlier activations.
+	// its byte counts from earlier activations. Both are filled from the
+	// lazy view when Status is built (factsOf).
 	idle *idleRecord
 	base counters
 }
@@ -146,9 +150,8 @@ func (n *Node) snapshotLocked(dev *deviceState) *nodeSnapshot {
 	s.book, s.wg, s.dev = book, n.dev, dev
 	s.filter = n.filter
 	s.facts = make([]peerFacts, len(book.Peers))
-	var lazy *lazyView
 	if n.lazy != nil {
-		lazy = n.lazy.view.Load()
+		s.lazy = n.lazy.view.Load()
 	}
 	for i := range book.Peers {
 		p := &book.Peers[i]
@@ -171,12 +174,6 @@ func (n *Node) snapshotLocked(dev *deviceState) *nodeSnapshot {
 		if pc, ok := n.applied[p.PublicKey]; ok {
 			f.applied, f.endpoint = true, pc.endpoint
 			f.kind = n.endpointKind(p, pc.endpoint)
-		}
-		if lazy != nil {
-			f.base = lazy.bases[p.PublicKey]
-			if rec, ok := lazy.isIdle(p.PublicKey); ok {
-				f.idle = rec
-			}
 		}
 	}
 	return s
@@ -204,7 +201,7 @@ func (s *nodeSnapshot) build(dev *deviceState) Status {
 			Subnets:   p.Subnets,
 		}
 		if dev != nil {
-			f := &s.facts[i]
+			f := s.factsOf(i, p.PublicKey)
 			d, ok := dev.peers[p.PublicKey]
 			if ok {
 				inBook++
@@ -252,6 +249,19 @@ func (s *nodeSnapshot) build(dev *deviceState) Status {
 		}
 	}
 	return st
+}
+
+// factsOf returns the facts of book.Peers[i], k, with its idle record and
+// counter base from the lazy view: a copy, since builds run concurrently.
+func (s *nodeSnapshot) factsOf(i int, k peerbook.Key) *peerFacts {
+	f := s.facts[i]
+	if s.lazy != nil {
+		f.base = s.lazy.bases[k]
+		if rec, ok := s.lazy.isIdle(k); ok {
+			f.idle = rec
+		}
+	}
+	return &f
 }
 
 // path is the member's path as dev shows it: relayed, direct (a recent
