@@ -80,21 +80,29 @@ func otherSubnets(book *peerbook.Book, self peerbook.Key) []netip.Prefix {
 
 // serveUAPI opens wireguard-go's UAPI socket for the interface, with the
 // same path and permissions as wireguard-go, so `wg show NAME` and wgctrl
-// tools work against wgmesh. Runs on the loop.
+// tools work against wgmesh; idle members are listed too (uapi_idle.go).
+// Runs on the loop.
 func (n *Node) serveUAPI(ifname string) error {
 	ln, err := uapiListen(ifname)
 	if err != nil {
 		return err
 	}
 	n.uapi = ln
-	dev := n.dev
+	dev, lazy := n.dev, n.lazy
+	idle := func() *lazyView {
+		if lazy == nil {
+			return nil
+		}
+		return lazy.view.Load()
+	}
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			go dev.IpcHandle(c)
+			// Not dev.IpcHandle: wg show lists idle members too.
+			go handleUAPI(c, dev, idle)
 		}
 	}()
 	return nil
