@@ -66,7 +66,8 @@ func eventually(d time.Duration, want string, f func() string) string {
 //     use of the exit while mesh traffic flows; a rule with exit:exit
 //     opens it again;
 //   - a reload that removes exit = true fails closed;
-//   - the exit member in TUN mode (root) serves the netstack client too.
+//   - the exit member in TUN mode (root) serves the netstack client too,
+//     and enforces exit:exit the same way.
 func TestExitNodeNetstack(t *testing.T) {
 	needRoot(t, "ip", "nft", "curl", "setpriv")
 	dir := t.TempDir()
@@ -172,5 +173,14 @@ func TestExitNodeNetstack(t *testing.T) {
 	exit.start(t, path, "--mode", "tun", "--interface", exit.IfName)
 	if got := eventually(20*time.Second, exitOut.String(), func() string { return curlSocks(clientNS, proxy, web, 3*time.Second) }); got != exitOut.String() {
 		t.Errorf("web through the TUN exit member saw %q, want %s", got, exitOut)
+	}
+	// The TUN exit member enforces exit:NAME in its kernel-forwarding path.
+	publish(everyone, nil)
+	if got := eventually(10*time.Second, "", func() string { return curlSocks(clientNS, proxy, web, 2*time.Second) }); got != "" {
+		t.Errorf("TUN exit member, rules without exit:exit: web still reached (%q)", got)
+	}
+	publish(everyone+"\n[[rule]]\nfrom = [\"client\"]\nto = [\"exit:exit\"]\nports = [\"tcp:80\"]\n", nil)
+	if got := eventually(10*time.Second, exitOut.String(), func() string { return curlSocks(clientNS, proxy, web, 2*time.Second) }); got != exitOut.String() {
+		t.Errorf("TUN exit member with a rule to exit:exit: %q", got)
 	}
 }
