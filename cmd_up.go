@@ -45,7 +45,7 @@ func (e *env) upCommand() *cli.Command {
 			&cli.BoolFlag{Name: "allow-http", Usage: "allow a plain http:// --book URL (use with --trusted-signers or on a trusted network)"},
 			&cli.StringFlag{Name: "book-ca", Usage: "trust the CA certificates in PEM `FILE` for a --book https:// URL, besides the system's"},
 			&cli.DurationFlag{Name: "resolve-interval", Value: node.DefaultResolveInterval, Usage: "re-resolve endpoint hostnames every `DURATION`"},
-			&cli.StringFlag{Name: "resolver", DefaultText: "the system's", Usage: "DNS server `HOST:PORT` for endpoint hostnames"},
+			&cli.StringFlag{Name: "resolver", DefaultText: "the system's", Usage: "DNS server `HOST:PORT` for endpoint hostnames (with --exit-node also for the proxies' names outside the mesh)"},
 			&cli.StringFlag{Name: "registry", DefaultText: "the book's registry members", Usage: "also ask this DNS-SD registry outside the mesh for endpoints of members behind NAT, as dns://`HOST:PORT` (e.g. CoreDNS with the wgsd plugin)"},
 			&cli.StringFlag{Name: "registry-zone", DefaultText: "the mesh domain", Usage: "`ZONE` of --registry"},
 			&cli.IntFlag{Name: "registry-listen", Value: 53, Usage: "`PORT` on mesh addresses where registry members answer (and are asked)"},
