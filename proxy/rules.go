@@ -137,8 +137,9 @@ func (rt route) lookupOutside(ctx context.Context, name string) (netip.Addr, err
 }
 
 // lookupName returns a member's first IPv4 address, else its first address.
-// A name outside the mesh's namespace is refused as not allowed: the
-// proxies never ask the host's DNS.
+// A name outside the mesh's namespace is refused as not allowed: without
+// an exit member the proxies never ask the host's DNS (route.destination
+// does, with one).
 func lookupName(book *peerbook.Book, name string) (netip.Addr, error) {
 	p, ok := book.PeerByName(name)
 	if !ok {
