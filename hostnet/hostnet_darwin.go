@@ -100,6 +100,14 @@ func (a *Applied) SetSubnets(subnets []netip.Prefix) error {
 	return nil
 }
 
+// SetExit fails when exit is set: forwarding is only supported on Linux.
+func (a *Applied) SetExit(exit bool, _ []netip.Prefix) error {
+	if exit {
+		return errors.New("hostnet: an exit member (forwarding) is only supported on Linux")
+	}
+	return nil
+}
+
 // Undo removes the routes Apply added. The utun interface disappears when
 // its file descriptor is closed.
 func (a *Applied) Undo() error {

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -67,7 +66,8 @@ func eventually(d time.Duration, want string, f func() string) string {
 //     opens it again;
 //   - a reload that removes exit = true fails closed;
 //   - the exit member in TUN mode (root) serves the netstack client too,
-//     and enforces exit:exit the same way.
+//     enforces exit:exit the same way, and stops forwarding when its own
+//     book drops exit = true while the client still sends.
 func TestExitNodeNetstack(t *testing.T) {
 	needRoot(t, "ip", "nft", "curl", "setpriv")
 	dir := t.TempDir()
@@ -100,8 +100,13 @@ func TestExitNodeNetstack(t *testing.T) {
 	b.Peers[0].Exit = true
 	path := writeBook(t, dir, b)
 	os.Chown(path, 65534, 65534)
-	publish := func(rules string, edit func(*peerbook.Book)) {
+	// publish writes the book (with rules appended, edited) to paths, by
+	// default the shared one; the members watch their files.
+	publish := func(rules string, edit func(*peerbook.Book), paths ...string) {
 		t.Helper()
+		if len(paths) == 0 {
+			paths = []string{path}
+		}
 		nb := *b
 		nb.Peers = append([]peerbook.Peer(nil), b.Peers...)
 		nb.Serial++
@@ -109,15 +114,12 @@ func TestExitNodeNetstack(t *testing.T) {
 		if edit != nil {
 			edit(&nb)
 		}
-		if err := os.WriteFile(path, append(peerbook.Marshal(&nb), rules...), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := peerbook.Load(path); err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range []*member{exit, client} {
-			if m.cmd != nil {
-				m.cmd.Process.Signal(syscall.SIGHUP)
+		for _, p := range paths {
+			if err := os.WriteFile(p, append(peerbook.Marshal(&nb), rules...), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := peerbook.Load(p); err != nil {
+				t.Fatal(err)
 			}
 		}
 	}
@@ -168,19 +170,30 @@ func TestExitNodeNetstack(t *testing.T) {
 	if err := exit.stop(); err != nil {
 		t.Fatal(err)
 	}
-	publish("", nil) // exit = true again; the client reloads
+	// From here the exit member reads a book of its own.
+	exitPath := filepath.Join(t.TempDir(), "book.toml")
+	publish("", nil, path, exitPath) // exit = true again
 	exit.Control = filepath.Join(t.TempDir(), "exit.sock")
-	exit.start(t, path, "--mode", "tun", "--interface", exit.IfName)
+	exit.start(t, exitPath, "--mode", "tun", "--interface", exit.IfName)
 	if got := eventually(20*time.Second, exitOut.String(), func() string { return curlSocks(clientNS, proxy, web, 3*time.Second) }); got != exitOut.String() {
 		t.Errorf("web through the TUN exit member saw %q, want %s", got, exitOut)
 	}
 	// The TUN exit member enforces exit:NAME in its kernel-forwarding path.
-	publish(everyone, nil)
+	publish(everyone, nil, path, exitPath)
 	if got := eventually(10*time.Second, "", func() string { return curlSocks(clientNS, proxy, web, 2*time.Second) }); got != "" {
 		t.Errorf("TUN exit member, rules without exit:exit: web still reached (%q)", got)
 	}
-	publish(everyone+"\n[[rule]]\nfrom = [\"client\"]\nto = [\"exit:exit\"]\nports = [\"tcp:80\"]\n", nil)
+	publish(everyone+"\n[[rule]]\nfrom = [\"client\"]\nto = [\"exit:exit\"]\nports = [\"tcp:80\"]\n", nil, path, exitPath)
 	if got := eventually(10*time.Second, exitOut.String(), func() string { return curlSocks(clientNS, proxy, web, 2*time.Second) }); got != exitOut.String() {
 		t.Errorf("TUN exit member with a rule to exit:exit: %q", got)
+	}
+	// The TUN exit member's own book drops exit = true (and rules) while
+	// the client still sends through it: it stops forwarding.
+	publish("", func(nb *peerbook.Book) { nb.Peers[0].Exit = false }, exitPath)
+	if got := eventually(10*time.Second, "", func() string { return curlSocks(clientNS, proxy, web, 2*time.Second) }); got != "" {
+		t.Errorf("the TUN exit member forwards after losing exit = true: %q", got)
+	}
+	if table := exitNS.Run("nft", "list", "table", "inet", "wgmesh_"+exit.IfName); strings.Contains(table, "masquerade") {
+		t.Errorf("the TUN exit member still masquerades after losing exit = true:\n%s", table)
 	}
 }

@@ -106,6 +106,13 @@ func (n *Node) reloadLocked(book *peerbook.Book, looked []resolveResult) error {
 				return fmt.Errorf("node: reload: forwarding to this member's subnets: %w", err)
 			}
 		}
+		// An exit member that loses exit = true stops forwarding (fail
+		// closed on its side too); one that gains it starts.
+		if oldSelf.Exit != newSelf.Exit || (newSelf.Exit && !slices.Equal(exitNetworks(oldBook), exitNetworks(book))) {
+			if err := n.host.SetExit(newSelf.Exit, exitNetworks(book)); err != nil {
+				return fmt.Errorf("node: reload: exit member (exit = true, line %d): %w", newSelf.Line, err)
+			}
+		}
 	}
 	return nil
 }
