@@ -19,6 +19,9 @@ func (a *Applied) SetSubnets([]netip.Prefix) error { return ErrUnsupported }
 // SetExit always fails here.
 func (a *Applied) SetExit(bool, []netip.Prefix) error { return ErrUnsupported }
 
+// SetExitEndpoints always fails here.
+func (a *Applied) SetExitEndpoints([]netip.Addr) error { return ErrUnsupported }
+
 // Undo does nothing here.
 func (a *Applied) Undo() error { return nil }
 

@@ -160,6 +160,10 @@ func (a *Applied) SetExit(exit bool, networks []netip.Prefix) error {
 	return nil
 }
 
+// SetExitEndpoints does nothing on Linux: the WireGuard sockets' firewall
+// mark keeps the underlay endpoints out of the exit routes.
+func (a *Applied) SetExitEndpoints([]netip.Addr) error { return nil }
+
 // SetRoutes makes the routes through the interface exactly routes: it adds
 // the missing ones and removes those it added before that are no longer
 // wanted. A route to the same prefix through another interface is a

@@ -167,6 +167,31 @@ func (n *Node) setExitLocked(book *peerbook.Book, self *peerbook.Peer) {
 	}
 }
 
+// exitEndpointsLocked are the underlay addresses the device sends to,
+// which the exit routes must not capture (hostnet.Setup.ExitEndpoints).
+// Runs on the loop or in Up.
+func (n *Node) exitEndpointsLocked() []netip.Addr {
+	var out []netip.Addr
+	for _, pc := range n.applied {
+		if a := pc.endpoint.Addr(); pc.endpoint.IsValid() && !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// syncExitEndpointsLocked keeps the macOS host routes of the endpoints in
+// step with the applied book (nothing on Linux). Endpoints WireGuard
+// learns from roaming members are not followed. Runs on the loop.
+func (n *Node) syncExitEndpointsLocked() {
+	if n.host == nil || n.cfg.ExitNode == "" {
+		return
+	}
+	if err := n.host.SetExitEndpoints(n.exitEndpointsLocked()); err != nil {
+		n.log.Warn("exit node: routing the members' endpoints outside the tunnel", "err", err)
+	}
+}
+
 // exitNetworks are the mesh networks an exit member masquerades.
 func exitNetworks(book *peerbook.Book) []netip.Prefix {
 	return book.Mesh.Networks

@@ -310,6 +310,9 @@ func (n *Node) up(ctx context.Context) error {
 	if n.cfg.Mode == ModeTUN {
 		setup := n.hostSetup(n.ifname, book, self)
 		setup.ExitMark, setup.Exit = mark, self.Exit
+		if mark != 0 {
+			setup.ExitEndpoints = n.exitEndpointsLocked()
+		}
 		if self.Exit {
 			setup.ExitNetworks = exitNetworks(book)
 		}
