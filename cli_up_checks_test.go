@@ -107,3 +107,18 @@ func TestUpStateFIFO(t *testing.T) {
 		t.Fatalf("up with a FIFO serial: exit %d, stderr %q", r.code, r.stderr)
 	}
 }
+
+// TestUpExitNodeNetstack: `up --exit-node` in netstack mode (no longer
+// refused as TUN-only) checks the member it names: one without exit =
+// true is refused with the book line to change.
+func TestUpExitNodeNetstack(t *testing.T) {
+	dir := t.TempDir()
+	ms := newMembers(t, dir, "alpha", "beta")
+	book := filepath.Join(dir, "book.toml")
+	writeBook(t, book, 1, ms)
+	code, stderr := upBounded(t, "--book", book, "--key", ms[0].keyPath, "--control", filepath.Join(dir, "s.sock"),
+		"--state-dir", filepath.Join(dir, "state"), "--listen-port", "0", "--mode", "netstack", "--exit-node", "beta")
+	if code != 1 || !strings.Contains(stderr, `member "beta" is not an exit member; set exit = true on it in the peer book `+book+" (line ") {
+		t.Errorf("up --exit-node beta: exit %d, stderr %q; want beta's book line named", code, stderr)
+	}
+}

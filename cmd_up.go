@@ -32,7 +32,7 @@ func (e *env) upCommand() *cli.Command {
 			&cli.StringFlag{Name: "key", Usage: "private key `FILE`, mode 0600 (required, here or as key in --config)"},
 			&cli.StringFlag{Name: "mode", Value: "netstack", Usage: "`MODE`: netstack (userspace network stack, no root) or tun (kernel interface; root or CAP_NET_ADMIN)"},
 			&cli.StringFlag{Name: "interface", DefaultText: "wgmesh0; utun on macOS", Usage: "TUN interface `NAME` (--mode tun)"},
-			&cli.StringFlag{Name: "exit-node", Usage: "send all traffic outside the mesh through member `NAME`, which must have exit = true in the book (--mode tun)"},
+			&cli.StringFlag{Name: "exit-node", Usage: "send all traffic outside the mesh through member `NAME`, which must have exit = true in the book (TUN mode: the host's default route; netstack mode: Dial, forwards and the proxies)"},
 			&cli.BoolFlag{Name: "masquerade", Usage: "source-NAT mesh traffic into this member's subnets, for LAN routers with no route back to the mesh (--mode tun)"},
 			&cli.IntFlag{Name: "listen-port", DefaultText: "from the book", Usage: "UDP `PORT` to bind instead of the book's; 0 lets the system choose (see status)"},
 			&cli.StringSliceFlag{Name: "forward", Usage: "relay a host listener to a mesh target; `SPEC` is PROTO:HOST:PORT=TARGET:PORT, e.g. tcp:127.0.0.1:8080=beta:80 (repeatable)"},
@@ -45,7 +45,7 @@ func (e *env) upCommand() *cli.Command {
 			&cli.BoolFlag{Name: "allow-http", Usage: "allow a plain http:// --book URL (use with --trusted-signers or on a trusted network)"},
 			&cli.StringFlag{Name: "book-ca", Usage: "trust the CA certificates in PEM `FILE` for a --book https:// URL, besides the system's"},
 			&cli.DurationFlag{Name: "resolve-interval", Value: node.DefaultResolveInterval, Usage: "re-resolve endpoint hostnames every `DURATION`"},
-			&cli.StringFlag{Name: "resolver", DefaultText: "the system's", Usage: "DNS server `HOST:PORT` for endpoint hostnames"},
+			&cli.StringFlag{Name: "resolver", DefaultText: "the system's", Usage: "DNS server `HOST:PORT` for endpoint hostnames (with --exit-node also for the proxies' names outside the mesh)"},
 			&cli.StringFlag{Name: "registry", DefaultText: "the book's registry members", Usage: "also ask this DNS-SD registry outside the mesh for endpoints of members behind NAT, as dns://`HOST:PORT` (e.g. CoreDNS with the wgsd plugin)"},
 			&cli.StringFlag{Name: "registry-zone", DefaultText: "the mesh domain", Usage: "`ZONE` of --registry"},
 			&cli.IntFlag{Name: "registry-listen", Value: 53, Usage: "`PORT` on mesh addresses where registry members answer (and are asked)"},
@@ -107,9 +107,6 @@ func upFlags(c *cli.Context) (upConfig, error) {
 		return cfg, usagef("--mode %q: want netstack or tun", mode)
 	}
 	cfg.ifname, cfg.masquerade, cfg.exitNode = c.String("interface"), c.Bool("masquerade"), c.String("exit-node")
-	if cfg.exitNode != "" && cfg.mode != node.ModeTUN {
-		return cfg, usagef("--exit-node needs --mode tun (netstack mode has no exit node yet)")
-	}
 	if cfg.mode != node.ModeTUN && (cfg.ifname != "" || cfg.masquerade) {
 		return cfg, usagef("--interface and --masquerade need --mode tun")
 	}

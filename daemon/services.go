@@ -156,13 +156,27 @@ func (d *Daemon) startServices(context.Context) error {
 			f()
 		}()
 	}
+	// With an exit node the proxies pass destinations outside the mesh
+	// while it is one, and resolve names outside the mesh with the
+	// endpoint resolver (--resolver, else this host's).
+	var exit func() bool
+	if c.Node.ExitNode != "" {
+		exit = n.ExitActive
+		if s.socksLn != nil || s.httpLn != nil {
+			d.log.Info("the proxies send destinations outside the mesh through the exit node; names outside the mesh are resolved by this host's resolver (or --resolver), not through the exit node", "exit_node", c.Node.ExitNode)
+		}
+	}
+	var resolver proxy.Resolver
+	if c.Node.Resolver != nil {
+		resolver = c.Node.Resolver
+	}
 	if s.socksLn != nil {
-		s.socks = &proxy.SOCKS5{Dialer: n, Book: n.Book, Auth: c.ProxyAuth, Allow: c.ProxyAllow, Logger: d.log.With("proxy", "socks5")}
+		s.socks = &proxy.SOCKS5{Dialer: n, Book: n.Book, Auth: c.ProxyAuth, Allow: c.ProxyAllow, Exit: exit, Resolver: resolver, Logger: d.log.With("proxy", "socks5")}
 		ln := s.socksLn
 		serve(func() { s.socks.Serve(ln) })
 	}
 	if s.httpLn != nil {
-		s.httpProxy = &proxy.HTTP{Dialer: n, Book: n.Book, Auth: c.ProxyAuth, Allow: c.ProxyAllow, Logger: d.log.With("proxy", "http")}
+		s.httpProxy = &proxy.HTTP{Dialer: n, Book: n.Book, Auth: c.ProxyAuth, Allow: c.ProxyAllow, Exit: exit, Resolver: resolver, Logger: d.log.With("proxy", "http")}
 		s.httpSrv = netutil.NewHTTPServer(s.httpProxy, s.idle)
 		refused := netutil.NewRateLog(d.log.With("proxy", "http"), 0)
 		ln := netutil.LimitListener(s.httpLn, s.httpLimits, refused)

@@ -30,6 +30,13 @@ type Rules struct {
 	subnets            map[netip.Prefix]int32
 	lengths4, lengths6 []int
 
+	// networks are the mesh networks: addresses in them, like members'
+	// addresses and subnets, are never outside the mesh.
+	networks []netip.Prefix
+	// exitVia is the member that packets from outside the mesh come
+	// from, the exit member self sends such traffic through; -1 if none.
+	exitVia int32
+
 	count int // rules in the book
 }
 
@@ -42,6 +49,9 @@ type member struct {
 	// self's subnets only (to = ["subnet:CIDR"]).
 	all      *table
 	narrowed []narrowed
+	// exit is what the member may open outside the mesh through self,
+	// an exit member (to = ["exit:SELF"]).
+	exit *table
 }
 
 type narrowed struct {
@@ -73,17 +83,28 @@ var ErrNotMember = errors.New("filter: this member is not in the book")
 // addresses always pass: the mesh DNS and the registry answer there. A book
 // without rules compiles to Rules that allow everything.
 func Compile(book *peerbook.Book, self peerbook.Key, meshPorts ...uint16) (*Rules, error) {
+	return CompileWithExit(book, self, "", meshPorts...)
+}
+
+// CompileWithExit is Compile for a member that sends traffic outside the
+// mesh through the exit member named exitNode: packets from outside the
+// mesh count as coming from that member (its WireGuard peer entry is the
+// only one that accepts them), so that replies to the flows self opens
+// through it pass. When exitNode is "", not a member or has no
+// exit = true, such packets are dropped as from no member.
+func CompileWithExit(book *peerbook.Book, self peerbook.Key, exitNode string, meshPorts ...uint16) (*Rules, error) {
 	me, ok := book.PeerByKey(self)
 	if !ok {
 		return nil, ErrNotMember
 	}
-	r := &Rules{count: len(book.Rules)}
+	r := &Rules{count: len(book.Rules), exitVia: -1}
 	if len(book.Rules) == 0 {
 		r.open = true
 		return r, nil
 	}
 	r.ownAddrs = slices.Clone(me.Addresses)
 	r.ownSubnets = slices.Clone(me.Subnets)
+	r.networks = slices.Clone(book.Mesh.Networks)
 	r.meshPorts = append([]uint16{DefaultMeshPort}, meshPorts...)
 	selfIdx := slices.IndexFunc(book.Peers, func(p peerbook.Peer) bool { return p.PublicKey == self })
 
@@ -92,13 +113,18 @@ func Compile(book *peerbook.Book, self peerbook.Key, meshPorts ...uint16) (*Rule
 	type grant struct {
 		rule   int
 		prefix netip.Prefix // invalid: all of self
+		exit   bool         // outside the mesh through self
 	}
 	grants := make([][]grant, len(book.Peers))
 	for ri := range book.Rules {
 		rule := &book.Rules[ri]
 		var parts []netip.Prefix
-		whole := false
+		whole, exit := false, false
 		for _, s := range rule.To {
+			if s.Kind == peerbook.SelectExit {
+				exit = exit || slices.Contains(book.Members(s), selfIdx)
+				continue
+			}
 			if s.Kind == peerbook.SelectSubnet {
 				if slices.ContainsFunc(me.Subnets, func(n netip.Prefix) bool { return n.Bits() <= s.Subnet.Bits() && n.Contains(s.Subnet.Addr()) }) {
 					parts = append(parts, s.Subnet)
@@ -109,13 +135,16 @@ func Compile(book *peerbook.Book, self peerbook.Key, meshPorts ...uint16) (*Rule
 				whole = true
 			}
 		}
-		if !whole && len(parts) == 0 {
+		if !whole && !exit && len(parts) == 0 {
 			continue
 		}
 		for _, s := range rule.From {
 			for _, i := range book.Members(s) {
 				if i == selfIdx {
 					continue
+				}
+				if exit {
+					grants[i] = append(grants[i], grant{rule: ri, exit: true})
 				}
 				if whole {
 					grants[i] = append(grants[i], grant{rule: ri})
@@ -159,10 +188,14 @@ func Compile(book *peerbook.Book, self peerbook.Key, meshPorts ...uint16) (*Rule
 		}
 		p := &book.Peers[i]
 		m := member{name: p.Name, key: p.PublicKey}
-		var whole []int
+		var whole, exit []int
 		byPrefix := map[netip.Prefix][]int{}
 		var order []netip.Prefix
 		for _, g := range grants[i] {
+			if g.exit {
+				exit = append(exit, g.rule)
+				continue
+			}
 			if !g.prefix.IsValid() {
 				whole = append(whole, g.rule)
 				continue
@@ -173,11 +206,15 @@ func Compile(book *peerbook.Book, self peerbook.Key, meshPorts ...uint16) (*Rule
 			byPrefix[g.prefix] = append(byPrefix[g.prefix], g.rule)
 		}
 		m.all = tableOf(whole)
+		m.exit = tableOf(exit)
 		for _, pfx := range order {
 			m.narrowed = append(m.narrowed, narrowed{prefix: pfx, t: tableOf(byPrefix[pfx])})
 		}
 		idx := int32(len(r.members))
 		r.members = append(r.members, m)
+		if exitNode != "" && p.Exit && strings.EqualFold(p.Name, exitNode) {
+			r.exitVia = idx
+		}
 		for _, a := range p.Addresses {
 			r.hosts[a] = idx
 		}
@@ -275,8 +312,29 @@ func (r *Rules) Open() bool { return r.open }
 func (r *Rules) Len() int { return r.count }
 
 // sender returns the index of the member that addr belongs to (one of its
-// mesh addresses, or inside one of its subnets), or -1.
+// mesh addresses, or inside one of its subnets; an address outside the
+// mesh belongs to the exit member self uses, if any), or -1.
 func (r *Rules) sender(addr netip.Addr) int32 {
+	if i := r.member(addr); i >= 0 || r.exitVia < 0 || r.inMesh(addr) {
+		return i
+	}
+	return r.exitVia
+}
+
+// inMesh reports whether a is inside the mesh networks or belongs to a
+// member (other than self; self's own are checked apart).
+func (r *Rules) inMesh(a netip.Addr) bool {
+	for _, n := range r.networks {
+		if n.Contains(a) {
+			return true
+		}
+	}
+	return r.member(a) >= 0
+}
+
+// member returns the index of the member with address addr or a subnet
+// holding it, or -1.
+func (r *Rules) member(addr netip.Addr) int32 {
 	if i, ok := r.hosts[addr]; ok {
 		return i
 	}
@@ -320,7 +378,9 @@ func (r *Rules) allowed(m int32, dst netip.Addr, proto uint8, port uint16, fragm
 	mem := &r.members[m]
 	own := r.isOwnAddr(dst)
 	if !own && !r.inOwnSubnet(dst) {
-		return false
+		// Outside the mesh: only through self as an exit, which the
+		// compiled exit tables say (they are empty unless self is one).
+		return mem.exit != emptyTable && !r.inMesh(dst) && mem.exit.allows(proto, port, fragment)
 	}
 	if mem.all.allows(proto, port, fragment) {
 		return true

@@ -50,6 +50,12 @@ type Setup struct {
 	Exit bool
 	// ExitNetworks are the mesh networks masqueraded when Exit is set.
 	ExitNetworks []netip.Prefix
+	// ExitEndpoints are the members' underlay endpoint addresses. With
+	// ExitMark on macOS, which has no firewall marks, each gets a host
+	// route through the previous default gateway, so WireGuard's own
+	// packets do not loop into the interface (see SetExitEndpoints).
+	// Linux ignores them: the mark keeps the endpoints reachable.
+	ExitEndpoints []netip.Addr
 	// StateDir keeps the values of the sysctls Apply changes until Undo
 	// restores them, so a process that was killed cannot make its host
 	// forget them: the next Apply restores them. Empty: kept in memory only.

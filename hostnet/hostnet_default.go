@@ -16,6 +16,12 @@ func (a *Applied) SetRoutes([]netip.Prefix) error { return ErrUnsupported }
 // SetSubnets always fails here.
 func (a *Applied) SetSubnets([]netip.Prefix) error { return ErrUnsupported }
 
+// SetExit always fails here.
+func (a *Applied) SetExit(bool, []netip.Prefix) error { return ErrUnsupported }
+
+// SetExitEndpoints always fails here.
+func (a *Applied) SetExitEndpoints([]netip.Addr) error { return ErrUnsupported }
+
 // Undo does nothing here.
 func (a *Applied) Undo() error { return nil }
 

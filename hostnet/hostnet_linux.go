@@ -127,6 +127,7 @@ func (a *Applied) SetSubnets(subnets []netip.Prefix) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	f := a.filter
+	f.dropForward = f.forwards()
 	f.subnets = subnets
 	if _, err := f.install(); err != nil {
 		return err
@@ -137,6 +138,31 @@ func (a *Applied) SetSubnets(subnets []netip.Prefix) error {
 	}
 	return nil
 }
+
+// SetExit makes this node an exit member (forward from the mesh to any
+// other interface, masquerading networks there) or stops it, as after a
+// reload that changed its exit = true. The filter is replaced in one
+// transaction; forwarding sysctls stay as they are when it stops (the
+// filter no longer lets anything through for the exit).
+func (a *Applied) SetExit(exit bool, networks []netip.Prefix) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	f := a.filter
+	f.dropForward = f.forwards()
+	f.exit, f.exitNetworks = exit, networks
+	if _, err := f.install(); err != nil {
+		return err
+	}
+	a.filter = f
+	if exit {
+		return a.enableForwarding(forwardingKeys(a.ipv6))
+	}
+	return nil
+}
+
+// SetExitEndpoints does nothing on Linux: the WireGuard sockets' firewall
+// mark keeps the underlay endpoints out of the exit routes.
+func (a *Applied) SetExitEndpoints([]netip.Addr) error { return nil }
 
 // SetRoutes makes the routes through the interface exactly routes: it adds
 // the missing ones and removes those it added before that are no longer

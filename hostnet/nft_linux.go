@@ -43,7 +43,15 @@ type filter struct {
 	// exitNetworks there.
 	exit         bool
 	exitNetworks []netip.Prefix
+	// dropForward keeps the forward chain's drop after the last subnet or
+	// exit = true went on a reload: the forwarding sysctls stay on until
+	// Undo, and without the chain the kernel would forward anything from
+	// the interface.
+	dropForward bool
 }
+
+// forwards reports whether the filter has (or had) a forwarding role.
+func (f *filter) forwards() bool { return len(f.subnets) > 0 || f.exit || f.dropForward }
 
 func tableName(ifname string) string { return "wgmesh_" + ifname }
 
@@ -142,7 +150,7 @@ func (f *filter) addChains(c *nftables.Conn, t *nftables.Table) {
 		r = append(r, addrIn(netip.PrefixFrom(a, a.BitLen()), false)...)
 		c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: append(r, &expr.Verdict{Kind: expr.VerdictDrop})})
 	}
-	if len(f.subnets) == 0 && !f.exit {
+	if !f.forwards() {
 		return
 	}
 	fwd := c.AddChain(&nftables.Chain{Name: "forward", Table: t, Type: nftables.ChainTypeFilter,

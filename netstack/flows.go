@@ -89,6 +89,21 @@ func (m *members) of(a netip.Addr) string {
 	return a.String()
 }
 
+// has reports whether a belongs to a member (false before SetMembers).
+func (m *members) has(a netip.Addr) bool {
+	if m == nil {
+		return false
+	}
+	for _, ps := range m.prefixes {
+		for _, p := range ps {
+			if p.Contains(a) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // refusalLog logs refused flows at a bounded rate.
 type refusalLog struct {
 	log              *slog.Logger

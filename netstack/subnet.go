@@ -48,6 +48,7 @@ const (
 type SubnetRouter struct {
 	s       *Stack
 	subnets atomic.Pointer[[]netip.Prefix]
+	exit    atomic.Pointer[exitPolicy] // nil: not an exit (exit.go)
 	dial    HostDialer
 	log     *slog.Logger
 
@@ -129,13 +130,27 @@ func (r *SubnetRouter) admit(lim *flowLimiter, proto string, src netip.Addr) (me
 	return member, ok
 }
 
-func (r *SubnetRouter) routes(a netip.Addr) bool {
+// routes reports whether the router forwards a flow from src to dst:
+// into one of its subnets, or, as an exit, outside the mesh for a member.
+func (r *SubnetRouter) routes(src, dst netip.Addr) bool {
 	for _, p := range *r.subnets.Load() {
-		if p.Contains(a) {
+		if p.Contains(dst) {
 			return true
 		}
 	}
-	return false
+	ex := r.exit.Load()
+	if ex == nil {
+		return false
+	}
+	if !r.members.Load().has(src) {
+		r.log.Debug("exit flow refused", "src", src, "dst", dst, "why", "the source is no member of the book")
+		return false
+	}
+	if why := ex.refusal(dst); why != "" {
+		r.log.Debug("exit flow refused", "src", src, "dst", dst, "why", why)
+		return false
+	}
+	return true
 }
 
 func endpointAddr(a tcpip.Address, port uint16) netip.AddrPort {
@@ -147,7 +162,7 @@ func (r *SubnetRouter) handleTCP(req *tcp.ForwarderRequest) {
 	id := req.ID()
 	dst := endpointAddr(id.LocalAddress, id.LocalPort)
 	src := endpointAddr(id.RemoteAddress, id.RemotePort)
-	if !r.routes(dst.Addr()) || r.ctx.Err() != nil {
+	if !r.routes(src.Addr(), dst.Addr()) || r.ctx.Err() != nil {
 		req.Complete(true)
 		return
 	}
@@ -193,7 +208,7 @@ func (r *SubnetRouter) handleUDP(req *udp.ForwarderRequest) {
 	id := req.ID()
 	dst := endpointAddr(id.LocalAddress, id.LocalPort)
 	src := endpointAddr(id.RemoteAddress, id.RemotePort)
-	if !r.routes(dst.Addr()) || r.ctx.Err() != nil {
+	if !r.routes(src.Addr(), dst.Addr()) || r.ctx.Err() != nil {
 		return
 	}
 	member, ok := r.admit(r.udp, "udp", src.Addr())

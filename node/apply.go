@@ -88,6 +88,7 @@ func (n *Node) apply(book *peerbook.Book, looked []resolveResult) error {
 		n.lazy.syncLocked(want)
 	}
 	n.applied = want
+	n.syncExitEndpointsLocked()
 	n.keepCandidatesLocked(entries)
 	n.entries = entries
 	n.severalEndpoints = n.severalEndpoints[:0]

@@ -57,7 +57,9 @@ type Config struct {
 	// ExitNode names a member with exit = true that all traffic outside
 	// the mesh goes through (ModeTUN: default routes through the
 	// interface that keep the underlay endpoints reachable, removed on
-	// Close). Default: none.
+	// Close; ModeNetstack: Dial sends such destinations there while it
+	// is an exit member, and refuses them otherwise). Default: none:
+	// netstack mode's Dial refuses destinations outside the mesh.
 	ExitNode string
 
 	// StateDir, in ModeTUN, keeps the original values of the sysctls the

@@ -15,7 +15,10 @@ import (
 // Dial connects to addr inside the mesh. network is "tcp", "tcp4", "tcp6",
 // "udp", "udp4" or "udp6"; addr is HOST:PORT where HOST is a member name
 // ("beta", "beta.mesh") or an address. Names are resolved against the peer
-// book only, never against the host's DNS.
+// book only, never against the host's DNS. In netstack mode an address
+// outside the mesh is refused, unless Config.ExitNode names a member that
+// is an exit member of the book in force: then it goes through that
+// member.
 func (n *Node) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	st, book, err := n.running()
 	if err != nil {
@@ -31,6 +34,9 @@ func (n *Node) Dial(ctx context.Context, network, addr string) (net.Conn, error)
 		}
 		var d net.Dialer
 		return d.DialContext(ctx, network, dst.String())
+	}
+	if err := n.exitRefusal(book, dst.Addr()); err != nil {
+		return nil, &net.OpError{Op: "dial", Net: network, Err: err}
 	}
 	switch network {
 	case "tcp", "tcp4", "tcp6":

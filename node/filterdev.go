@@ -44,6 +44,9 @@ import (
 type filterDevice struct {
 	tun.Device
 	f *filter.Filter
+	// exitNode is Config.ExitNode: packets from outside the mesh count
+	// as that member's (filter.CompileWithExit).
+	exitNode string
 
 	// drops holds the drop counters of the book's members by name; the
 	// map is replaced on reload, the counters carried over.
@@ -222,7 +225,7 @@ func packetSummary(pkt []byte) (src, dst netip.Addr, proto string, port uint16) 
 // as a port that no rule closes. Flows the new rules no longer allow are
 // cut at their next packet.
 func (d *filterDevice) setRules(book *peerbook.Book, self peerbook.Key, meshPort uint16) error {
-	r, err := filter.Compile(book, self, meshPort)
+	r, err := filter.CompileWithExit(book, self, d.exitNode, meshPort)
 	if err != nil {
 		return err
 	}

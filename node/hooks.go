@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
+
+	"github.com/wgmesh/wgmesh/netstack"
 )
 
 // testHooks let tests in this package run a node on a fake network and a
@@ -18,6 +20,9 @@ type testHooks struct {
 	// time it compares (relay wait, lookup intervals, back-off).
 	// wireguard-go keeps its own, real, time for handshakes.
 	clock clock
+	// hostDial replaces the host sockets of the netstack subnet and exit
+	// router.
+	hostDial netstack.HostDialer
 }
 
 // clock is the node's time source.

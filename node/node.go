@@ -140,13 +140,15 @@ type Node struct {
 	deadAfter time.Duration
 	// routesAtStart: the netstack was created for subnet routing.
 	routesAtStart bool
-	dev           *device.Device
-	stack         *netstack.Stack        // netstack mode only
-	subnets       *netstack.SubnetRouter // netstack mode with subnets only
-	ifname        string                 // TUN mode only: the interface's name
-	host          *hostnet.Applied       // TUN mode only: addresses, routes, rules
-	uapi          net.Listener           // TUN mode only: the wg(8) UAPI socket
-	listenPort    uint16
+	// exitForwarding: the netstack router forwards outside the mesh.
+	exitForwarding bool
+	dev            *device.Device
+	stack          *netstack.Stack        // netstack mode only
+	subnets        *netstack.SubnetRouter // netstack mode with subnets only
+	ifname         string                 // TUN mode only: the interface's name
+	host           *hostnet.Applied       // TUN mode only: addresses, routes, rules
+	uapi           net.Listener           // TUN mode only: the wg(8) UAPI socket
+	listenPort     uint16
 
 	// lazy keeps idle members out of the device (lazy.go, lazynode.go);
 	// lazyQuietAfter and lazyUnansweredAfter override its windows in tests.
@@ -233,15 +235,18 @@ func (n *Node) up(ctx context.Context) error {
 		}
 		tdev, n.ifname = d, name
 	default:
-		st, err := netstack.New(self.Addresses, book.Mesh.MTU, netstack.Options{SubnetRouting: len(self.Subnets) > 0})
+		// An exit member forwards like a subnet router (netstack/exit.go).
+		routes := len(self.Subnets) > 0 || self.Exit
+		st, err := netstack.New(self.Addresses, book.Mesh.MTU, netstack.Options{SubnetRouting: routes})
 		if err != nil {
 			return err
 		}
 		tdev, n.stack = st, st
-		n.routesAtStart = len(self.Subnets) > 0
+		n.routesAtStart = routes
 	}
 	// Below the relay, so packets relayed for others are not judged here.
 	n.filter = newFilterDevice(tdev, filter.New(nil, filter.Options{}), n.log.With("part", "filter"))
+	n.filter.exitNode = n.cfg.ExitNode
 	tdev = n.filter
 	if err := n.applyRulesLocked(nil, book); err != nil {
 		tdev.Close()
@@ -308,6 +313,9 @@ func (n *Node) up(ctx context.Context) error {
 	if n.cfg.Mode == ModeTUN {
 		setup := n.hostSetup(n.ifname, book, self)
 		setup.ExitMark, setup.Exit = mark, self.Exit
+		if mark != 0 {
+			setup.ExitEndpoints = n.exitEndpointsLocked()
+		}
 		if self.Exit {
 			setup.ExitNetworks = exitNetworks(book)
 		}
@@ -323,7 +331,7 @@ func (n *Node) up(ctx context.Context) error {
 		}
 	}
 	if n.stack != nil {
-		if err := n.routeSubnets(book, self.Subnets); err != nil {
+		if err := n.routeFlows(book, self); err != nil {
 			n.teardown()
 			return err
 		}
@@ -456,27 +464,36 @@ func wgLogger(log *slog.Logger) *device.Logger {
 	}
 }
 
-// routeSubnets, in netstack mode, forwards flows from the mesh into this
-// member's subnets through host sockets. Runs on the loop or in Up.
-func (n *Node) routeSubnets(book *peerbook.Book, subnets []netip.Prefix) error {
+// routeFlows, in netstack mode, forwards flows from the mesh into this
+// member's subnets, and as an exit member outside the mesh, through host
+// sockets. Runs on the loop or in Up.
+func (n *Node) routeFlows(book *peerbook.Book, self *peerbook.Peer) error {
 	if n.subnets != nil {
-		n.subnets.SetSubnets(subnets)
+		n.subnets.SetSubnets(self.Subnets)
 		n.subnets.SetMembers(memberPrefixes(book, n.self))
+		n.setExitLocked(book, self)
 		return nil
 	}
-	if len(subnets) == 0 {
+	if len(self.Subnets) == 0 && !self.Exit {
 		return nil
 	}
 	if !n.routesAtStart {
-		return errors.New("node: this member now routes subnets, which in netstack mode needs a restart; the running book stays in force")
+		return errors.New("node: this member now routes subnets or is an exit member, which in netstack mode needs a restart; the running book stays in force")
 	}
-	r, err := n.stack.RouteSubnets(subnets, &net.Dialer{}, n.log.With("part", "subnet-router"))
+	var dial netstack.HostDialer = &net.Dialer{}
+	if n.hooks.hostDial != nil {
+		dial = n.hooks.hostDial
+	}
+	r, err := n.stack.RouteSubnets(self.Subnets, dial, n.log.With("part", "subnet-router"))
 	if err != nil {
 		return fmt.Errorf("node: route subnets: %w", err)
 	}
 	r.SetMembers(memberPrefixes(book, n.self))
 	n.subnets = r
-	n.log.Info("routing subnets from the mesh through host sockets", "subnets", fmt.Sprint(subnets))
+	if len(self.Subnets) > 0 {
+		n.log.Info("routing subnets from the mesh through host sockets", "subnets", fmt.Sprint(self.Subnets))
+	}
+	n.setExitLocked(book, self)
 	return nil
 }
 

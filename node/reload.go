@@ -93,7 +93,7 @@ func (n *Node) reloadLocked(book *peerbook.Book, looked []resolveResult) error {
 		n.relay.setMembers(relayPrefixes(book, n.self))
 	}
 	if n.stack != nil {
-		if err := n.routeSubnets(book, newSelf.Subnets); err != nil {
+		if err := n.routeFlows(book, newSelf); err != nil {
 			return err
 		}
 	}
@@ -104,6 +104,13 @@ func (n *Node) reloadLocked(book *peerbook.Book, looked []resolveResult) error {
 		if !slices.Equal(oldSelf.Subnets, newSelf.Subnets) {
 			if err := n.host.SetSubnets(newSelf.Subnets); err != nil {
 				return fmt.Errorf("node: reload: forwarding to this member's subnets: %w", err)
+			}
+		}
+		// An exit member that loses exit = true stops forwarding (fail
+		// closed on its side too); one that gains it starts.
+		if oldSelf.Exit != newSelf.Exit || (newSelf.Exit && !slices.Equal(exitNetworks(oldBook), exitNetworks(book))) {
+			if err := n.host.SetExit(newSelf.Exit, exitNetworks(book)); err != nil {
+				return fmt.Errorf("node: reload: exit member (exit = true, line %d): %w", newSelf.Line, err)
 			}
 		}
 	}
@@ -133,6 +140,9 @@ func (n *Node) checkReloadLocked(book *peerbook.Book) error {
 	}
 	if n.stack != nil && len(newSelf.Subnets) > 0 && !n.routesAtStart {
 		return fmt.Errorf("node: reload refused: this member now routes subnets (%v), which in netstack mode needs a restart; the running book stays in force", newSelf.Subnets)
+	}
+	if n.stack != nil && newSelf.Exit && !n.routesAtStart {
+		return fmt.Errorf("node: reload refused: this member is now an exit member (exit = true, line %d), which in netstack mode needs a restart; the running book stays in force", newSelf.Line)
 	}
 	if newSelf.Relay != oldSelf.Relay {
 		return fmt.Errorf("node: reload refused: this member's relay setting changed, which needs a restart; the running book stays in force")

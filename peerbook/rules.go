@@ -35,6 +35,12 @@ const (
 	// which lies within one member's subnets. That member (the subnet
 	// router) enforces it for the traffic it routes into the subnet.
 	SelectSubnet
+	// SelectExit is "exit:NAME", only in To: destinations outside the
+	// mesh, reached through member NAME, which has exit = true. That
+	// member (the exit) enforces it for the traffic it forwards. Naming
+	// the member itself, a group it is in or "*" does not open it as an
+	// exit.
+	SelectExit
 )
 
 // Selector is one element of a rule's from or to list.
@@ -55,6 +61,8 @@ func (s Selector) String() string {
 		return "group:" + s.Name
 	case SelectSubnet:
 		return "subnet:" + s.Subnet.String()
+	case SelectExit:
+		return "exit:" + s.Name
 	}
 	return s.Name
 }
@@ -108,7 +116,8 @@ func RulesEqual(a, b []Rule) bool {
 }
 
 // Members returns the indexes into b.Peers of the members a selector names.
-// A subnet selector names the member that routes its subnet.
+// A subnet selector names the member that routes its subnet, an exit
+// selector the exit member it names (none when it lost exit = true).
 func (b *Book) Members(s Selector) []int {
 	var out []int
 	for i := range b.Peers {
@@ -126,6 +135,10 @@ func (b *Book) Members(s Selector) []int {
 			}
 		case SelectSubnet:
 			if slices.ContainsFunc(p.Subnets, func(n netip.Prefix) bool { return subnetWithin(s.Subnet, n) }) {
+				out = append(out, i)
+			}
+		case SelectExit:
+			if p.Exit && strings.EqualFold(p.Name, s.Name) {
 				out = append(out, i)
 			}
 		}
@@ -250,8 +263,25 @@ func (c *checker) selector(key, s string, b *Book) (Selector, string) {
 			return Selector{}, fmt.Sprintf("%q is not inside any member's subnets; name a subnet a member routes, or a range inside one", s)
 		}
 		return sel, ""
+	case strings.HasPrefix(s, "exit:"):
+		if key != "to" {
+			return Selector{}, fmt.Sprintf("%q: exit:NAME may only appear in to; from names members", s)
+		}
+		name := s[len("exit:"):]
+		if !validLabel(name) {
+			return Selector{}, fmt.Sprintf("%q: %q is not a member name", s, name)
+		}
+		sel := Selector{Kind: SelectExit, Name: name}
+		p, ok := b.PeerByName(name)
+		switch {
+		case !ok:
+			return Selector{}, fmt.Sprintf("%q: %q is not a member of the book; name a member with exit = true", s, name)
+		case !p.Exit:
+			return Selector{}, fmt.Sprintf("%q: member %q (line %d) has no exit = true; set it there, or name an exit member", s, p.Name, p.Line)
+		}
+		return sel, ""
 	case strings.Contains(s, ":"):
-		return Selector{}, fmt.Sprintf("%q is not a member name, group:NAME, subnet:CIDR or \"*\"", s)
+		return Selector{}, fmt.Sprintf("%q is not a member name, group:NAME, subnet:CIDR, exit:NAME or \"*\"", s)
 	}
 	sel := Selector{Kind: SelectMember, Name: s}
 	if !validLabel(s) {

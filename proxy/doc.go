@@ -25,6 +25,12 @@
 // [Book] func returns at the time of each request, so a reload takes effect
 // for new connections at once.
 //
+// With an exit member (the Exit field, node.Node.ExitActive) addresses
+// outside the mesh are allowed too while it is one, and names outside the
+// mesh's namespace are resolved with the Resolver field (this host's
+// resolver by default); member names and names under the mesh domain
+// still never leave the book.
+//
 // # Usage
 //
 // Check the listen address before binding, so an open proxy is refused at

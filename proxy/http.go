@@ -32,6 +32,17 @@ type HTTP struct {
 	// Allow lists destinations allowed beyond members' addresses and
 	// subnets. Empty allows only the mesh.
 	Allow []netip.Prefix
+	// Exit, when set, reports whether the node sends traffic outside the
+	// mesh through an exit member now (node.Node.ExitActive). While it
+	// does, addresses outside the mesh are allowed too, and names outside
+	// the mesh's namespace (with a dot, not under the mesh domain) are
+	// resolved with Resolver; member names and names under the mesh
+	// domain never leave the book. Nil: only the mesh and Allow.
+	Exit func() bool
+	// Resolver resolves those names. Nil: net.DefaultResolver, this
+	// host's resolver; the query leaves from this host, not through the
+	// exit member.
+	Resolver Resolver
 	// Logger receives request logs at debug level and failures at warn;
 	// failed authentications at most once per 10 s. Nil discards them.
 	// Credentials are never logged.
@@ -43,6 +54,8 @@ type HTTP struct {
 	transport  *http.Transport
 	t          tracker
 }
+
+func (h *HTTP) route() route { return routeOf(h.Book, h.Allow, h.Exit, h.Resolver) }
 
 // proxyRealm is the Basic authentication realm offered in 407 replies.
 const proxyRealm = "wgmesh"
@@ -144,7 +157,7 @@ func (h *HTTP) dialMesh(ctx context.Context, network, addr string) (net.Conn, er
 	if err != nil {
 		return nil, err
 	}
-	dst, err := destination(h.Book(), h.Allow, host, port)
+	dst, err := h.route().destination(ctx, host, port)
 	if err != nil {
 		return nil, err
 	}
@@ -168,7 +181,7 @@ func (h *HTTP) forward(w http.ResponseWriter, r *http.Request, log *slog.Logger)
 	log = log.With("url", r.URL.Redacted())
 	// Check before handing over, so a refused destination is a clean 403
 	// and never reaches the Transport.
-	if _, err := destination(h.Book(), h.Allow, r.URL.Hostname(), 80); err != nil {
+	if _, err := h.route().destination(r.Context(), r.URL.Hostname(), 80); err != nil {
 		h.fail(w, log, err)
 		return
 	}
@@ -182,7 +195,7 @@ func (h *HTTP) connect(w http.ResponseWriter, r *http.Request, log *slog.Logger)
 		http.Error(w, "wgmesh proxy: CONNECT needs HOST:PORT", http.StatusBadRequest)
 		return
 	}
-	dst, err := destination(h.Book(), h.Allow, host, port)
+	dst, err := h.route().destination(r.Context(), host, port)
 	if err != nil {
 		h.fail(w, log, err)
 		return

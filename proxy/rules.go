@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/wgmesh/wgmesh/peerbook"
 )
@@ -37,10 +39,50 @@ func (r *refusal) Error() string { return r.msg }
 // errNoBook is reported when the Book func returns nil.
 var errNoBook = &refusal{msg: "no peer book loaded"}
 
+// Resolver looks up names outside the mesh; *net.Resolver implements it.
+type Resolver interface {
+	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
+}
+
+// route is what a proxy checks a destination against: the book, the
+// extra allowed prefixes and whether an exit member carries everything
+// outside the mesh now (then names outside the mesh's namespace are
+// resolved with resolver, when it is set).
+type route struct {
+	book     *peerbook.Book
+	allow    []netip.Prefix
+	exit     bool
+	resolver Resolver
+}
+
+// routeOf returns the route for one request.
+func routeOf(book Book, allow []netip.Prefix, exit func() bool, r Resolver) route {
+	rt := route{book: book(), allow: allow, exit: exit != nil && exit()}
+	if rt.exit {
+		rt.resolver = r
+		if rt.resolver == nil {
+			rt.resolver = net.DefaultResolver
+		}
+	}
+	return rt
+}
+
 // destination resolves host (a member name or an IP literal) against the
 // current book and checks it against the rules: members' addresses, the
 // subnets they route, then allow. The error is a *refusal.
 func destination(book *peerbook.Book, allow []netip.Prefix, host string, port uint16) (netip.AddrPort, error) {
+	return route{book: book, allow: allow}.destination(context.Background(), host, port)
+}
+
+// resolveTimeout bounds the lookup of a name outside the mesh.
+const resolveTimeout = 5 * time.Second
+
+// destination is the package's destination, through an exit member too:
+// then addresses outside the mesh pass, but not loopback, link-local or
+// unspecified ones (the exit member would refuse them as its own host's),
+// nor addresses in the mesh networks that no member has.
+func (rt route) destination(ctx context.Context, host string, port uint16) (netip.AddrPort, error) {
+	book := rt.book
 	if book == nil {
 		return netip.AddrPort{}, errNoBook
 	}
@@ -48,6 +90,10 @@ func destination(book *peerbook.Book, allow []netip.Prefix, host string, port ui
 	ip, err := netip.ParseAddr(host)
 	if err != nil {
 		ip, err = lookupName(book, host)
+		var ref *refusal
+		if err != nil && rt.resolver != nil && errors.As(err, &ref) && !ref.notMember {
+			ip, err = rt.lookupOutside(ctx, host)
+		}
 		if err != nil {
 			return netip.AddrPort{}, err
 		}
@@ -56,15 +102,44 @@ func destination(book *peerbook.Book, allow []netip.Prefix, host string, port ui
 		return netip.AddrPort{}, &refusal{msg: fmt.Sprintf("%s: scoped addresses are not mesh destinations", host)}
 	}
 	ip = ip.Unmap()
-	if !allowed(book, allow, ip) {
-		return netip.AddrPort{}, &refusal{msg: fmt.Sprintf("%s is neither a member's address nor in a member's subnet", ip)}
+	if allowed(book, rt.allow, ip) {
+		return netip.AddrPortFrom(ip, port), nil
+	}
+	if !rt.exit {
+		return netip.AddrPort{}, &refusal{msg: fmt.Sprintf("%s is neither a member's address nor in a member's subnet; to reach addresses outside the mesh, start wgmesh up with --exit-node NAME", ip)}
+	}
+	switch {
+	case ip.IsLoopback(), ip.IsUnspecified(), ip.IsLinkLocalUnicast(), ip.IsMulticast():
+		return netip.AddrPort{}, &refusal{msg: fmt.Sprintf("%s is a loopback, link-local, multicast or unspecified address, which the exit member does not forward", ip)}
+	case slices.ContainsFunc(book.Mesh.Networks, func(p netip.Prefix) bool { return p.Contains(ip) }):
+		return netip.AddrPort{}, &refusal{msg: fmt.Sprintf("%s is in the mesh networks but no member's address", ip)}
 	}
 	return netip.AddrPortFrom(ip, port), nil
 }
 
+// lookupOutside resolves a name outside the mesh's namespace, IPv4 first.
+func (rt route) lookupOutside(ctx context.Context, name string) (netip.Addr, error) {
+	ctx, cancel := context.WithTimeout(ctx, resolveTimeout)
+	defer cancel()
+	addrs, err := rt.resolver.LookupNetIP(ctx, "ip", name)
+	if err != nil {
+		return netip.Addr{}, &refusal{notMember: true, msg: fmt.Sprintf("%q does not resolve: %v", name, err)}
+	}
+	for _, a := range addrs {
+		if a.Unmap().Is4() {
+			return a.Unmap(), nil
+		}
+	}
+	if len(addrs) == 0 {
+		return netip.Addr{}, &refusal{notMember: true, msg: fmt.Sprintf("%q has no addresses", name)}
+	}
+	return addrs[0], nil
+}
+
 // lookupName returns a member's first IPv4 address, else its first address.
-// A name outside the mesh's namespace is refused as not allowed: the
-// proxies never ask the host's DNS.
+// A name outside the mesh's namespace is refused as not allowed: without
+// an exit member the proxies never ask the host's DNS (route.destination
+// does, with one).
 func lookupName(book *peerbook.Book, name string) (netip.Addr, error) {
 	p, ok := book.PeerByName(name)
 	if !ok {

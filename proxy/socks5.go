@@ -62,6 +62,17 @@ type SOCKS5 struct {
 	// Allow lists destinations allowed beyond members' addresses and
 	// subnets. Empty allows only the mesh.
 	Allow []netip.Prefix
+	// Exit, when set, reports whether the node sends traffic outside the
+	// mesh through an exit member now (node.Node.ExitActive). While it
+	// does, addresses outside the mesh are allowed too, and names outside
+	// the mesh's namespace (with a dot, not under the mesh domain) are
+	// resolved with Resolver; member names and names under the mesh
+	// domain never leave the book. Nil: only the mesh and Allow.
+	Exit func() bool
+	// Resolver resolves those names. Nil: net.DefaultResolver, this
+	// host's resolver; the query leaves from this host, not through the
+	// exit member.
+	Resolver Resolver
 	// PacketListener opens the UDP relay socket of a UDP ASSOCIATE; it is
 	// called with network "udp" and "IP:0", where IP is the address the
 	// client reached the TCP listener on. Nil means net.ListenPacket.
@@ -372,7 +383,7 @@ func refusalReply(err error) byte {
 }
 
 func (s *SOCKS5) connect(c net.Conn, log *slog.Logger, host string, port uint16) {
-	dst, err := destination(s.Book(), s.Allow, host, port)
+	dst, err := routeOf(s.Book, s.Allow, s.Exit, s.Resolver).destination(s.t.context(), host, port)
 	if err != nil {
 		writeReply(c, refusalReply(err), netip.AddrPort{})
 		log.Warn("socks5 connect refused", "target", net.JoinHostPort(host, fmt.Sprint(port)), "err", err)

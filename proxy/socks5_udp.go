@@ -129,7 +129,10 @@ func (a *association) readClient() {
 			a.log.Debug("socks5 udp: dropping datagram", "err", err)
 			continue
 		}
-		dst, err := destination(a.s.Book(), a.s.Allow, host, port)
+		// No lookups per datagram: outside names need an address here.
+		rt := routeOf(a.s.Book, a.s.Allow, a.s.Exit, nil)
+		rt.resolver = nil
+		dst, err := rt.destination(context.Background(), host, port)
 		if err != nil {
 			a.log.Debug("socks5 udp: dropping datagram", "target", host, "err", err)
 			continue
