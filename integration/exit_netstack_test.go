@@ -18,28 +18,16 @@ import (
 // the request came from.
 func serveClientAddr(t *testing.T, ns *netNS, addr string) {
 	t.Helper()
-	var ln net.Listener
-	var err error
-	ns.Do(func() { ln, err = net.Listen("tcp", addr) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	serveHandler(t, ns, addr, func(w http.ResponseWriter, r *http.Request) {
 		host, _, _ := net.SplitHostPort(r.RemoteAddr)
 		fmt.Fprintln(w, host)
-	}), ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	})
 }
 
 // curlSocks fetches url from ns through the SOCKS5 proxy at proxy, the
 // proxy resolving the name (--socks5-hostname); "" when it fails.
 func curlSocks(ns *netNS, proxy, url string, timeout time.Duration) string {
-	out, err := ns.Try("curl", "-sS", "--max-time", fmt.Sprint(timeout.Seconds()), "--socks5-hostname", proxy, url)
-	if err != nil {
-		return ""
-	}
-	return strings.TrimSpace(out)
+	return curlWith(ns, timeout, "--socks5-hostname", proxy, url)
 }
 
 // eventually retries f, 0.3 s apart, until it returns want or d passes.

@@ -18,6 +18,11 @@ import (
 
 // serveHTTP answers every request in ns on addr with "NAME\n".
 func serveHTTP(t *testing.T, ns *netNS, addr, name string) {
+	serveHandler(t, ns, addr, func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, name) })
+}
+
+// serveHandler serves HTTP with h in ns on addr until the test ends.
+func serveHandler(t *testing.T, ns *netNS, addr string, h http.HandlerFunc) {
 	t.Helper()
 	var ln net.Listener
 	var err error
@@ -25,16 +30,20 @@ func serveHTTP(t *testing.T, ns *netNS, addr, name string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintln(w, name)
-	}), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 }
 
 // curlFrom fetches url from ns within timeout; "" when it fails.
 func curlFrom(ns *netNS, url string, timeout time.Duration) string {
-	out, err := ns.Try("curl", "-sS", "--max-time", fmt.Sprint(timeout.Seconds()), url)
+	return curlWith(ns, timeout, url)
+}
+
+// curlWith runs curl in ns with args within timeout and returns what it
+// printed, trimmed; "" when it fails.
+func curlWith(ns *netNS, timeout time.Duration, args ...string) string {
+	out, err := ns.Try(append([]string{"curl", "-sS", "--max-time", fmt.Sprint(timeout.Seconds())}, args...)...)
 	if err != nil {
 		return ""
 	}
