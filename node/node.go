@@ -342,7 +342,7 @@ func (n *Node) up(ctx context.Context) error {
 	}
 	loopCtx, stop := context.WithCancel(context.Background())
 	n.stopLoops, n.upCtx = stop, loopCtx
-	n.greetStart()
+	n.greetStart(loopCtx)
 	n.publishStatusLocked(nil)
 	n.loops.Add(1)
 	start := n.now()

@@ -266,7 +266,7 @@ func (n *Node) tick(ctx context.Context, now time.Time, due tickDue, targets []r
 		// A retry keeps WireGuard's count of attempts, so a member that
 		// never answers is not given a fresh 90 s of retries by every
 		// round.
-		sendGreetings(n.dev, greet, due.greet > 0)
+		n.greetInBackground(ctx, greet, due.greet > 0)
 	}
 	return res
 }
