@@ -107,7 +107,7 @@ type Node struct {
 	// severalEndpoints are the members of entries with an endpoints list,
 	// in book order: the only ones rotateEndpointsLocked looks at.
 	severalEndpoints []peerbook.Key
-	ddns    map[peerbook.Key]*ddnsState     // hostname endpoints to re-resolve
+	ddns             map[peerbook.Key]*ddnsState // hostname endpoints to re-resolve
 	// discovered holds endpoints learnt from registries, for members
 	// with no endpoint in the book.
 	discovered map[peerbook.Key]netip.AddrPort
