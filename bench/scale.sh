@@ -7,8 +7,11 @@
 #
 #   ready     seconds from the process start to its "ready" log line
 #   RSS       VmRSS after the idle window, and per member
-#   idle CPU  utime+stime (/proc/PID/stat) over WINDOW seconds, SETTLE
-#             seconds after ready, as % of one core
+#   start CPU utime+stime (/proc/PID/stat) from ready until SETTLE seconds
+#             later, as % of one core: the start-up greetings and
+#             WireGuard's retries to the offline members, until they go
+#             idle (30 s without an answer)
+#   idle CPU  the same over WINDOW seconds after that
 #   status    latency of one `wgmesh status --json` (into a file; the jq
 #             that reads it is not timed) while idle, and how
 #             many members it shows idle (out of the device: lazy peers)
@@ -24,7 +27,7 @@
 # Environment:
 #   SIZES="100 1000 5000 10000"   book sizes
 #   ROUNDS=1       alternations per size
-#   SETTLE=2       seconds between ready and the idle window
+#   SETTLE=40      seconds between ready and the idle window
 #   WINDOW=10      seconds of the idle window
 #   WGMESH=PATH, WGMESH_BEFORE=PATH   prebuilt binaries
 #   KEEP_LOGS=1    keep the temporary directory
@@ -33,7 +36,7 @@ set -Eeuo pipefail
 
 SIZES=${SIZES:-100 1000 5000 10000}
 ROUNDS=${ROUNDS:-1}
-SETTLE=${SETTLE:-2}
+SETTLE=${SETTLE:-40}
 WINDOW=${WINDOW:-10}
 
 die() { echo "scale: $*" >&2; exit 1; }
@@ -113,11 +116,11 @@ if [[ -n ${WGMESH_BEFORE:-} ]]; then
 fi
 HZ=$(getconf CLK_TCK)
 
-declare -A READY=() RSS=() CPU=() IDLE=() APPLY=() WORST=() LAZY=()
+declare -A READY=() RSS=() CPU=() START=() IDLE=() APPLY=() WORST=() LAZY=()
 
 # measure BUILD N: one run of BUILD's binary on the book of N members.
 measure() {
-	local b=$1 n=$2 bin=${BIN[$1]} dir=$TMP/run i t0 t1 ready=-1 c0 c1 rss s0 s1 idle lazy worst=0 calls=0 serial applied=-1
+	local b=$1 n=$2 bin=${BIN[$1]} dir=$TMP/run i t0 t1 ready=-1 cr c0 c1 rss s0 s1 idle lazy worst=0 calls=0 serial applied=-1
 	rm -rf "$dir"
 	mkdir -p "$dir"
 	cp "$TMP/$n/book1.toml" "$dir/book.toml"
@@ -135,6 +138,7 @@ measure() {
 		sleep 0.01
 	done
 	((ready >= 0)) || die "$b with $n members: not ready after 120 s (log in $dir/log)"
+	cr=$(ticks "$PID")
 	sleep "$SETTLE"
 	c0=$(ticks "$PID")
 	sleep "$WINDOW"
@@ -178,12 +182,14 @@ measure() {
 	READY[$b.$n]+="$(awk -v t="$ready" 'BEGIN {printf "%.3f", t / 1e9}') "
 	RSS[$b.$n]+="$rss "
 	CPU[$b.$n]+="$(awk -v t=$((c1 - c0)) -v hz="$HZ" -v w="$WINDOW" 'BEGIN {printf "%.2f", 100 * t / hz / w}') "
+	START[$b.$n]+="$(awk -v t=$((c0 - cr)) -v hz="$HZ" -v w="$SETTLE" 'BEGIN {if (w > 0) printf "%.2f", 100 * t / hz / w; else print 0}') "
 	IDLE[$b.$n]+="$(awk -v t="$idle" 'BEGIN {printf "%.1f", t / 1e6}') "
 	APPLY[$b.$n]+="$(awk -v t="$applied" 'BEGIN {printf "%.3f", t / 1e9}') "
 	WORST[$b.$n]+="$(awk -v t="$worst" 'BEGIN {printf "%.1f", t / 1e6}') "
 	LAZY[$b.$n]+="$lazy "
-	printf '  %-7s N=%-6d ready %6.3f s  RSS %7.1f MB  idle CPU %6.2f %%  status %6.1f ms  idle members %d  apply %6.3f s, status <= %7.1f ms (%d calls)\n' \
+	printf '  %-7s N=%-6d ready %6.3f s  RSS %7.1f MB  start CPU %6.2f %%  idle CPU %6.2f %%  status %6.1f ms  idle members %d  apply %6.3f s, status <= %7.1f ms (%d calls)\n' \
 		"$b" "$n" "$(awk -v t="$ready" 'BEGIN {print t / 1e9}')" "$(awk -v r="$rss" 'BEGIN {print r / 1024}')" \
+		"$(awk -v t=$((c0 - cr)) -v hz="$HZ" -v w="$SETTLE" 'BEGIN {print (w > 0) ? 100 * t / hz / w : 0}')" \
 		"$(awk -v t=$((c1 - c0)) -v hz="$HZ" -v w="$WINDOW" 'BEGIN {print 100 * t / hz / w}')" \
 		"$(awk -v t="$idle" 'BEGIN {print t / 1e6}')" "$lazy" "$(awk -v t="$applied" 'BEGIN {print t / 1e9}')" \
 		"$(awk -v t="$worst" 'BEGIN {print t / 1e6}')" "$calls"
@@ -194,7 +200,7 @@ median() {
 		END {printf "%s\n", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'
 }
 
-echo "one netstack member, half the others offline on loopback; ${SETTLE}s settle, ${WINDOW}s idle window; $ROUNDS round(s); $(nproc) CPUs, load $(cut -d' ' -f1 /proc/loadavg)"
+echo "one netstack member, half the others offline on loopback; ${SETTLE}s settle (start CPU), ${WINDOW}s idle window; $ROUNDS round(s); $(nproc) CPUs, load $(cut -d' ' -f1 /proc/loadavg)"
 for n in $SIZES; do
 	mkdir -p "$TMP/$n"
 	"$TMP/genbook" -n "$n" -key "$TMP/$n/self.key" -out "$TMP/$n/book1.toml"
@@ -211,7 +217,7 @@ done
 
 echo
 echo "Summary (medians of $ROUNDS round(s)):"
-printf '  %-7s %6s %9s %8s %12s %9s %11s %9s %14s %6s\n' build N "ready s" "RSS MB" "KB/member" "CPU %" "status ms" "apply s" "status max ms" idle
+printf '  %-7s %6s %9s %8s %12s %11s %9s %11s %9s %14s %6s\n' build N "ready s" "RSS MB" "KB/member" "start CPU %" "CPU %" "status ms" "apply s" "status max ms" idle
 declare -A M=()
 for n in $SIZES; do
 	for b in "${BUILDS[@]}"; do
@@ -220,14 +226,15 @@ for n in $SIZES; do
 			M[$b.$n.ready]=$(median ${READY[$b.$n]})
 			M[$b.$n.rss]=$(median ${RSS[$b.$n]})
 			M[$b.$n.cpu]=$(median ${CPU[$b.$n]})
+			M[$b.$n.start]=$(median ${START[$b.$n]})
 			M[$b.$n.idle]=$(median ${IDLE[$b.$n]})
 			M[$b.$n.apply]=$(median ${APPLY[$b.$n]})
 			M[$b.$n.worst]=$(median ${WORST[$b.$n]})
 			M[$b.$n.lazy]=$(median ${LAZY[$b.$n]})
 		}
-		printf '  %-7s %6d %9.3f %8.1f %12.1f %9.2f %11.1f %9.3f %14.1f %6d\n' "$b" "$n" "${M[$b.$n.ready]}" \
+		printf '  %-7s %6d %9.3f %8.1f %12.1f %11.2f %9.2f %11.1f %9.3f %14.1f %6d\n' "$b" "$n" "${M[$b.$n.ready]}" \
 			"$(awk -v r="${M[$b.$n.rss]}" 'BEGIN {print r / 1024}')" "$(awk -v r="${M[$b.$n.rss]}" -v n="$n" 'BEGIN {print r / n}')" \
-			"${M[$b.$n.cpu]}" "${M[$b.$n.idle]}" "${M[$b.$n.apply]}" "${M[$b.$n.worst]}" "${M[$b.$n.lazy]}"
+			"${M[$b.$n.start]}" "${M[$b.$n.cpu]}" "${M[$b.$n.idle]}" "${M[$b.$n.apply]}" "${M[$b.$n.worst]}" "${M[$b.$n.lazy]}"
 	done
 done
 if [[ -n ${WGMESH_BEFORE:-} ]]; then
