@@ -17,7 +17,6 @@ import (
 	"github.com/wgmesh/wgmesh/daemon"
 	"github.com/wgmesh/wgmesh/etcdbook"
 	"github.com/wgmesh/wgmesh/forward"
-	"github.com/wgmesh/wgmesh/internal/procs"
 	"github.com/wgmesh/wgmesh/node"
 )
 
@@ -191,14 +190,6 @@ func (e *env) up(c *cli.Context) error {
 	ctx := c.Context
 	if err := d.Start(ctx); err != nil {
 		return flagError(err)
-	}
-	// One P while the member is lightly loaded, all of them under load
-	// (internal/procs); a GOMAXPROCS the user set is left alone.
-	if os.Getenv("GOMAXPROCS") == "" {
-		gctx, stop := context.WithCancel(ctx)
-		governed := make(chan struct{})
-		go func() { defer close(governed); new(procs.Governor).Run(gctx) }()
-		defer func() { stop(); <-governed }()
 	}
 	if endpoints != nil {
 		// Publishing stops before the daemon closes.
