@@ -12,10 +12,18 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+
+	"github.com/wgmesh/wgmesh/internal/procs"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// One P while lightly loaded, all of them under load (internal/procs).
+	// Here rather than in run, so that tests running commands in process
+	// keep their GOMAXPROCS; a GOMAXPROCS the user set is left alone.
+	if os.Getenv("GOMAXPROCS") == "" {
+		go new(procs.Governor).Run(ctx)
+	}
 	code := run(ctx, os.Args, os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)

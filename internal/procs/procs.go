@@ -1,0 +1,131 @@
+// Package procs sizes the Go scheduler to the process's load: one P while
+// wgmesh uses less than a core, the runtime's default once it needs more.
+//
+// Every packet through a userspace WireGuard member crosses several
+// goroutines (the device's reader, the encryption workers, the sender, the
+// receiver, and in netstack mode gVisor's TCP processor and a forward's
+// copy). With more than one P, each hand-off of a lightly loaded process
+// wakes an idle thread to run the readied goroutine (a futex wake, a
+// context switch, often a spinning thread that finds nothing) instead of
+// running it next on the same thread. On a small machine that is most of a
+// round trip: on 2 vCPUs a netstack member with GOMAXPROCS=1 answered a
+// 1-byte ping-pong 10-35 % sooner and spent 10-15 % less CPU per GB
+// (bench/README.md). But one P cannot encrypt faster than one core, so
+// under load the process gets all of them back within one interval.
+package procs
+
+import (
+	"context"
+	"runtime"
+	"time"
+)
+
+// Governor switches GOMAXPROCS between 1 and the runtime's default by the
+// CPU time the process used in each interval.
+type Governor struct {
+	// Interval between looks at the CPU time; zero means 100 ms, short
+	// enough that a burst of traffic waits at most that long for more
+	// cores.
+	Interval time.Duration
+	// Up is the load (in cores) at one P that restores the default; zero
+	// means 0.75: the one P is busy enough that goroutines queue.
+	Up float64
+	// Down is the load (in cores) under which the default gives way to
+	// one P, when it stays under for two intervals running; zero means
+	// 0.5.
+	Down float64
+
+	// cpu returns the CPU time the process has used; set returns the
+	// number of Ps after setting 1 (n == 1) or the default (n == 0).
+	// Tests replace them.
+	cpu func() (time.Duration, bool)
+	set func(n int) int
+	now func() time.Time
+}
+
+// Run adjusts GOMAXPROCS until ctx is done, then restores the runtime's
+// default. It returns at once where the process has one P anyway or its
+// CPU time cannot be read. The caller should not run it when the user set
+// GOMAXPROCS.
+func (g *Governor) Run(ctx context.Context) {
+	g.defaults()
+	if _, ok := g.cpu(); !ok {
+		return
+	}
+	procs := g.set(0)
+	if procs <= 1 {
+		return
+	}
+	defer g.set(0)
+	t := time.NewTicker(g.Interval)
+	defer t.Stop()
+	used, _ := g.cpu()
+	at := g.now()
+	low := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		u, ok := g.cpu()
+		n := g.now()
+		if !ok || !n.After(at) {
+			continue
+		}
+		load := float64(u-used) / float64(n.Sub(at))
+		used, at = u, n
+		procs, low = g.step(procs, low, load)
+	}
+}
+
+// step returns the Ps and the count of low intervals after an interval
+// with the given load.
+func (g *Governor) step(procs, low int, load float64) (int, int) {
+	switch {
+	case procs == 1:
+		if load >= g.Up {
+			return g.set(0), 0
+		}
+		return 1, 0
+	case load < g.Down:
+		if low+1 >= 2 {
+			return g.set(1), 0
+		}
+		return procs, low + 1
+	}
+	return procs, 0
+}
+
+func (g *Governor) defaults() {
+	if g.Interval <= 0 {
+		g.Interval = 100 * time.Millisecond
+	}
+	if g.Up <= 0 {
+		g.Up = 0.75
+	}
+	if g.Down <= 0 {
+		g.Down = 0.5
+	}
+	if g.cpu == nil {
+		g.cpu = processCPU
+	}
+	if g.set == nil {
+		g.set = setProcs
+	}
+	if g.now == nil {
+		g.now = time.Now
+	}
+}
+
+// setProcs sets one P (n == 1) or the runtime's default, which follows the
+// CPU count and a container's CPU limit as they change, and returns the
+// number of Ps.
+func setProcs(n int) int {
+	if n == 1 {
+		runtime.GOMAXPROCS(1)
+		return 1
+	}
+	runtime.SetDefaultGOMAXPROCS()
+	return runtime.GOMAXPROCS(0)
+}

@@ -1,0 +1,132 @@
+package procs
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestStep(t *testing.T) {
+	var calls []int
+	g := &Governor{set: func(n int) int {
+		calls = append(calls, n)
+		if n == 1 {
+			return 1
+		}
+		return 4
+	}}
+	g.defaults()
+	for _, c := range []struct {
+		name             string
+		procs, low       int
+		load             float64
+		wantProcs, wantL int
+		wantSet          []int
+	}{
+		{"busy at default stays", 4, 0, 1.7, 4, 0, nil},
+		{"one quiet interval waits", 4, 0, 0.2, 4, 1, nil},
+		{"two quiet intervals drop to one", 4, 1, 0.2, 1, 0, []int{1}},
+		{"a busy interval resets the count", 4, 1, 0.6, 4, 0, nil},
+		{"light load at one stays", 1, 0, 0.6, 1, 0, nil},
+		{"heavy load at one restores the default", 1, 0, 0.8, 4, 0, []int{0}},
+	} {
+		calls = nil
+		p, l := g.step(c.procs, c.low, c.load)
+		if p != c.wantProcs || l != c.wantL || len(calls) != len(c.wantSet) || (len(calls) > 0 && calls[0] != c.wantSet[0]) {
+			t.Errorf("%s: step(%d, %d, %.1f) = %d, %d with sets %v; want %d, %d with %v",
+				c.name, c.procs, c.low, c.load, p, l, calls, c.wantProcs, c.wantL, c.wantSet)
+		}
+	}
+}
+
+// fakeProcess is a process whose CPU use per interval follows a script
+// and whose Ps the governor sets.
+type fakeProcess struct {
+	mu     sync.Mutex
+	loads  []float64 // cores in each interval; the last repeats
+	cpu    time.Duration
+	now    time.Time
+	sets   chan int
+	looked int
+}
+
+func (f *fakeProcess) governor() *Governor {
+	return &Governor{
+		Interval: time.Millisecond,
+		cpu: func() (time.Duration, bool) {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			// Each look but the first ends an interval of 100 ms.
+			if f.looked > 0 {
+				load := f.loads[min(f.looked-1, len(f.loads)-1)]
+				f.cpu += time.Duration(load * float64(100*time.Millisecond))
+			}
+			f.looked++
+			return f.cpu, true
+		},
+		now: func() time.Time {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			f.now = f.now.Add(100 * time.Millisecond) // once per look, after cpu
+			return f.now
+		},
+		set: func(n int) int {
+			f.sets <- n
+			if n == 1 {
+				return 1
+			}
+			return 2
+		},
+	}
+}
+
+func (f *fakeProcess) wantSet(t *testing.T, want int) {
+	t.Helper()
+	select {
+	case n := <-f.sets:
+		if n != want {
+			t.Fatalf("set(%d), want set(%d)", n, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no set(%d) within 10 s", want)
+	}
+}
+
+// The governor drops to one P when the process idles, takes every P back
+// under load, and restores the default when it stops.
+func TestRunFollowsLoad(t *testing.T) {
+	f := &fakeProcess{loads: []float64{0.1, 0.1, 0.1, 0.8}, sets: make(chan int, 16), now: time.Unix(0, 0)}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); f.governor().Run(ctx) }()
+	f.wantSet(t, 0) // start: the runtime's default
+	f.wantSet(t, 1) // two quiet intervals
+	f.wantSet(t, 0) // load
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+	f.wantSet(t, 0) // restored on the way out
+}
+
+// A process with one P, or one whose CPU time is unknown, is left alone.
+func TestRunLeavesAlone(t *testing.T) {
+	g := &Governor{set: func(int) int { return 1 }, cpu: func() (time.Duration, bool) { return 0, true }}
+	g.Interval = time.Millisecond
+	ran := make(chan struct{})
+	go func() { defer close(ran); g.Run(context.Background()) }()
+	select {
+	case <-ran:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run with one P did not return")
+	}
+	set := false
+	g = &Governor{set: func(int) int { set = true; return 2 }, cpu: func() (time.Duration, bool) { return 0, false }}
+	g.Run(context.Background())
+	if set {
+		t.Error("Run changed GOMAXPROCS without a CPU clock")
+	}
+}
