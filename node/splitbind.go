@@ -37,18 +37,20 @@ func newSplitBind(b conn.Bind) *splitBind { return &splitBind{Bind: b} }
 // Send hands bufs to the inner bind in as few calls as keep every message
 // it coalesces within splitRunMax.
 func (b *splitBind) Send(bufs [][]byte, ep conn.Endpoint) error {
-	start := 0
 	ipMax := splitIPv4Max
 	if ep.DstIP().Is6() {
 		ipMax = splitIPv6Max
 	}
-	for _, cut := range splitCuts(bufs, ipMax) {
-		if err := b.Bind.Send(bufs[start:cut], ep); err != nil {
+	for {
+		cut := splitCut(bufs, ipMax)
+		if cut == len(bufs) {
+			return b.Bind.Send(bufs, ep)
+		}
+		if err := b.Bind.Send(bufs[:cut], ep); err != nil {
 			return err
 		}
-		start = cut
+		bufs = bufs[cut:]
 	}
-	return b.Bind.Send(bufs[start:], ep)
 }
 
 // wireguard-go's own bounds on a message's payload (conn.maxIPv4PayloadLen
@@ -58,16 +60,14 @@ const (
 	splitIPv6Max = 1<<16 - 1 - 8
 )
 
-// splitCuts returns the indexes in front of which Send cuts bufs: where
-// wireguard-go (conn.coalesceMessages) would append the datagram to the
-// message being built, within its bound ipMax, though that takes the
-// message past splitRunMax. Only runs
-// of equal-size datagrams longer than 64 KiB in all are cut, so a batch
-// that is not one (ACKs, interactive traffic) costs one pass over its
-// lengths and no allocation.
-func splitCuts(bufs [][]byte, ipMax int) []int {
+// splitCut returns the first index in front of which Send cuts bufs, or
+// len(bufs): where wireguard-go (conn.coalesceMessages) would append the
+// datagram to the message being built, within its bound ipMax, though
+// that takes the message past splitRunMax. Only runs of equal-size
+// datagrams longer than 64 KiB in all are cut, so a batch that is not one
+// (ACKs, interactive traffic) costs one pass over its lengths.
+func splitCut(bufs [][]byte, ipMax int) int {
 	var (
-		cuts  []int
 		size  int  // datagram size of the message being built (its first)
 		bytes int  // its payload so far
 		count int  // its datagrams
@@ -79,8 +79,7 @@ func splitCuts(bufs [][]byte, ipMax int) []int {
 		switch {
 		case coalesces && bytes+n > splitRunMax:
 			// wireguard-go would append it; the kernel would segment.
-			cuts = append(cuts, i)
-			size, bytes, count, ended = n, n, 1, false
+			return i
 		case coalesces:
 			bytes += n
 			count++
@@ -89,5 +88,5 @@ func splitCuts(bufs [][]byte, ipMax int) []int {
 			size, bytes, count, ended = n, n, 1, false
 		}
 	}
-	return cuts
+	return len(bufs)
 }
