@@ -3,7 +3,8 @@
 
 # pair_book BIN OUT KEY_A KEY_B MESH_PREFIX UNDERLAY_PREFIX PORT: write a book
 # of members alpha (.1) and beta (.2) of MESH_PREFIX.0/24 with endpoints
-# UNDERLAY_PREFIX.1:PORT and .2:PORT, and check it with BIN.
+# UNDERLAY_PREFIX.1:PORT and .2:PORT, and check it with BIN. MTU: the
+# book's mtu (default 1420).
 pair_book() {
 	local bin=$1 out=$2 key_a=$3 key_b=$4 mesh=$5 underlay=$6 port=$7
 	cat >"$out" <<BOOK
@@ -11,7 +12,7 @@ format = 1
 
 [mesh]
 networks = ["$mesh.0/24"]
-mtu = 1420
+mtu = ${MTU:-1420}
 
 [[peer]]
 name = "alpha"

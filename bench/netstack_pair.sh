@@ -14,6 +14,8 @@
 #             UDP 51821, MTU 1420 (the setup of bench/tun_pair.sh).
 #   tun       wgmesh up --mode tun, wgm0 (A) <-> wgm1 (B), 10.78.0.0/24,
 #             UDP 51820, MTU 1420: the TUN pair must not regress.
+#   tunbefore the same with WGMESH_BEFORE, wgb0 <-> wgb1, 10.76.0.0/24, UDP
+#             51822, when WGMESH_BEFORE is set and PAIRS holds tun.
 #   raw       iperf3 over B's loopback: the upper bound.
 #
 # Throughput: iperf3 for DURATION seconds, 1 and 4 streams, A->B and B->A
@@ -27,6 +29,7 @@
 #   ROUNDS=3      alternations
 #   PAIRS="upstream tun netstack"   which pairs (before is added with WGMESH_BEFORE)
 #   MODES="1 4 1R 4R"            streams and direction (R: B->A)
+#   MTU=1420      the MTU of every pair (book and upstream's interfaces)
 #   NETEM=""      e.g. "delay 10ms loss 0.05%": tc netem on both veth ends
 #   WGMESH=PATH, WGMESH_BEFORE=PATH, WIREGUARD_GO=PATH   prebuilt binaries
 #   KEEP_LOGS=1   keep the temporary directory
@@ -38,6 +41,7 @@ ROUNDS=${ROUNDS:-3}
 PAIRS=${PAIRS:-upstream tun netstack}
 MODES=${MODES:-1 4 1R 4R}
 NETEM=${NETEM:-}
+MTU=${MTU:-1420}
 RTT_COUNT=2000
 
 die() { echo "netstack_pair: $*" >&2; exit 1; }
@@ -62,7 +66,7 @@ declare -A PID=()
 CHILD=
 
 exec 3>&2 # the script's stderr, for pair_cleanup (lib.sh)
-trap 'pair_cleanup netstack_pair wgu0 wgu1 wgm0 wgm1' EXIT
+trap 'pair_cleanup netstack_pair wgu0 wgu1 wgm0 wgm1 wgb0 wgb1' EXIT
 trap 'echo "netstack_pair: line $LINENO failed: $BASH_COMMAND" >&2' ERR
 trap 'exit 130' INT
 trap 'exit 143' TERM
@@ -115,6 +119,7 @@ fi
 if [[ -n ${WGMESH_BEFORE:-} ]]; then
 	[[ -x $WGMESH_BEFORE ]] || die "WGMESH_BEFORE=$WGMESH_BEFORE is not executable"
 	PAIRS="$PAIRS before"
+	[[ " $PAIRS " == *" tun "* ]] && PAIRS="$PAIRS tunbefore"
 fi
 
 # --- underlay ----------------------------------------------------------------
@@ -144,7 +149,8 @@ wait_for "iperf3 server" "${PID[iperf3]}" listening "$NS_B" 5201
 wait_for "echo server" "${PID[echo]}" listening "$NS_B" 5300
 
 declare -A LABEL=([raw]="raw loopback TCP (upper bound)" [upstream]="upstream wireguard-go TUN pair"
-	[tun]="wgmesh TUN pair" [netstack]="wgmesh netstack pair" [before]="wgmesh netstack pair, before")
+	[tun]="wgmesh TUN pair" [netstack]="wgmesh netstack pair" [before]="wgmesh netstack pair, before"
+	[tunbefore]="wgmesh TUN pair, before")
 declare -A DAEMONS=([raw]="")
 declare -A IPERF_ADDR=() RTT_ADDR=() IPERF_NS=()
 
@@ -192,7 +198,7 @@ if [[ " $PAIRS " == *" upstream "* ]]; then
 		nsx "$ns" wg set "$ifname" private-key "$key" listen-port 51821 \
 			peer "$peer" allowed-ips "$peer_addr/32" endpoint "$peer_ip:51821"
 		ip -n "$ns" addr add "$addr/24" dev "$ifname"
-		ip -n "$ns" link set "$ifname" mtu 1420 up
+		ip -n "$ns" link set "$ifname" mtu "$MTU" up
 	}
 	upstream_side "$NS_A" wgu0 "$TMP/ua.key" 10.77.0.1 "$UB_PUB" 10.77.0.2 198.18.2.2
 	upstream_side "$NS_B" wgu1 "$TMP/ub.key" 10.77.0.2 "$UA_PUB" 10.77.0.1 198.18.2.1
@@ -215,6 +221,16 @@ if [[ " $PAIRS " == *" tun "* ]]; then
 	RTT_ADDR[tun]="10.78.0.2:5300"
 	IPERF_NS[tun]=$NS_A
 fi
+if [[ " $PAIRS " == *" tunbefore "* ]]; then
+	sockets_free wgb0 wgb1
+	pair_book "$WGMESH_BEFORE" "$TMP/tunbefore.toml" "$TMP/ta.key" "$TMP/tb.key" 10.76.0 198.18.2 51822
+	tun_member "$WGMESH_BEFORE" "$TMP/tunbefore.toml" "$NS_A" wgb0 "$TMP/ta.key" 10.76.0.1
+	tun_member "$WGMESH_BEFORE" "$TMP/tunbefore.toml" "$NS_B" wgb1 "$TMP/tb.key" 10.76.0.2
+	DAEMONS[tunbefore]="wgb0 wgb1"
+	IPERF_ADDR[tunbefore]="10.76.0.2 5201"
+	RTT_ADDR[tunbefore]="10.76.0.2:5300"
+	IPERF_NS[tunbefore]=$NS_A
+fi
 IPERF_ADDR[raw]="127.0.0.1 5201"
 IPERF_NS[raw]=$NS_B
 
@@ -222,7 +238,7 @@ IPERF_NS[raw]=$NS_B
 
 HZ=$(getconf CLK_TCK)
 LOAD=$(cut -d' ' -f1 /proc/loadavg)
-declare -A MBPS=() CPU=() P50=() P99=()
+declare -A MBPS=() CPU=() P50=() P99=() SKB=()
 
 median_range() {
 	printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1}
@@ -239,15 +255,26 @@ cpu_ticks() {
 	echo "$total"
 }
 
+# veth_tx MODE: "packets bytes" the sending end's veth has sent so far. A
+# UDP GSO message that passes veth whole counts once, one the kernel
+# segmented in software once per datagram.
+veth_tx() {
+	local ns=$NS_A dev=veth-a
+	[[ $1 == *R ]] && ns=$NS_B dev=veth-b
+	ip -n "$ns" -s -j link show dev "$dev" | jq -r '.[0].stats64.tx | "\(.packets) \(.bytes)"'
+}
+
 # throughput PAIR MODE RUN
 throughput() {
-	local c=$1 mode=$2 run=$3 json=$TMP/$1.$2.$3.json t0 t1 bps bytes mbps cpu addr port
+	local c=$1 mode=$2 run=$3 json=$TMP/$1.$2.$3.json t0 t1 bps bytes mbps cpu addr port p0 p1 b0 b1 skb
 	local -a args=(-t "$DURATION" -J --connect-timeout 5000 -P "${mode%R}")
 	[[ $mode == *R ]] && args+=(-R)
 	read -r addr port <<<"${IPERF_ADDR[$c]}"
 	t0=$(cpu_ticks "$c")
+	read -r p0 b0 <<<"$(veth_tx "$mode")"
 	waited timeout $((DURATION + 30)) ip netns exec "${IPERF_NS[$c]}" iperf3 -c "$addr" -p "$port" "${args[@]}" >"$json" 2>>"$TMP/stderr.log" || true
 	t1=$(cpu_ticks "$c")
+	read -r p1 b1 <<<"$(veth_tx "$mode")"
 	read -r bps bytes <<<"$(jq -r '.end.sum_received | "\(.bits_per_second) \(.bytes)"' "$json" 2>/dev/null || true)"
 	[[ -n ${bytes:-} && $bytes != null ]] || die "iperf3 through ${LABEL[$c]} ($mode) failed: $(jq -r '.error // empty' "$json" 2>/dev/null)"
 	mbps=$(awk -v b="$bps" 'BEGIN {printf "%.0f", b / 1e6}')
@@ -255,7 +282,9 @@ throughput() {
 	if [[ -n ${DAEMONS[$c]} ]]; then
 		cpu=$(awk -v t=$((t1 - t0)) -v hz="$HZ" -v b="$bytes" 'BEGIN {printf "%.2f", t / hz / (b / 1e9)}')
 		CPU[$c.$mode]+="$cpu "
-		printf '  %-3s run %d  %-34s %6d Mbit/s  %5.2f CPU s/GB\n' "$mode" "$run" "${LABEL[$c]}" "$mbps" "$cpu"
+		skb=$(awk -v p=$((p1 - p0)) -v b=$((b1 - b0)) 'BEGIN {printf "%.1f", p ? b / p / 1000 : 0}')
+		SKB[$c.$mode]+="$skb "
+		printf '  %-3s run %d  %-34s %6d Mbit/s  %5.2f CPU s/GB  %5.1f kB per veth packet\n' "$mode" "$run" "${LABEL[$c]}" "$mbps" "$cpu" "$skb"
 	else
 		printf '  %-3s run %d  %-34s %6d Mbit/s\n' "$mode" "$run" "${LABEL[$c]}" "$mbps"
 	fi
@@ -272,7 +301,7 @@ rtt() {
 
 # Rotating the order each round, so no pair always goes first.
 TUNNELS=()
-for c in upstream tun netstack before; do
+for c in upstream tun tunbefore netstack before; do
 	[[ " $PAIRS " == *" $c "* ]] && TUNNELS+=("$c")
 done
 order() {
@@ -334,6 +363,9 @@ for mode in $MODES; do
 			# shellcheck disable=SC2086
 			read -r cm clo chi <<<"$(median_range ${CPU[$c.$mode]})"
 			printf '  %5.2f CPU s/GB (%.2f..%.2f)' "$cm" "$clo" "$chi"
+			# shellcheck disable=SC2086
+			read -r sm _ _ <<<"$(median_range ${SKB[$c.$mode]})"
+			printf '  %5.1f kB/veth packet' "$sm"
 		fi
 		echo
 	done
@@ -341,18 +373,18 @@ done
 if [[ -n ${MED[upstream.1]:-} ]]; then
 	echo
 	for mode in $MODES; do
-		for c in tun netstack before; do
+		for c in tun tunbefore netstack before; do
 			[[ -n ${MED[$c.$mode]:-} ]] || continue
 			target=0.75
-			[[ $c == tun ]] && target=0.95
+			[[ $c == tun* ]] && target=0.95
 			printf '  %-3s %-34s %5.2f x upstream TUN (target >= %s)\n' "$mode" "${LABEL[$c]}" \
 				"$(awk -v a="${MED[$c.$mode]}" -v b="${MED[upstream.$mode]}" 'BEGIN {print a / b}')" "$target"
 		done
 	done
-	for c in tun netstack before; do
+	for c in tun tunbefore netstack before; do
 		[[ -n ${P50[$c]:-} ]] || continue
 		target="<= 1.5"
-		[[ $c == tun ]] && target="about 1"
+		[[ $c == tun* ]] && target="about 1"
 		printf '  RTT p50 %-30s %5.2f x upstream TUN (target %s)\n' "${LABEL[$c]}" \
 			"$(awk -v a="${P50[$c]}" -v b="${P50[upstream]}" 'BEGIN {print a / b}')" "$target"
 	done

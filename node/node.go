@@ -261,6 +261,8 @@ func (n *Node) up(ctx context.Context) error {
 	if bind == nil {
 		bind = conn.NewDefaultBind()
 	}
+	// Keeps wireguard-go's UDP GSO messages below the kernel's limit.
+	bind = newSplitBind(bind)
 	// Lazy peers: the outermost wrappers, so relayed packets wake too.
 	tdev, bind = n.lazyWrap(tdev, bind)
 	dev := device.NewDevice(tdev, bind, wgLogger(n.log))
