@@ -2,10 +2,12 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -77,8 +79,7 @@ func (e *env) status(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		_, err = e.stdout.Write(raw)
-		return err
+		return writeJSONDocument(e.stdout, raw)
 	}
 	rep, err := client.Report(ctx)
 	if errors.Is(err, control.ErrNoNode) {
@@ -96,9 +97,10 @@ func (e *env) showReport(c *cli.Context, rep control.Report) error {
 	out := bufio.NewWriterSize(e.stdout, 64<<10)
 	var err error
 	if c.Bool("json") {
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		err = enc.Encode(rep)
+		var doc []byte
+		if doc, err = json.Marshal(rep); err == nil {
+			err = writeJSONDocument(e.stdout, doc)
+		}
 	} else {
 		err = control.WriteReportTable(out, rep, time.Now())
 	}
@@ -154,9 +156,11 @@ func (e *env) listInstances(c *cli.Context, running []instance) error {
 		for i, r := range running {
 			list[i] = entry{r, r.report}
 		}
-		enc := json.NewEncoder(e.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(list)
+		doc, err := json.Marshal(list)
+		if err != nil {
+			return err
+		}
+		return writeJSONDocument(e.stdout, doc)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "INSTANCE\tNAME\tMODE\tADDRESSES\tPORT\tSERIAL\tMEMBERS\tCONTROL")
@@ -175,5 +179,26 @@ func (e *env) listInstances(c *cli.Context, running []instance) error {
 		return err
 	}
 	_, err := fmt.Fprintln(e.stdout, "several nodes run here; `wgmesh status --instance NAME` shows one")
+	return err
+}
+
+// writeJSONDocument prints a compact JSON document: indented for a
+// terminal, as it came (one line) for a pipe or a file, where jq or a
+// program reads it and indenting 10,000 members would cost more than the
+// node's answer.
+func writeJSONDocument(w io.Writer, doc []byte) error {
+	if f, ok := w.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			var out bytes.Buffer
+			if err := json.Indent(&out, doc, "", "  "); err != nil {
+				return err
+			}
+			doc = out.Bytes()
+		}
+	}
+	if _, err := w.Write(doc); err != nil {
+		return err
+	}
+	_, err := io.WriteString(w, "\n")
 	return err
 }

@@ -43,14 +43,16 @@ func (c *Client) Status(ctx context.Context) (node.Status, error) {
 	return st, err
 }
 
-// ReportJSON fetches the node's report as the JSON document it sent,
-// checked to be JSON, for a caller that only prints it: at 10,000 members
-// decoding and encoding it again costs more than the node's answer.
+// ReportJSON fetches the node's report as the JSON document it sent
+// (compact), checked to be a JSON object, for a caller that only prints
+// it: at 10,000 members decoding and encoding it again costs more than the
+// node's answer.
 func (c *Client) ReportJSON(ctx context.Context) ([]byte, error) {
 	var raw []byte
 	err := c.get(ctx, func(body io.Reader) (err error) {
 		raw, err = io.ReadAll(io.LimitReader(body, 64<<20))
-		if err == nil && !bytes.HasPrefix(bytes.TrimSpace(raw), []byte("{")) {
+		raw = bytes.TrimSpace(raw)
+		if err == nil && (!bytes.HasPrefix(raw, []byte("{")) || !bytes.HasSuffix(raw, []byte("}"))) {
 			err = errors.New("the answer is not a JSON object")
 		}
 		return err

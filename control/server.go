@@ -91,9 +91,10 @@ func serveJSON(ctx context.Context, path string, report func() any) (*Server, er
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+StatusPath, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		enc.Encode(report())
+		// Compact: at 10,000 members indenting took three times as long
+		// as encoding (25 against 7 ms), on every poll of the web page;
+		// `wgmesh status --json` indents for people.
+		json.NewEncoder(w).Encode(report())
 	})
 	s := &Server{
 		path: path,
