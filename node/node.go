@@ -35,6 +35,7 @@ import (
 
 	"github.com/wgmesh/wgmesh/filter"
 	"github.com/wgmesh/wgmesh/hostnet"
+	"github.com/wgmesh/wgmesh/internal/procs"
 	"github.com/wgmesh/wgmesh/netstack"
 	"github.com/wgmesh/wgmesh/peerbook"
 	"github.com/wgmesh/wgmesh/registry"
@@ -214,7 +215,12 @@ func (n *Node) Up(ctx context.Context) error {
 	return n.upErr
 }
 
+// applyBoost is how long a book's apply asks the process for all its Ps
+// (procs.Boost): a cold apply of 10,000 members takes about a second.
+const applyBoost = 2 * time.Second
+
 func (n *Node) up(ctx context.Context) error {
+	procs.Boost(applyBoost)
 	n.life.Lock()
 	defer n.life.Unlock()
 	if n.closed.Load() {

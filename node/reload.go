@@ -6,6 +6,7 @@ import (
 	"net"
 	"slices"
 
+	"github.com/wgmesh/wgmesh/internal/procs"
 	"github.com/wgmesh/wgmesh/peerbook"
 )
 
@@ -50,7 +51,10 @@ func (n *Node) Reload(ctx context.Context, book *peerbook.Book) error {
 
 	// Status answers from the snapshot until the book is applied: a
 	// fresh device read would wait for the transaction, and at 10,000
-	// members it competes with the apply for the CPU.
+	// members it competes with the apply for the CPU. A process running
+	// on one P while idle (internal/procs) gets all of them for the apply
+	// at once, so that a status asked meanwhile need not share its P.
+	procs.Boost(applyBoost)
 	n.bookWrite.Lock()
 	ran := n.do(func() { err = n.reloadLocked(book, looked) })
 	n.bookWrite.Unlock()

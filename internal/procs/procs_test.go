@@ -130,3 +130,28 @@ func TestRunLeavesAlone(t *testing.T) {
 		t.Error("Run changed GOMAXPROCS without a CPU clock")
 	}
 }
+
+// A boost takes every P back at once from one, without waiting for the
+// CPU clock, and no quiet interval drops to one P while it holds.
+func TestRunBoost(t *testing.T) {
+	f := &fakeProcess{loads: []float64{0.1}, sets: make(chan int, 16), now: time.Unix(0, 0)}
+	g := f.governor()
+	b := make(chan time.Duration, 1)
+	g.boosts = b
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go g.Run(ctx)
+	f.wantSet(t, 0) // start
+	f.wantSet(t, 1) // quiet: one P
+	// Each look moves the fake clock 100 ms: 2 s of hold is 20 quiet
+	// intervals without a drop.
+	looks := func() int { f.mu.Lock(); defer f.mu.Unlock(); return f.looked }
+	b <- 2 * time.Second
+	f.wantSet(t, 0)
+	boosted := looks()
+	// The drop comes only once the hold has run out.
+	f.wantSet(t, 1)
+	if n := looks() - boosted; n < 19 {
+		t.Fatalf("dropped to one P %d looks (%d ms) after a 2 s boost", n, n*100)
+	}
+}
