@@ -80,44 +80,10 @@ NS_B=wgmbench-b-$$
 declare -A PID=() # start name (the interface name for daemons) -> process id
 CHILD=
 
-# The script's stderr, for cleanup: a signal can run it while a command's
-# stderr is redirected to a log.
-exec 3>&2
-
-cleanup() {
-	local rc=$? name pid i
-	set +e
-	exec 2>&3
-	trap - EXIT INT TERM HUP ERR
-	[[ -n $CHILD ]] && kill -TERM "$CHILD" 2>/dev/null
-	for pid in "${PID[@]}" $(ns_pids); do
-		kill -TERM "$pid" 2>/dev/null
-	done
-	for ((i = 0; i < 50; i++)); do
-		[[ -z $(ns_pids) ]] && break
-		sleep 0.1
-	done
-	for name in "${!PID[@]}"; do
-		if kill -KILL "${PID[$name]}" 2>/dev/null; then
-			# Killed hard, a daemon leaves its UAPI socket behind.
-			rm -f "/var/run/wireguard/$name.sock"
-		fi
-		wait "${PID[$name]}" 2>/dev/null
-	done
-	for pid in $(ns_pids); do
-		kill -KILL "$pid" 2>/dev/null
-	done
-	ip netns del "$NS_A" 2>/dev/null
-	ip netns del "$NS_B" 2>/dev/null
-	if [[ ${KEEP_LOGS:-0} == 1 ]] || ((rc != 0 && rc < 128)); then
-		rm -f "$TMP/wgmesh" "$TMP/wireguard-go"
-		echo "tun_pair: logs kept in $TMP" >&2
-	else
-		rm -rf "$TMP"
-	fi
-	exit "$rc"
-}
-trap cleanup EXIT
+exec 3>&2 # the script's stderr, for pair_cleanup (lib.sh)
+# Every started name: the daemons' interface names, whose UAPI sockets a
+# killed daemon leaves behind.
+trap 'pair_cleanup tun_pair "${!PID[@]}"' EXIT
 trap 'echo "tun_pair: line $LINENO failed: $BASH_COMMAND" >&2' ERR
 trap 'exit 130' INT
 trap 'exit 143' TERM

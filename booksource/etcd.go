@@ -16,6 +16,7 @@ import (
 
 	"github.com/wgmesh/wgmesh/etcdbook"
 	"github.com/wgmesh/wgmesh/internal/fileutil"
+	"github.com/wgmesh/wgmesh/internal/netutil"
 	"github.com/wgmesh/wgmesh/peerbook"
 )
 
@@ -221,7 +222,7 @@ func (w *etcdWatch) run(ctx context.Context, ch chan<- Update) {
 					return
 				}
 				w.log.Warn("etcd unreachable; the running book stays, retrying", "book", w.shown, "in", backoff, "err", err)
-				if !sleepCtx(ctx, backoff) {
+				if !netutil.Sleep(ctx, backoff) {
 					return
 				}
 				backoff = min(2*backoff, maxBackoff)
@@ -242,7 +243,7 @@ func (w *etcdWatch) run(ctx context.Context, ch chan<- Update) {
 			continue
 		}
 		w.log.Warn("etcd watch broken; the running book stays, reading it again", "book", w.shown, "in", backoff, "err", err)
-		if !sleepCtx(ctx, backoff) {
+		if !netutil.Sleep(ctx, backoff) {
 			return
 		}
 		backoff = min(2*backoff, maxBackoff)
@@ -345,17 +346,6 @@ func (w *etcdWatch) applyEvents(prefix string, resp clientv3.WatchResponse) bool
 		s.Rev = resp.Header.Revision
 	}
 	return changed
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // etcdCache is the cached copy of the records.
