@@ -31,11 +31,7 @@ import (
 // needs it.
 var etcdShared = etcdtest.Shared{Name: "e2e"}
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	etcdShared.Stop()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(etcdShared.Run(m)) }
 
 // needEtcd returns the package's cluster with every member running; a
 // missing etcd skips the test (fails it on CI).

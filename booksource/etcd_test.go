@@ -23,11 +23,7 @@ import (
 // needs it.
 var etcdShared = etcdtest.Shared{Name: "booksource"}
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	etcdShared.Stop()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(etcdShared.Run(m)) }
 
 // needEtcd returns the package's cluster; without etcd the test skips (fails
 // on CI).

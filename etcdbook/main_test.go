@@ -11,11 +11,7 @@ import (
 // needs it.
 var etcdShared = etcdtest.Shared{Name: "etcdbook"}
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	etcdShared.Stop()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(etcdShared.Run(m)) }
 
 // needCluster returns the package's cluster; without etcd the test skips (fails
 // on CI).

@@ -48,3 +48,10 @@ func (s *Shared) Stop() {
 		os.RemoveAll(s.dir)
 	}
 }
+
+// Run runs the package's tests and stops the cluster after them; a
+// package's TestMain is os.Exit(shared.Run(m)).
+func (s *Shared) Run(m *testing.M) int {
+	defer s.Stop()
+	return m.Run()
+}
