@@ -56,6 +56,10 @@ type tcpSegment struct {
 	data bool
 	// pureACK: bare, without SACK blocks.
 	pureACK bool
+	seq     uint32
+	size    int    // payload bytes
+	tsVal   uint32 // when ts: the timestamp option's TSval
+	ts      bool
 }
 
 // parseSegment reads the headers gVisor put in front of an outbound packet;
@@ -81,7 +85,15 @@ func parseSegment(pkt *stack.PacketBuffer) (s tcpSegment, ok bool) {
 	s.flow.ports = binary.BigEndian.Uint32(tcp[0:4])
 	s.flags = tcp.Flags()
 	s.ack = tcp.AckNumber()
-	s.data = pkt.Data().Size() > 0
+	s.seq = tcp.SequenceNumber()
+	s.size = pkt.Data().Size()
+	s.data = s.size > 0
+	if s.data {
+		if off := int(tcp.DataOffset()); off > header.TCPMinimumSize && off <= len(tcp) {
+			opts := header.ParseTCPOptions(tcp[header.TCPMinimumSize:off])
+			s.tsVal, s.ts = opts.TSVal, opts.TS
+		}
+	}
 	s.bare = s.flags == header.TCPFlagAck && !s.data
 	s.pureACK = s.bare && !hasSACKBlocks(tcp)
 	return s, true
@@ -155,6 +167,7 @@ func (e *linkEndpoint) admitLocked(pkt *stack.PacketBuffer) bool {
 		e.pushLocked(pkt.IncRef())
 		return true
 	}
+	e.tail.sent(s.flow, s.flags, s.seq, s.size, s.tsVal, s.ts)
 	if e.holdableLocked(s) {
 		h.held, h.heldAck = pkt.IncRef(), s.ack
 		if h.timer == nil {

@@ -44,7 +44,8 @@ type linkEndpoint struct {
 	// ready holds a token while the queue may be non-empty.
 	ready chan struct{}
 	done  chan struct{}
-	ack   ackHold // a pure ACK held back for a reply to carry (ackhold.go)
+	ack   ackHold    // a pure ACK held back for a reply to carry (ackhold.go)
+	tail  tailProbes // retransmissions, to spot spurious ones (tailprobe.go)
 
 	// readMu serializes readers; partial and its segment index are the
 	// rest of a super-segment that did not fit the previous batch.
@@ -351,7 +352,11 @@ func (e *linkEndpoint) write(bufs [][]byte, offset int) (int, error) {
 	pkts := t.pkts[:0]
 	for _, b := range bufs {
 		if len(b) > offset {
-			pkts = append(pkts, b[offset:])
+			p := b[offset:]
+			if q := e.tail.received(p); q != nil {
+				p = q
+			}
+			pkts = append(pkts, p)
 		}
 	}
 	t.pkts = pkts

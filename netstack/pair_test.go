@@ -216,6 +216,7 @@ func BenchmarkTCPSettings(b *testing.B) {
 	}{
 		{"reno", tcpSettings{sack: true, rack: true, cc: "reno", moderateRcvBuf: true}},
 		{"reno-norack", tcpSettings{sack: true, rack: false, cc: "reno", moderateRcvBuf: true}},
+		{"reno-noprobefix", tcpSettings{sack: true, rack: true, cc: "reno", moderateRcvBuf: true}},
 		{"cubic", tcpSettings{sack: true, rack: true, cc: "cubic", moderateRcvBuf: true}},
 		{"reno-nomoderate", tcpSettings{sack: true, rack: true, cc: "reno", moderateRcvBuf: false}},
 		{"reno-8M", tcpSettings{sack: true, rack: true, cc: "reno", moderateRcvBuf: true, sndBuf: big, rcvBuf: big}},
@@ -223,16 +224,22 @@ func BenchmarkTCPSettings(b *testing.B) {
 	} {
 		for _, dir := range []string{"dialer-sends", "acceptor-sends"} {
 			b.Run(v.name+"/"+dir, func(b *testing.B) {
-				saved := tcpDefaults
-				tcpDefaults = v.set
-				defer func() { tcpDefaults = saved }()
+				saved, savedFix := tcpDefaults, fixTailProbes
+				tcpDefaults, fixTailProbes = v.set, v.name != "reno-noprobefix"
+				defer func() { tcpDefaults, fixTailProbes = saved, savedFix }()
 				p := newWGPair(b, false)
 				client, server := p.stream(b)
+				sender := p.a
 				if dir == "dialer-sends" {
 					benchStream(b, client, server)
 				} else {
+					sender = p.b
 					benchStream(b, server, client)
 				}
+				// Times the sender entered loss recovery, and ACKs the
+				// endpoint gave a D-SACK (tailprobe.go).
+				b.ReportMetric(float64(sender.stack.Stats().TCP.SACKRecovery.Value()), "recoveries")
+				b.ReportMetric(float64(sender.ep.tail.fixed.Load()), "dsacks")
 			})
 		}
 	}
