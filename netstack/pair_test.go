@@ -258,11 +258,12 @@ func BenchmarkTCPRequests(b *testing.B) {
 	}{
 		{"reno", tcpSettings{sack: true, rack: true, cc: "reno", moderateRcvBuf: true}},
 		{"reno-norack", tcpSettings{sack: true, rack: false, cc: "reno", moderateRcvBuf: true}},
+		{"reno-noprobefix", tcpSettings{sack: true, rack: true, cc: "reno", moderateRcvBuf: true}},
 	} {
 		b.Run(v.name, func(b *testing.B) {
-			saved := tcpDefaults
-			tcpDefaults = v.set
-			defer func() { tcpDefaults = saved }()
+			saved, savedFix := tcpDefaults, fixTailProbes
+			tcpDefaults, fixTailProbes = v.set, v.name != "reno-noprobefix"
+			defer func() { tcpDefaults, fixTailProbes = saved, savedFix }()
 			p := newWGPair(b, false)
 			client, server := p.stream(b)
 			go func() {
