@@ -22,6 +22,8 @@
 # (-R), the pairs alternating ROUNDS times. RTT: p50/p99 of 1-byte TCP
 # ping-pong (bench/tcprtt), alternating likewise. CPU: the seconds both
 # daemons of a pair spend (utime+stime from /proc/PID/stat) per GB moved.
+# Recoveries: the TCP loss recoveries a netstack pair counted during the
+# run (wgmesh status: tcp.recoveries), where the binary reports them.
 #
 # Usage (root):  bash bench/netstack_pair.sh
 # Environment:
@@ -32,6 +34,7 @@
 #   MTU=1420      the MTU of every pair (book and upstream's interfaces)
 #   NETEM=""      e.g. "delay 10ms loss 0.05%": tc netem on both veth ends
 #   WGMESH=PATH, WGMESH_BEFORE=PATH, WIREGUARD_GO=PATH   prebuilt binaries
+#   RTT_COUNT=2000  round trips per RTT measurement
 #   KEEP_LOGS=1   keep the temporary directory
 
 set -Eeuo pipefail
@@ -42,7 +45,7 @@ PAIRS=${PAIRS:-upstream tun netstack}
 MODES=${MODES:-1 4 1R 4R}
 NETEM=${NETEM:-}
 MTU=${MTU:-1420}
-RTT_COUNT=2000
+RTT_COUNT=${RTT_COUNT:-2000}
 
 die() { echo "netstack_pair: $*" >&2; exit 1; }
 
@@ -152,7 +155,7 @@ declare -A LABEL=([raw]="raw loopback TCP (upper bound)" [upstream]="upstream wi
 	[tun]="wgmesh TUN pair" [netstack]="wgmesh netstack pair" [before]="wgmesh netstack pair, before"
 	[tunbefore]="wgmesh TUN pair, before")
 declare -A DAEMONS=([raw]="")
-declare -A IPERF_ADDR=() RTT_ADDR=() IPERF_NS=()
+declare -A IPERF_ADDR=() RTT_ADDR=() IPERF_NS=() STATUS_OF=()
 
 # --- netstack pairs ------------------------------------------------------------
 
@@ -171,6 +174,7 @@ netstack_pair() {
 	wait_for "$name forward" "${PID[$name-a]}" listening "$NS_A" "$lip"
 	wait_for "$name forward" "${PID[$name-a]}" listening "$NS_A" "$lrtt"
 	DAEMONS[$name]="$name-a $name-b"
+	STATUS_OF[$name]="$bin $TMP/$name-a.ctl $TMP/$name-b.ctl"
 	IPERF_ADDR[$name]="127.0.0.1 $lip"
 	RTT_ADDR[$name]="127.0.0.1:$lrtt"
 	IPERF_NS[$name]=$NS_A
@@ -255,6 +259,17 @@ cpu_ticks() {
 	echo "$total"
 }
 
+# tcp_recoveries PAIR: the loss recoveries both members of a netstack pair
+# have counted (wgmesh status: tcp.recoveries), or nothing where the binary
+# does not report them.
+tcp_recoveries() {
+	[[ -n ${STATUS_OF[$1]:-} ]] || return 0
+	local bin ctl_a ctl_b
+	read -r bin ctl_a ctl_b <<<"${STATUS_OF[$1]}"
+	{ "$bin" status --json --control "$ctl_a"; "$bin" status --json --control "$ctl_b"; } 2>/dev/null |
+		jq -rs 'if all(.[]; .tcp != null) then map(.tcp.recoveries) | add else empty end' 2>/dev/null || true
+}
+
 # veth_tx MODE: "packets bytes" the sending end's veth has sent so far. A
 # UDP GSO message that passes veth whole counts once, one the kernel
 # segmented in software once per datagram.
@@ -266,14 +281,16 @@ veth_tx() {
 
 # throughput PAIR MODE RUN
 throughput() {
-	local c=$1 mode=$2 run=$3 json=$TMP/$1.$2.$3.json t0 t1 bps bytes mbps cpu addr port p0 p1 b0 b1 skb
+	local c=$1 mode=$2 run=$3 json=$TMP/$1.$2.$3.json t0 t1 r0 r1 rec= bps bytes mbps cpu addr port p0 p1 b0 b1 skb
 	local -a args=(-t "$DURATION" -J --connect-timeout 5000 -P "${mode%R}")
 	[[ $mode == *R ]] && args+=(-R)
 	read -r addr port <<<"${IPERF_ADDR[$c]}"
 	t0=$(cpu_ticks "$c")
+	r0=$(tcp_recoveries "$c")
 	read -r p0 b0 <<<"$(veth_tx "$mode")"
 	waited timeout $((DURATION + 30)) ip netns exec "${IPERF_NS[$c]}" iperf3 -c "$addr" -p "$port" "${args[@]}" >"$json" 2>>"$TMP/stderr.log" || true
 	t1=$(cpu_ticks "$c")
+	r1=$(tcp_recoveries "$c")
 	read -r p1 b1 <<<"$(veth_tx "$mode")"
 	read -r bps bytes <<<"$(jq -r '.end.sum_received | "\(.bits_per_second) \(.bytes)"' "$json" 2>/dev/null || true)"
 	[[ -n ${bytes:-} && $bytes != null ]] || die "iperf3 through ${LABEL[$c]} ($mode) failed: $(jq -r '.error // empty' "$json" 2>/dev/null)"
@@ -284,7 +301,9 @@ throughput() {
 		CPU[$c.$mode]+="$cpu "
 		skb=$(awk -v p=$((p1 - p0)) -v b=$((b1 - b0)) 'BEGIN {printf "%.1f", p ? b / p / 1000 : 0}')
 		SKB[$c.$mode]+="$skb "
-		printf '  %-3s run %d  %-34s %6d Mbit/s  %5.2f CPU s/GB  %5.1f kB per veth packet\n' "$mode" "$run" "${LABEL[$c]}" "$mbps" "$cpu" "$skb"
+		# Loss recoveries on a clean path are windows cut for nothing.
+		[[ -n $r0 && -n $r1 ]] && rec="  $((r1 - r0)) TCP recoveries"
+		printf '  %-3s run %d  %-34s %6d Mbit/s  %5.2f CPU s/GB  %5.1f kB per veth packet%s\n' "$mode" "$run" "${LABEL[$c]}" "$mbps" "$cpu" "$skb" "$rec"
 	else
 		printf '  %-3s run %d  %-34s %6d Mbit/s\n' "$mode" "$run" "${LABEL[$c]}" "$mbps"
 	fi

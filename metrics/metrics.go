@@ -1,7 +1,8 @@
 // Package metrics exposes a running node to Prometheus: per-member traffic,
 // handshake age and endpoint changes, the applied book's serial and the
 // results of book reloads, the packets the access rules dropped per
-// member and reason, plus /healthz and /readyz for orchestrators.
+// member and reason, in netstack mode the userspace TCP's loss repairs,
+// plus /healthz and /readyz for orchestrators.
 //
 // Values are read from the node's Status at scrape time, so the numbers a
 // scrape shows are the ones `wgmesh status` shows. Nothing secret is ever
@@ -64,6 +65,16 @@ var (
 		"Serial of the peer book in force.", nil, nil)
 	membersDesc = prometheus.NewDesc("wgmesh_book_members",
 		"Members in the peer book in force, this node included.", nil, nil)
+	// Netstack mode only: the userspace TCP's loss repairs (in TUN mode the
+	// kernel counts its own).
+	tcpRetransmitsDesc = prometheus.NewDesc("wgmesh_netstack_tcp_retransmits_total",
+		"TCP segments the userspace stack sent again (netstack mode).", nil, nil)
+	tcpRecoveriesDesc = prometheus.NewDesc("wgmesh_netstack_tcp_recoveries_total",
+		"Times a TCP connection of the userspace stack entered loss recovery, cutting its congestion window (netstack mode).", nil, nil)
+	tcpTimeoutsDesc = prometheus.NewDesc("wgmesh_netstack_tcp_timeouts_total",
+		"TCP retransmission timeouts in the userspace stack (netstack mode).", nil, nil)
+	tcpSpuriousProbesDesc = prometheus.NewDesc("wgmesh_netstack_tcp_spurious_probes_total",
+		"TCP tail loss probes shown to have duplicated data that had arrived, so no window was cut (netstack mode).", nil, nil)
 )
 
 // New returns metrics for src. The node counts as ready once SetReady(true)
@@ -117,7 +128,7 @@ func (m *Metrics) Reloaded(applied bool) {
 type collector Metrics
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{rxDesc, txDesc, handshakeAgeDesc, handshakeTimeDesc, endpointChangesDesc, peerUpDesc, pathDesc, pathChangedDesc, endpointSourceDesc, droppedDesc, droppedOtherDesc, rulesDesc, serialDesc, membersDesc} {
+	for _, d := range []*prometheus.Desc{rxDesc, txDesc, handshakeAgeDesc, handshakeTimeDesc, endpointChangesDesc, peerUpDesc, pathDesc, pathChangedDesc, endpointSourceDesc, droppedDesc, droppedOtherDesc, rulesDesc, serialDesc, membersDesc, tcpRetransmitsDesc, tcpRecoveriesDesc, tcpTimeoutsDesc, tcpSpuriousProbesDesc} {
 		ch <- d
 	}
 }
@@ -127,6 +138,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	now := c.now()
 	ch <- prometheus.MustNewConstMetric(serialDesc, prometheus.GaugeValue, float64(st.BookSerial))
 	ch <- prometheus.MustNewConstMetric(rulesDesc, prometheus.GaugeValue, float64(st.Rules))
+	if tcp := st.TCP; tcp != nil {
+		ch <- prometheus.MustNewConstMetric(tcpRetransmitsDesc, prometheus.CounterValue, float64(tcp.Retransmits))
+		ch <- prometheus.MustNewConstMetric(tcpRecoveriesDesc, prometheus.CounterValue, float64(tcp.Recoveries))
+		ch <- prometheus.MustNewConstMetric(tcpTimeoutsDesc, prometheus.CounterValue, float64(tcp.Timeouts))
+		ch <- prometheus.MustNewConstMetric(tcpSpuriousProbesDesc, prometheus.CounterValue, float64(tcp.SpuriousProbes))
+	}
 	for _, r := range []string{"not-a-member", "malformed"} {
 		ch <- prometheus.MustNewConstMetric(droppedOtherDesc, prometheus.CounterValue, float64(st.Dropped[r]), r)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/wgmesh/wgmesh/netstack"
 	"github.com/wgmesh/wgmesh/node"
 	"github.com/wgmesh/wgmesh/peerbook"
 )
@@ -357,6 +358,39 @@ func TestMetricsDropped(t *testing.T) {
 	if mfs["wgmesh_peer_dropped_total"].GetType() != dto.MetricType_COUNTER {
 		t.Error("wgmesh_peer_dropped_total is not a counter")
 	}
+}
+
+// TestMetricsNetstackTCP: the userspace stack's TCP counters are exported
+// in netstack mode, from the node's Status, and absent without them.
+func TestMetricsNetstackTCP(t *testing.T) {
+	st := node.Status{Name: "srv", TCP: &netstack.TCPStats{Retransmits: 9, Recoveries: 2, Timeouts: 1, SpuriousProbes: 5}}
+	mfs := scrape(t, New(statusSource(st)).Handler())
+	for name, want := range map[string]float64{
+		"wgmesh_netstack_tcp_retransmits_total":     9,
+		"wgmesh_netstack_tcp_recoveries_total":      2,
+		"wgmesh_netstack_tcp_timeouts_total":        1,
+		"wgmesh_netstack_tcp_spurious_probes_total": 5,
+	} {
+		if got := value(t, mfs, name, ""); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+		if mfs[name].GetType() != dto.MetricType_COUNTER {
+			t.Errorf("%s is not a counter", name)
+		}
+	}
+	st.TCP = nil // TUN mode
+	mfs = scrape(t, New(statusSource(st)).Handler())
+	if _, ok := mfs["wgmesh_netstack_tcp_retransmits_total"]; ok {
+		t.Error("TCP counters exported without a userspace stack")
+	}
+
+	// A real netstack node reports its stack's counters.
+	alpha, _ := twoNodes(t)
+	if alpha.Status().TCP == nil {
+		t.Fatal("a netstack node's Status has no TCP counters")
+	}
+	mfs = scrape(t, New(alpha).Handler())
+	value(t, mfs, "wgmesh_netstack_tcp_recoveries_total", "")
 }
 
 // TestMetricsIdleMember: a member out of the device (a member with no

@@ -291,3 +291,30 @@ func (s *Stack) Close() error {
 
 // ErrNoAddress is returned when dialing a family the stack has no address in.
 var ErrNoAddress = errors.New("netstack: no local address of that IP family")
+
+// TCPStats are counters of the stack's TCP connections, for status and
+// metrics: how often senders repaired loss, which on a clean path should
+// be seldom.
+type TCPStats struct {
+	// Retransmits counts segments sent again.
+	Retransmits uint64 `json:"retransmits"`
+	// Recoveries counts entries into loss recovery (fast or SACK
+	// recovery), each of which cuts a connection's congestion window.
+	Recoveries uint64 `json:"recoveries"`
+	// Timeouts counts retransmission timeouts.
+	Timeouts uint64 `json:"timeouts"`
+	// SpuriousProbes counts tail loss probes the endpoint showed to have
+	// duplicated data that had arrived (tailprobe.go): windows kept.
+	SpuriousProbes uint64 `json:"spurious_probes"`
+}
+
+// TCPStats returns the stack's TCP counters since it started.
+func (s *Stack) TCPStats() TCPStats {
+	st := s.stack.Stats().TCP
+	return TCPStats{
+		Retransmits:    st.Retransmits.Value(),
+		Recoveries:     st.FastRecovery.Value() + st.SACKRecovery.Value(),
+		Timeouts:       st.Timeouts.Value(),
+		SpuriousProbes: s.ep.tail.fixed.Load(),
+	}
+}

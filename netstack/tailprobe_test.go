@@ -234,6 +234,10 @@ func TestSpuriousTailProbe(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Fatal(err)
 		}
+		st := p.a.TCPStats()
+		if st.SpuriousProbes != p.a.ep.tail.fixed.Load() || st.Recoveries < p.a.stack.Stats().TCP.SACKRecovery.Value() || st.Retransmits < st.SpuriousProbes {
+			t.Errorf("TCPStats %+v disagree with the stack's counters", st)
+		}
 		return p.a.stack.Stats().TCP.SACKRecovery.Value(), p.a.ep.tail.fixed.Load()
 	}
 	recoveries, _ := run(false)

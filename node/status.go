@@ -3,6 +3,8 @@ package node
 import (
 	"net/netip"
 	"time"
+
+	"github.com/wgmesh/wgmesh/netstack"
 )
 
 // Status is a snapshot of a running node. It holds public facts only.
@@ -26,6 +28,9 @@ type Status struct {
 	// rules dropped and that came from no member of the book
 	// ("not-a-member", "malformed"). Omitted while zero.
 	Dropped map[string]uint64 `json:"dropped,omitempty"`
+	// TCP counts the userspace stack's loss repairs, in netstack mode
+	// only (the kernel keeps its own in TUN mode: nstat).
+	TCP *netstack.TCPStats `json:"tcp,omitempty"`
 	// Peers lists every other member in book order.
 	Peers []PeerStatus `json:"peers"`
 }

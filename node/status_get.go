@@ -6,6 +6,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/device"
 
+	"github.com/wgmesh/wgmesh/netstack"
 	"github.com/wgmesh/wgmesh/peerbook"
 )
 
@@ -37,6 +38,8 @@ type nodeSnapshot struct {
 	lazy *lazyView
 	// filter's drop counters are read live by build (filterdev.go).
 	filter *filterDevice
+	// stack's TCP counters likewise, in netstack mode.
+	stack *netstack.Stack
 }
 
 // peerFacts is what the node, not the device, says of one member. The
@@ -149,6 +152,7 @@ func (n *Node) snapshotLocked(dev *deviceState) *nodeSnapshot {
 	s.head.ListenPort, s.head.Interface = n.listenPort, n.ifname
 	s.book, s.wg, s.dev = book, n.dev, dev
 	s.filter = n.filter
+	s.stack = n.stack
 	s.facts = make([]peerFacts, len(book.Peers))
 	if n.lazy != nil {
 		s.lazy = n.lazy.view.Load()
@@ -185,6 +189,10 @@ func (s *nodeSnapshot) build(dev *deviceState) Status {
 	st := s.head
 	book := s.book
 	s.filter.nodeDrops(&st)
+	if s.stack != nil {
+		tcp := s.stack.TCPStats()
+		st.TCP = &tcp
+	}
 	if len(book.Peers) > 1 {
 		st.Peers = make([]PeerStatus, 0, len(book.Peers)-1)
 	}
