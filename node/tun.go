@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"syscall"
 
 	"golang.zx2c4.com/wireguard/tun"
 
@@ -35,13 +36,7 @@ func createTUN(name string, mtu int) (tun.Device, string, error) {
 	}
 	dev, err := tun.CreateTUN(name, mtu)
 	if err != nil {
-		switch {
-		case errors.Is(err, os.ErrPermission):
-			return nil, "", fmt.Errorf("node: creating TUN interface %s needs root or CAP_NET_ADMIN: %w; run as root, or use --mode netstack, which needs no privileges", name, err)
-		case errors.Is(err, os.ErrNotExist):
-			return nil, "", fmt.Errorf("node: no TUN device (/dev/net/tun is missing: %w); load the tun module, pass the device into the container, or use --mode netstack", err)
-		}
-		return nil, "", fmt.Errorf("node: create TUN interface %s: %w", name, err)
+		return nil, "", tunCreateError(name, err)
 	}
 	real, err := dev.Name()
 	if err != nil {
@@ -49,6 +44,21 @@ func createTUN(name string, mtu int) (tun.Device, string, error) {
 		return nil, "", fmt.Errorf("node: TUN interface name: %w", err)
 	}
 	return dev, real, nil
+}
+
+// tunCreateError says what to do about err from creating TUN interface name.
+func tunCreateError(name string, err error) error {
+	switch {
+	case errors.Is(err, syscall.EACCES):
+		// Opening the clone device failed on its file mode, which
+		// CAP_NET_ADMIN does not override (EPERM is the capability check).
+		return fmt.Errorf("node: creating TUN interface %s: cannot open /dev/net/tun: %w; it is normally mode 0666 (crw-rw-rw-): check ls -l /dev/net/tun, run as root, or use --mode netstack", name, err)
+	case errors.Is(err, os.ErrPermission):
+		return fmt.Errorf("node: creating TUN interface %s needs root or CAP_NET_ADMIN: %w; run as root, or use --mode netstack, which needs no privileges", name, err)
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("node: no TUN device (/dev/net/tun is missing: %w); load the tun module, pass the device into the container, or use --mode netstack", err)
+	}
+	return fmt.Errorf("node: create TUN interface %s: %w", name, err)
 }
 
 // hostSetup is what the operating system must do for this node's

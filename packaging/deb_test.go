@@ -360,7 +360,13 @@ func TestTUNUnitExecStartWithNetAdminOnly(t *testing.T) {
 	h := newUnitHome(t)
 	argv := h.execStart(t, "wgmesh-tun@.service")
 	ids := fmt.Sprintf("uid=%d,gid=%d", h.uid, h.gid)
+	// /dev/net/tun is mode 0666 on a Debian host (udev's rule), which the
+	// unit relies on: CAP_NET_ADMIN does not override a file's mode. Some
+	// machines (containers) have it 0600, so the namespace gets a node of
+	// its own with the usual mode; the host's stays as it is.
 	script := `set -e
+mount -t tmpfs -o mode=0755 tmpfs /dev/net
+mknod -m 0666 /dev/net/tun c 10 200
 mount -t tmpfs -o mode=0755 tmpfs /run
 mkdir /run/wireguard
 mount -t tmpfs -o mode=0700,` + ids + ` tmpfs /run/wireguard
