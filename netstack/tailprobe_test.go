@@ -250,3 +250,74 @@ func TestSpuriousTailProbe(t *testing.T) {
 		t.Fatalf("with the D-SACK: %d recoveries and %d D-SACKs; without it %d recoveries", fixed, dsacks, recoveries)
 	}
 }
+
+// dropDevice passes packets to the stack, except the first TCP data
+// segment after each drop request.
+type dropDevice struct {
+	*Stack
+	pending atomic.Bool
+}
+
+func (d *dropDevice) Write(bufs [][]byte, offset int) (int, error) {
+	if d.pending.Load() {
+		for i, b := range bufs {
+			p := b[offset:]
+			if ipLen, tcpLen, _, ok := groCandidate(p); ok && len(p) > ipLen+tcpLen && d.pending.Swap(false) {
+				n, err := d.Stack.Write(append(bufs[:i:i], bufs[i+1:]...), offset)
+				if err == nil {
+					n = len(bufs)
+				}
+				return n, err
+			}
+		}
+	}
+	return d.Stack.Write(bufs, offset)
+}
+
+// TestTailProbeRealLoss drops the only segment of a small write, so that
+// the tail loss probe repairs a loss that did happen: the ACK then echoes
+// the probe's timestamp, no D-SACK may be added, and gVisor must count
+// the loss as it does without the endpoint.
+func TestTailProbeRealLoss(t *testing.T) {
+	const drops = 4
+	var receiver *dropDevice
+	first := true
+	p := newWGPairWith(t, false, func(s *Stack) tun.Device {
+		d := &dropDevice{Stack: s}
+		if !first {
+			receiver = d // b
+		}
+		first = false
+		return d
+	})
+	client, server := p.stream(t)
+	go func() { _, _ = io.Copy(io.Discard, server) }()
+	// A bulk transfer first, for an SRTT near the path's.
+	if _, err := client.Write(make([]byte, 8<<20)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	before := p.a.TCPStats()
+	for range drops {
+		receiver.pending.Store(true)
+		if _, err := client.Write(make([]byte, 100)); err != nil {
+			t.Fatal(err)
+		}
+		// A probe for one segment waits 2 x SRTT plus 200 ms.
+		time.Sleep(400 * time.Millisecond)
+		if receiver.pending.Load() {
+			t.Fatal("the segment to drop never came")
+		}
+	}
+	after := p.a.TCPStats()
+	t.Logf("before %+v, after %+v", before, after)
+	if got := after.SpuriousProbes - before.SpuriousProbes; got != 0 {
+		t.Errorf("%d D-SACKs added for probes that repaired real losses", got)
+	}
+	if got := after.Recoveries - before.Recoveries; got < drops {
+		t.Errorf("%d recoveries for %d lost segments", got, drops)
+	}
+	if got := after.Retransmits - before.Retransmits; got < drops {
+		t.Errorf("%d retransmissions for %d lost segments", got, drops)
+	}
+}
