@@ -213,27 +213,26 @@ if [[ " $PAIRS " == *" upstream "* ]]; then
 fi
 # --- wgmesh TUN pair (as bench/tun_pair.sh) ------------------------------------
 
+# tun_pair NAME BINARY NET IF_A IF_B UDP_PORT: a wgmesh TUN pair on NET.1 and
+# NET.2 (the keys ta/tb are shared by both TUN pairs).
+tun_pair() {
+	local name=$1 bin=$2 net=$3 ifa=$4 ifb=$5 port=$6
+	sockets_free "$ifa" "$ifb"
+	[[ -f $TMP/ta.key ]] || "$WGMESH" key generate --out "$TMP/ta.key" >/dev/null
+	[[ -f $TMP/tb.key ]] || "$WGMESH" key generate --out "$TMP/tb.key" >/dev/null
+	pair_book "$bin" "$TMP/$name.toml" "$TMP/ta.key" "$TMP/tb.key" "$net" 198.18.2 "$port"
+	tun_member "$bin" "$TMP/$name.toml" "$NS_A" "$ifa" "$TMP/ta.key" "$net.1"
+	tun_member "$bin" "$TMP/$name.toml" "$NS_B" "$ifb" "$TMP/tb.key" "$net.2"
+	DAEMONS[$name]="$ifa $ifb"
+	IPERF_ADDR[$name]="$net.2 5201"
+	RTT_ADDR[$name]="$net.2:5300"
+	IPERF_NS[$name]=$NS_A
+}
 if [[ " $PAIRS " == *" tun "* ]]; then
-	sockets_free wgm0 wgm1
-	"$WGMESH" key generate --out "$TMP/ta.key" >/dev/null
-	"$WGMESH" key generate --out "$TMP/tb.key" >/dev/null
-	pair_book "$WGMESH" "$TMP/tun.toml" "$TMP/ta.key" "$TMP/tb.key" 10.78.0 198.18.2 51820
-	tun_member "$WGMESH" "$TMP/tun.toml" "$NS_A" wgm0 "$TMP/ta.key" 10.78.0.1
-	tun_member "$WGMESH" "$TMP/tun.toml" "$NS_B" wgm1 "$TMP/tb.key" 10.78.0.2
-	DAEMONS[tun]="wgm0 wgm1"
-	IPERF_ADDR[tun]="10.78.0.2 5201"
-	RTT_ADDR[tun]="10.78.0.2:5300"
-	IPERF_NS[tun]=$NS_A
+	tun_pair tun "$WGMESH" 10.78.0 wgm0 wgm1 51820
 fi
 if [[ " $PAIRS " == *" tunbefore "* ]]; then
-	sockets_free wgb0 wgb1
-	pair_book "$WGMESH_BEFORE" "$TMP/tunbefore.toml" "$TMP/ta.key" "$TMP/tb.key" 10.76.0 198.18.2 51822
-	tun_member "$WGMESH_BEFORE" "$TMP/tunbefore.toml" "$NS_A" wgb0 "$TMP/ta.key" 10.76.0.1
-	tun_member "$WGMESH_BEFORE" "$TMP/tunbefore.toml" "$NS_B" wgb1 "$TMP/tb.key" 10.76.0.2
-	DAEMONS[tunbefore]="wgb0 wgb1"
-	IPERF_ADDR[tunbefore]="10.76.0.2 5201"
-	RTT_ADDR[tunbefore]="10.76.0.2:5300"
-	IPERF_NS[tunbefore]=$NS_A
+	tun_pair tunbefore "$WGMESH_BEFORE" 10.76.0 wgb0 wgb1 51822
 fi
 IPERF_ADDR[raw]="127.0.0.1 5201"
 IPERF_NS[raw]=$NS_B

@@ -58,8 +58,7 @@ type tcpSegment struct {
 	pureACK bool
 	seq     uint32
 	size    int    // payload bytes
-	tsVal   uint32 // when ts: the timestamp option's TSval
-	ts      bool
+	options []byte // the TCP options, valid while the packet is
 }
 
 // parseSegment reads the headers gVisor put in front of an outbound packet;
@@ -88,11 +87,8 @@ func parseSegment(pkt *stack.PacketBuffer) (s tcpSegment, ok bool) {
 	s.seq = tcp.SequenceNumber()
 	s.size = pkt.Data().Size()
 	s.data = s.size > 0
-	if s.data {
-		if off := int(tcp.DataOffset()); off > header.TCPMinimumSize && off <= len(tcp) {
-			opts := header.ParseTCPOptions(tcp[header.TCPMinimumSize:off])
-			s.tsVal, s.ts = opts.TSVal, opts.TS
-		}
+	if off := int(tcp.DataOffset()); off > header.TCPMinimumSize && off <= len(tcp) {
+		s.options = tcp[header.TCPMinimumSize:off]
 	}
 	s.bare = s.flags == header.TCPFlagAck && !s.data
 	s.pureACK = s.bare && !hasSACKBlocks(tcp)
@@ -167,7 +163,7 @@ func (e *linkEndpoint) admitLocked(pkt *stack.PacketBuffer) bool {
 		e.pushLocked(pkt.IncRef())
 		return true
 	}
-	e.tail.sent(s.flow, s.flags, s.seq, s.size, s.tsVal, s.ts)
+	e.tail.sent(s.flow, s.flags, s.seq, s.size, s.options)
 	if e.holdableLocked(s) {
 		h.held, h.heldAck = pkt.IncRef(), s.ack
 		if h.timer == nil {

@@ -27,14 +27,20 @@ package netstack
 // bound for both modes; ending the batch here as well keeps Reads and Sends
 // one to one (measured: no gain from leaving the cut to the bind alone).
 
+// The bounds of one UDP GSO message, shared with the node's bind wrapper.
 const (
-	// sendRunMax bounds the UDP payload of one GSO message: the 65,536-byte
-	// GSO limit less generous room for link (Ethernet + VLAN, 18), IP
-	// (IPv6, 40) and UDP (8) headers.
-	sendRunMax = 1<<16 - 128
-	// sendRunMaxDatagrams is wireguard-go's limit on datagrams per message
-	// (conn.udpSegmentMaxDatagrams).
-	sendRunMaxDatagrams = 64
+	// GSOMessageMax bounds the UDP payload of one GSO message: the
+	// 65,536-byte GSO limit less generous room for link (Ethernet + VLAN,
+	// 18), IP (IPv6, 40) and UDP (8) headers.
+	GSOMessageMax = 1<<16 - 128
+	// GSOMessageDatagrams is wireguard-go's limit on datagrams per message
+	// (conn.udpSegmentMaxDatagrams): past it a new message starts anyway.
+	GSOMessageDatagrams = 64
+)
+
+const (
+	sendRunMax          = GSOMessageMax
+	sendRunMaxDatagrams = GSOMessageDatagrams
 	// wgOverhead is what WireGuard adds to a packet: a 16-byte transport
 	// header and a 16-byte authentication tag.
 	wgOverhead = 32

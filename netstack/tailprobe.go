@@ -69,9 +69,9 @@ type tailFlow struct {
 	rtxHigh          uint32 // sndNxt when it went out
 }
 
-// sent records an outbound TCP segment of flow: seq and n bytes of
-// payload, with its TSval when ts is set.
-func (t *tailProbes) sent(flow tcpFlow, flags header.TCPFlags, seq uint32, n int, tsVal uint32, ts bool) {
+// sent records an outbound TCP segment of flow: seq, n bytes of payload
+// and its TCP options (read only for a retransmission, which is rare).
+func (t *tailProbes) sent(flow tcpFlow, flags header.TCPFlags, seq uint32, n int, options []byte) {
 	if flags&(header.TCPFlagFin|header.TCPFlagRst) != 0 {
 		t.forget(flow)
 		return
@@ -101,14 +101,15 @@ func (t *tailProbes) sent(flow tcpFlow, flags header.TCPFlags, seq uint32, n int
 		return
 	}
 	// Nothing beyond what was sent before: a retransmission.
-	if !ts {
+	opts := header.ParseTCPOptions(options)
+	if !opts.TS {
 		return // no timestamp to tell the ACKs apart by
 	}
 	if !f.rtx {
 		f.rtx = true
 		t.waiting.Add(1)
 	}
-	f.rtxStart, f.rtxEnd, f.rtxTS, f.rtxHigh = seq, end, tsVal, f.sndNxt
+	f.rtxStart, f.rtxEnd, f.rtxTS, f.rtxHigh = seq, end, opts.TSVal, f.sndNxt
 }
 
 // forget drops flow's record (the connection is closing).

@@ -72,9 +72,9 @@ func TestTailProbeDSACK(t *testing.T) {
 		// again at TSval 103: a tail loss probe.
 		setup := func() *tailProbes {
 			var tp tailProbes
-			tp.sent(flow, header.TCPFlagAck, 1000, 1000, 100, true)
-			tp.sent(flow, header.TCPFlagAck, 2000, 1000, 100, true)
-			tp.sent(flow, header.TCPFlagAck, 2000, 1000, 103, true)
+			tp.sent(flow, header.TCPFlagAck, 1000, 1000, tsOption(100, 0))
+			tp.sent(flow, header.TCPFlagAck, 2000, 1000, tsOption(100, 0))
+			tp.sent(flow, header.TCPFlagAck, 2000, 1000, tsOption(103, 0))
 			if tp.waiting.Load() != 1 {
 				t.Fatalf("waiting = %d after a retransmission, want 1", tp.waiting.Load())
 			}
@@ -147,7 +147,7 @@ func TestTailProbeDSACK(t *testing.T) {
 			t.Fatalf("v6=%v: another connection's ACK was taken for this one's", v6)
 		}
 		// A FIN forgets the connection.
-		tp.sent(flow, header.TCPFlagAck|header.TCPFlagFin, 3000, 0, 104, true)
+		tp.sent(flow, header.TCPFlagAck|header.TCPFlagFin, 3000, 0, tsOption(104, 0))
 		if tp.waiting.Load() != 0 || tp.received(inboundACK(v6, 3000, tsOption(555, 100), nil)) != nil {
 			t.Fatalf("v6=%v: a closed connection still matched", v6)
 		}
@@ -162,8 +162,8 @@ func TestTailProbeBound(t *testing.T) {
 	for i := range maxTailFlows + 100 {
 		f := flow
 		f.ports = uint32(i)
-		tp.sent(f, header.TCPFlagAck, 0, 10, 1, true)
-		tp.sent(f, header.TCPFlagAck, 0, 10, 2, true) // a retransmission
+		tp.sent(f, header.TCPFlagAck, 0, 10, tsOption(1, 0))
+		tp.sent(f, header.TCPFlagAck, 0, 10, tsOption(2, 0)) // a retransmission
 	}
 	if len(tp.flows) > maxTailFlows {
 		t.Fatalf("%d connections followed, bound %d", len(tp.flows), maxTailFlows)

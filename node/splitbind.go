@@ -2,6 +2,8 @@ package node
 
 import (
 	"golang.zx2c4.com/wireguard/conn"
+
+	"github.com/wgmesh/wgmesh/netstack"
 )
 
 // splitBind wraps the node's conn.Bind so that no UDP GSO message passes
@@ -23,14 +25,11 @@ type splitBind struct {
 	conn.Bind
 }
 
-// splitRunMax bounds the UDP payload of one GSO message: the 65,536-byte
-// GSO limit less generous room for link (Ethernet + VLAN, 18), IP (IPv6,
-// 40) and UDP (8) headers. Same bound as netstack's sendRunMax.
-const splitRunMax = 1<<16 - 128
-
-// splitRunDatagrams is wireguard-go's limit on datagrams per message
-// (conn.udpSegmentMaxDatagrams): past it a new message starts anyway.
-const splitRunDatagrams = 64
+// The same bounds as the netstack link endpoint's (netstack/sendrun.go).
+const (
+	splitRunMax       = netstack.GSOMessageMax
+	splitRunDatagrams = netstack.GSOMessageDatagrams
+)
 
 func newSplitBind(b conn.Bind) *splitBind { return &splitBind{Bind: b} }
 
