@@ -152,6 +152,9 @@ func ReadKeyFile(path string) (PrivateKey, error) {
 	data, err := fileutil.ReadPrivateFile(path, maxKeyFile, "key file", func(perm fs.FileMode) error {
 		return fmt.Errorf("key file %s: permissions %04o are too open: the private key must be readable by its owner only; fix with: chmod 600 %s", path, perm, path)
 	})
+	if errors.Is(err, fs.ErrNotExist) {
+		return PrivateKey{}, fmt.Errorf("key file %s does not exist; create it with: wgmesh key generate --out %s", path, path)
+	}
 	if err != nil {
 		return PrivateKey{}, err
 	}

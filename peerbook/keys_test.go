@@ -136,6 +136,10 @@ func TestKeyFiles(t *testing.T) {
 		t.Error("error leaks the key")
 	}
 
+	missing := filepath.Join(dir, "missing.key")
+	if _, err := ReadKeyFile(missing); err == nil || !strings.Contains(err.Error(), "wgmesh key generate --out "+missing) {
+		t.Errorf("missing key file: err = %v, want advice to generate it", err)
+	}
 	if _, err := ReadKeyFile(dir); err == nil {
 		t.Error("ReadKeyFile accepted a directory")
 	}
