@@ -241,7 +241,7 @@ IPERF_NS[raw]=$NS_B
 
 HZ=$(getconf CLK_TCK)
 LOAD=$(cut -d' ' -f1 /proc/loadavg)
-declare -A MBPS=() CPU=() P50=() P99=() SKB=()
+declare -A MBPS=() CPU=() P50=() P50_ALL=() P99=() SKB=()
 
 median_range() {
 	printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1}
@@ -249,6 +249,16 @@ median_range() {
 			m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
 			printf "%s %s %s\n", m, v[1], v[NR]
 		}'
+}
+# ratios "A1 A2 ..." "B1 B2 ...": A_i / B_i for each round i. Pairs that
+# ran back to back in the same round share the machine's load of that
+# minute, so the median of these ratios shows less of the load's drift
+# than the ratio of the two medians.
+ratios() {
+	awk -v a="$1" -v b="$2" 'BEGIN {
+		n = split(a, x, " "); split(b, y, " ")
+		for (i = 1; i <= n; i++) if (y[i] > 0) print x[i] / y[i]
+	}'
 }
 cpu_ticks() {
 	local name total=0
@@ -353,6 +363,7 @@ for c in "${TUNNELS[@]}"; do
 	# shellcheck disable=SC2086
 	read -r m99 _ _ <<<"$(median_range ${P99[$c]})"
 	printf '  %-34s p50 %7.1f us (%.1f..%.1f)  p99 %7.1f us\n' "${LABEL[$c]}" "$m" "$lo" "$hi" "$m99"
+	P50_ALL[$c]=${P50[$c]}
 	P50[$c]=$m
 done
 
@@ -388,22 +399,41 @@ for mode in $MODES; do
 		echo
 	done
 done
-if [[ -n ${MED[upstream.1]:-} ]]; then
+# ratio_line LIST_A LIST_B: the median and range of the per-round
+# ratios A/B.
+ratio_line() {
+	local m lo hi
+	# shellcheck disable=SC2046
+	read -r m lo hi <<<"$(median_range $(ratios "$1" "$2"))"
+	printf '%5.2f x (%.2f..%.2f)' "$m" "$lo" "$hi"
+}
+if [[ " ${TUNNELS[*]} " == *" upstream "* ]]; then
 	echo
+	echo "Against upstream wireguard-go's TUN pair, per-round ratios (median, range; issue 20's"
+	echo "targets for the netstack pair: throughput >= 1.0, CPU s/GB <= 1.0, RTT p50 <= 1.1):"
 	for mode in $MODES; do
 		for c in tun tunbefore netstack before; do
-			[[ -n ${MED[$c.$mode]:-} ]] || continue
-			target=0.75
-			[[ $c == tun* ]] && target=0.95
-			printf '  %-3s %-34s %5.2f x upstream TUN (target >= %s)\n' "$mode" "${LABEL[$c]}" \
-				"$(awk -v a="${MED[$c.$mode]}" -v b="${MED[upstream.$mode]}" 'BEGIN {print a / b}')" "$target"
+			[[ -n ${MBPS[$c.$mode]:-} ]] || continue
+			printf '  %-3s %-34s throughput %s  CPU s/GB %s\n' "$mode" "${LABEL[$c]}" \
+				"$(ratio_line "${MBPS[$c.$mode]}" "${MBPS[upstream.$mode]}")" \
+				"$(ratio_line "${CPU[$c.$mode]}" "${CPU[upstream.$mode]}")"
 		done
 	done
 	for c in tun tunbefore netstack before; do
-		[[ -n ${P50[$c]:-} ]] || continue
-		target="<= 1.5"
-		[[ $c == tun* ]] && target="about 1"
-		printf '  RTT p50 %-30s %5.2f x upstream TUN (target %s)\n' "${LABEL[$c]}" \
-			"$(awk -v a="${P50[$c]}" -v b="${P50[upstream]}" 'BEGIN {print a / b}')" "$target"
+		[[ -n ${P50_ALL[$c]:-} ]] || continue
+		printf '  RTT p50 %-30s %s\n' "${LABEL[$c]}" "$(ratio_line "${P50_ALL[$c]}" "${P50_ALL[upstream]}")"
 	done
 fi
+# Current against WGMESH_BEFORE, round by round: the before/after figure.
+for pair in "netstack before" "tun tunbefore"; do
+	read -r cur old <<<"$pair"
+	[[ " ${TUNNELS[*]} " == *" $cur "* && " ${TUNNELS[*]} " == *" $old "* ]] || continue
+	echo
+	echo "${LABEL[$cur]} against ${LABEL[$old]}, per-round ratios (median, range):"
+	for mode in $MODES; do
+		printf '  %-3s throughput %s  CPU s/GB %s\n' "$mode" \
+			"$(ratio_line "${MBPS[$cur.$mode]}" "${MBPS[$old.$mode]}")" \
+			"$(ratio_line "${CPU[$cur.$mode]}" "${CPU[$old.$mode]}")"
+	done
+	printf '  RTT p50 %s\n' "$(ratio_line "${P50_ALL[$cur]}" "${P50_ALL[$old]}")"
+done
