@@ -3,6 +3,9 @@ package netstack
 import (
 	"bytes"
 	"encoding/binary"
+	"math/bits"
+
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 )
 
 // GRO on the way in. wireguard-go hands the endpoint a batch of decrypted
@@ -16,8 +19,8 @@ import (
 // numbers, flags ACK and at most a PSH on the last, no SYN, FIN, RST, URG,
 // ECE or CWR, and no more than 64 KiB in all. Everything else passes
 // through untouched and in order. A coalesced packet gets a fresh IPv4
-// header checksum and a TCP checksum computed over the whole new segment,
-// so it is valid even to a stack that checks.
+// header checksum and a TCP checksum derived from its segments' own
+// (payloadSum), so it is valid even to a stack that checks.
 
 // maxGROSize bounds a coalesced packet: IPv4's total length and IPv6's
 // payload length are 16 bits.
@@ -225,7 +228,10 @@ func (t *groTable) build(pkts [][]byte, f int, dst []byte) []byte {
 	hdrLen := fl.ipLen + fl.tcpLen
 	dst = dst[:fl.size]
 	n := copy(dst, pkts[fl.head][:hdrLen])
-	var flags byte
+	var (
+		flags   byte
+		payload uint16 // one's complement sum of the coalesced payload
+	)
 	for i := fl.head; i >= 0; i = t.next[i] {
 		p := pkts[i]
 		ipLen := fl.ipLen
@@ -235,6 +241,13 @@ func (t *groTable) build(pkts [][]byte, f int, dst []byte) []byte {
 		} else {
 			size = ipLen + int(binary.BigEndian.Uint16(p[4:]))
 		}
+		// The payload's share of the new checksum, from the segment's
+		// own; a part that starts at an odd offset is summed byte-swapped.
+		part := payloadSum(p[:ipLen], p[ipLen:size], fl.tcpLen)
+		if (n-hdrLen)%2 == 1 {
+			part = bits.ReverseBytes16(part)
+		}
+		payload = checksum.Combine(payload, part)
 		n += copy(dst[n:], p[hdrLen:size])
 		flags = p[ipLen+13]
 	}
@@ -247,8 +260,23 @@ func (t *groTable) build(pkts [][]byte, f int, dst []byte) []byte {
 	}
 	// The last segment's PSH, if any, belongs to the whole.
 	dst[fl.ipLen+13] = flags
-	setTCPChecksum(ip, dst[fl.ipLen:])
+	tcp := dst[fl.ipLen:]
+	tcp[16], tcp[17] = 0, 0
+	sum := checksum.Combine(checksum.Checksum(tcp[:fl.tcpLen], tcpPseudoSum(ip, len(tcp))), payload)
+	binary.BigEndian.PutUint16(tcp[16:], ^sum)
 	return dst
+}
+
+// payloadSum returns the one's complement sum of the payload of the TCP
+// segment tcp (header of tcpLen bytes, then payload) in a packet with IP
+// header ip, read off the segment's checksum instead of the payload: a
+// valid segment sums to 0xffff with its pseudo-header, so the payload
+// sums to the complement of the rest. This spares the coalesced packet a
+// second pass over every byte (gVisor trusts the endpoint's checksums,
+// see Capabilities, but the packet stays valid to a stack that checks: a
+// coalesced segment is valid when its parts were).
+func payloadSum(ip, tcp []byte, tcpLen int) uint16 {
+	return ^checksum.Checksum(tcp[:tcpLen], tcpPseudoSum(ip, len(tcp)))
 }
 
 // coalesce plans pkts and calls emit once per packet to deliver, in
