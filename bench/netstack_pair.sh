@@ -30,7 +30,7 @@
 #   DURATION=5    seconds per iperf3 run
 #   ROUNDS=3      alternations
 #   PAIRS="upstream tun netstack"   which pairs (before is added with WGMESH_BEFORE)
-#   MODES="1 4 1R 4R"            streams and direction (R: B->A)
+#   MODES="1 4 1R 4R"            streams and direction (R: B->A); MODES= (empty): RTT only
 #   MTU=1420      the MTU of every pair (book and upstream's interfaces)
 #   NETEM=""      e.g. "delay 10ms loss 0.05%": tc netem on both veth ends
 #   WGMESH=PATH, WGMESH_BEFORE=PATH, WIREGUARD_GO=PATH   prebuilt binaries
@@ -42,7 +42,7 @@ set -Eeuo pipefail
 DURATION=${DURATION:-5}
 ROUNDS=${ROUNDS:-3}
 PAIRS=${PAIRS:-upstream tun netstack}
-MODES=${MODES:-1 4 1R 4R}
+MODES=${MODES-1 4 1R 4R}
 NETEM=${NETEM:-}
 MTU=${MTU:-1420}
 RTT_COUNT=${RTT_COUNT:-2000}
@@ -378,8 +378,7 @@ for mode in $MODES; do
 	done
 done
 
-echo
-echo "Summary (median, range):"
+[[ -n ${MODES// /} ]] && echo && echo "Summary (median, range):"
 declare -A MED=()
 for mode in $MODES; do
 	for c in raw "${TUNNELS[@]}"; do
