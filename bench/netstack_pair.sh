@@ -241,6 +241,12 @@ IPERF_NS[raw]=$NS_B
 
 HZ=$(getconf CLK_TCK)
 LOAD=$(cut -d' ' -f1 /proc/loadavg)
+# cpu_times: the machine's idle and steal jiffies and their total, from
+# /proc/stat (guest time is inside user time already). Steal is time the
+# hypervisor gave this VM's CPUs to others; on a shared host it moves
+# every pair's figures.
+cpu_times() { awk '/^cpu / {t = 0; for (i = 2; i <= 9; i++) t += $i; print $5 + $6, $9, t}' /proc/stat; }
+read -r IDLE0 STEAL0 TOTAL0 <<<"$(cpu_times)"
 declare -A MBPS=() CPU=() P50=() P50_ALL=() P99=() SKB=()
 
 median_range() {
@@ -436,3 +442,8 @@ for pair in "netstack before" "tun tunbefore"; do
 	done
 	printf '  RTT p50 %s\n' "$(ratio_line "${P50_ALL[$cur]}" "${P50_ALL[$old]}")"
 done
+
+read -r IDLE1 STEAL1 TOTAL1 <<<"$(cpu_times)"
+echo
+awk -v i=$((IDLE1 - IDLE0)) -v s=$((STEAL1 - STEAL0)) -v t=$((TOTAL1 - TOTAL0)) \
+	'BEGIN {if (t > 0) printf "Whole run: CPUs idle %.1f %%, stolen by the host %.1f %%\n", 100 * i / t, 100 * s / t}'
