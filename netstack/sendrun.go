@@ -19,9 +19,9 @@ package netstack
 //
 // So the endpoint follows wireguard-go's coalescing as it fills a batch
 // and ends the batch before a run of equal-size packets would pass
-// sendRunMax bytes; the rest waits for the next Read, whose packets go out
-// in a new Send. This keeps every UDP message below the kernel's limit for
-// every MTU, IPv4 or IPv6 underlay, with or without a VLAN tag.
+// GSOMessageMax bytes; the rest waits for the next Read, whose packets go
+// out in a new Send. This keeps every UDP message below the kernel's limit
+// for every MTU, IPv4 or IPv6 underlay, with or without a VLAN tag.
 //
 // The node's bind wrapper (node/splitbind.go) cuts Send batches at the same
 // bound for both modes; ending the batch here as well keeps Reads and Sends
@@ -38,13 +38,9 @@ const (
 	GSOMessageDatagrams = 64
 )
 
-const (
-	sendRunMax          = GSOMessageMax
-	sendRunMaxDatagrams = GSOMessageDatagrams
-	// wgOverhead is what WireGuard adds to a packet: a 16-byte transport
-	// header and a 16-byte authentication tag.
-	wgOverhead = 32
-)
+// wgOverhead is what WireGuard adds to a packet: a 16-byte transport
+// header and a 16-byte authentication tag.
+const wgOverhead = 32
 
 // wgWireSize is the UDP payload wireguard-go makes of a packet of size
 // bytes: the packet padded to a multiple of 16 but not past the MTU
@@ -73,19 +69,19 @@ type sendRun struct {
 // startsNew reports whether a packet of the given encrypted size begins a
 // new message.
 func (r *sendRun) startsNew(wire int) bool {
-	return r.count == 0 || r.ended || wire > r.wire || r.count >= sendRunMaxDatagrams
+	return r.count == 0 || r.ended || wire > r.wire || r.count >= GSOMessageDatagrams
 }
 
 // room returns how many more packets of the given encrypted size the batch
-// may take without a message passing sendRunMax.
+// may take without a message passing GSOMessageMax.
 func (r *sendRun) room(wire int) int {
 	switch {
 	case r.startsNew(wire):
 		// At least one: a packet alone is a plain datagram.
-		return max(1, min(sendRunMax/wire, sendRunMaxDatagrams))
+		return max(1, min(GSOMessageMax/wire, GSOMessageDatagrams))
 	case wire == r.wire:
-		return min((sendRunMax-r.bytes)/wire, sendRunMaxDatagrams-r.count)
-	case r.bytes+wire <= sendRunMax:
+		return min((GSOMessageMax-r.bytes)/wire, GSOMessageDatagrams-r.count)
+	case r.bytes+wire <= GSOMessageMax:
 		return 1 // a smaller packet closes the message
 	default:
 		return 0

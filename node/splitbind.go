@@ -18,23 +18,17 @@ import (
 // one by one. A TUN member at MTU 1392 (1,424-byte datagrams, 46 to a
 // message: 65,504 bytes) hits that gap exactly, as does upstream
 // wireguard-go. So Send cuts its batch in front of a datagram that would
-// take a message past splitRunMax; the cut costs one more sendmmsg. The
-// netstack link endpoint already ends its batches there
-// (netstack/sendrun.go), so in netstack mode Send never cuts.
+// take a message past netstack.GSOMessageMax; the cut costs one more
+// sendmmsg. The netstack link endpoint already ends its batches at the
+// same bound (netstack/sendrun.go), so in netstack mode Send never cuts.
 type splitBind struct {
 	conn.Bind
 }
 
-// The same bounds as the netstack link endpoint's (netstack/sendrun.go).
-const (
-	splitRunMax       = netstack.GSOMessageMax
-	splitRunDatagrams = netstack.GSOMessageDatagrams
-)
-
 func newSplitBind(b conn.Bind) *splitBind { return &splitBind{Bind: b} }
 
 // Send hands bufs to the inner bind in as few calls as keep every message
-// it coalesces within splitRunMax.
+// it coalesces within netstack.GSOMessageMax.
 func (b *splitBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	ipMax := splitIPv4Max
 	if ep.DstIP().Is6() {
@@ -62,9 +56,9 @@ const (
 // splitCut returns the first index in front of which Send cuts bufs, or
 // len(bufs): where wireguard-go (conn.coalesceMessages) would append the
 // datagram to the message being built, within its bound ipMax, though
-// that takes the message past splitRunMax. Only runs of equal-size
-// datagrams longer than 64 KiB in all are cut, so a batch that is not one
-// (ACKs, interactive traffic) costs one pass over its lengths.
+// that takes the message past netstack.GSOMessageMax. Only runs of
+// equal-size datagrams longer than 64 KiB in all are cut, so a batch that
+// is not one (ACKs, interactive traffic) costs one pass over its lengths.
 func splitCut(bufs [][]byte, ipMax int) int {
 	var (
 		size  int  // datagram size of the message being built (its first)
@@ -74,9 +68,9 @@ func splitCut(bufs [][]byte, ipMax int) int {
 	)
 	for i, buf := range bufs {
 		n := len(buf)
-		coalesces := count > 0 && !ended && n <= size && count < splitRunDatagrams && bytes+n <= ipMax
+		coalesces := count > 0 && !ended && n <= size && count < netstack.GSOMessageDatagrams && bytes+n <= ipMax
 		switch {
-		case coalesces && bytes+n > splitRunMax:
+		case coalesces && bytes+n > netstack.GSOMessageMax:
 			// wireguard-go would append it; the kernel would segment.
 			return i
 		case coalesces:

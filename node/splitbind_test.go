@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"golang.zx2c4.com/wireguard/conn"
+
+	"github.com/wgmesh/wgmesh/netstack"
 )
 
 // coalesce mirrors wireguard-go's conn.coalesceMessages: it returns the
@@ -16,7 +18,7 @@ func coalesce(bufs [][]byte, ipMax int) []int {
 	size, count, ended := 0, 0, false
 	for i, buf := range bufs {
 		n := len(buf)
-		if i > 0 && !ended && n <= size && count < splitRunDatagrams && msgs[len(msgs)-1]+n <= ipMax {
+		if i > 0 && !ended && n <= size && count < netstack.GSOMessageDatagrams && msgs[len(msgs)-1]+n <= ipMax {
 			msgs[len(msgs)-1] += n
 			count++
 			ended = n < size
@@ -63,7 +65,7 @@ func repeat(n, size int) []int { return slices.Repeat([]int{size}, n) }
 // TestSplitBindKeepsGSOMessagesBelowLimit: a TUN member at MTU 1392 sends
 // 1,424-byte datagrams; wireguard-go would put 46 in one 65,504-byte
 // message, which the kernel segments in software. The wrapper cuts the
-// batch so that every message stays within splitRunMax, keeps the order
+// batch so that every message stays within netstack.GSOMessageMax, keeps the order
 // and every datagram, and leaves batches that fit in one call.
 func TestSplitBindKeepsGSOMessagesBelowLimit(t *testing.T) {
 	v4 := stubEndpoint{dst: netip.MustParseAddr("198.18.0.1")}
@@ -97,8 +99,8 @@ func TestSplitBindKeepsGSOMessagesBelowLimit(t *testing.T) {
 			for _, call := range inner.calls {
 				all = append(all, call...)
 				for _, m := range coalesce(batch(call...), ipMax) {
-					if m > splitRunMax {
-						t.Errorf("a message of %d bytes passes %d", m, splitRunMax)
+					if m > netstack.GSOMessageMax {
+						t.Errorf("a message of %d bytes passes %d", m, netstack.GSOMessageMax)
 					}
 				}
 			}
