@@ -65,7 +65,7 @@ type tailFlow struct {
 	// The last retransmission, while its ACK is awaited.
 	rtx              bool
 	rtxStart, rtxEnd uint32
-	rtxTS            uint32 // its TSval
+	rtxTS            uint32 // TSval of the episode's first retransmission
 	rtxHigh          uint32 // sndNxt when it went out
 }
 
@@ -108,8 +108,13 @@ func (t *tailProbes) sent(flow tcpFlow, flags header.TCPFlags, seq uint32, n int
 	if !f.rtx {
 		f.rtx = true
 		t.waiting.Add(1)
+		// The episode's first retransmission sets the timestamp an ACK
+		// must predate: an ACK for that first copy, arriving after a
+		// second one went out (a probe, then a timeout), shows a repair,
+		// not a duplicate.
+		f.rtxTS = opts.TSVal
 	}
-	f.rtxStart, f.rtxEnd, f.rtxTS, f.rtxHigh = seq, end, opts.TSVal, f.sndNxt
+	f.rtxStart, f.rtxEnd, f.rtxHigh = seq, end, f.sndNxt
 }
 
 // forget drops flow's record (the connection is closing).

@@ -137,6 +137,17 @@ func TestTailProbeDSACK(t *testing.T) {
 			}
 		}
 
+		// A second retransmission before any ACK: an ACK echoing the first
+		// one's timestamp shows that the first repaired a loss.
+		tp = setup()
+		tp.sent(flow, header.TCPFlagAck, 2000, 1000, tsOption(310, 0))
+		if tp.received(inboundACK(v6, 3000, tsOption(555, 103), nil)) != nil {
+			t.Errorf("v6=%v: ACK echoing the first of two retransmissions got a D-SACK", v6)
+		}
+		if tp.waiting.Load() != 0 {
+			t.Errorf("v6=%v: waiting %d after the episode, want 0", v6, tp.waiting.Load())
+		}
+
 		// Another connection's ACK does not end this one's episode.
 		tp = setup()
 		other := inboundACK(v6, 3000, tsOption(555, 100), nil)
@@ -291,12 +302,24 @@ func TestTailProbeRealLoss(t *testing.T) {
 		return d
 	})
 	client, server := p.stream(t)
-	go func() { _, _ = io.Copy(io.Discard, server) }()
-	// A bulk transfer first, for an SRTT near the path's.
-	if _, err := client.Write(make([]byte, 8<<20)); err != nil {
+	// A bulk transfer first, for an SRTT near the path's. Write returns
+	// once the data is in the send buffer; the drops must wait until all of
+	// it has arrived, or one could hit a bulk segment, and a repair of the
+	// bulk would land between before and after.
+	const bulk = 8 << 20
+	delivered := make(chan error, 1)
+	go func() {
+		_, err := io.ReadFull(server, make([]byte, bulk))
+		delivered <- err
+		_, _ = io.Copy(io.Discard, server)
+	}()
+	if _, err := client.Write(make([]byte, bulk)); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond)
+	if err := <-delivered; err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // for the last ACK
 	before := p.a.TCPStats()
 	for range drops {
 		receiver.pending.Store(true)
