@@ -220,6 +220,7 @@ func BenchmarkTCPSettings(b *testing.B) {
 		{"cubic", tcpSettings{sack: true, rack: true, cc: "cubic", moderateRcvBuf: true}},
 		{"reno-nomoderate", tcpSettings{sack: true, rack: true, cc: "reno", moderateRcvBuf: false}},
 		{"reno-8M", tcpSettings{sack: true, rack: true, cc: "reno", moderateRcvBuf: true, sndBuf: big, rcvBuf: big}},
+		{"reno-rcv2M", tcpSettings{sack: true, rack: true, cc: "reno", moderateRcvBuf: true, rcvBuf: [3]int{4 << 10, 1 << 20, 2 << 20}}},
 		{"cubic-8M", tcpSettings{sack: true, rack: true, cc: "cubic", moderateRcvBuf: true, sndBuf: big, rcvBuf: big}},
 	} {
 		for _, dir := range []string{"dialer-sends", "acceptor-sends"} {
