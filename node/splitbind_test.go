@@ -65,8 +65,8 @@ func repeat(n, size int) []int { return slices.Repeat([]int{size}, n) }
 // TestSplitBindKeepsGSOMessagesBelowLimit: a TUN member at MTU 1392 sends
 // 1,424-byte datagrams; wireguard-go would put 46 in one 65,504-byte
 // message, which the kernel segments in software. The wrapper cuts the
-// batch so that every message stays within netstack.GSOMessageMax, keeps the order
-// and every datagram, and leaves batches that fit in one call.
+// batch so that every message stays within netstack.GSOMessageMax, keeps
+// the order and every datagram, and leaves batches that fit in one call.
 func TestSplitBindKeepsGSOMessagesBelowLimit(t *testing.T) {
 	v4 := stubEndpoint{dst: netip.MustParseAddr("198.18.0.1")}
 	v6 := stubEndpoint{dst: netip.MustParseAddr("2001:db8::1")}
