@@ -26,8 +26,7 @@ func fullAddr(ap netip.AddrPort) (tcpip.FullAddress, tcpip.NetworkProtocolNumber
 
 // DialTCP opens a TCP connection to dst through the stack.
 func (s *Stack) DialTCP(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
-	fa, proto := fullAddr(dst)
-	return gonet.DialContextTCP(ctx, s.stack, fa, proto)
+	return s.dialTCP(ctx, dst)
 }
 
 // DialUDP opens a connected UDP socket to dst through the stack.
@@ -43,8 +42,7 @@ func (s *Stack) DialUDP(dst netip.AddrPort) (net.Conn, error) {
 // in its subnets.
 func (s *Stack) ListenTCP(addr netip.AddrPort) (net.Listener, error) {
 	if addr.Addr().IsValid() && !addr.Addr().IsUnspecified() {
-		fa, proto := fullAddr(addr)
-		return gonet.ListenTCP(s.stack, fa, proto)
+		return s.listenTCP(addr)
 	}
 	own := s.ownAddrs(addr.Addr())
 	if len(own) == 0 {
@@ -53,8 +51,7 @@ func (s *Stack) ListenTCP(addr netip.AddrPort) (net.Listener, error) {
 	lns := make([]net.Listener, 0, len(own))
 	port := addr.Port()
 	for _, a := range own {
-		fa, proto := fullAddr(netip.AddrPortFrom(a, port))
-		ln, err := gonet.ListenTCP(s.stack, fa, proto)
+		ln, err := s.listenTCP(netip.AddrPortFrom(a, port))
 		if err != nil {
 			for _, l := range lns {
 				l.Close()

@@ -213,21 +213,25 @@ func BenchmarkTCPSettings(b *testing.B) {
 	for _, v := range []struct {
 		name string
 		set  tcpSettings
+		// stack-wide buffer maxima only, without tcpConn's per path
+		stackOnly bool
 	}{
-		{"reno", tcpSettings{sack: true, rack: true, cc: "reno", moderateRcvBuf: true}},
-		{"reno-norack", tcpSettings{sack: true, rack: false, cc: "reno", moderateRcvBuf: true}},
-		{"reno-noprobefix", tcpSettings{sack: true, rack: true, cc: "reno", moderateRcvBuf: true}},
-		{"cubic", tcpSettings{sack: true, rack: true, cc: "cubic", moderateRcvBuf: true}},
-		{"reno-nomoderate", tcpSettings{sack: true, rack: true, cc: "reno", moderateRcvBuf: false}},
-		{"reno-8M", tcpSettings{sack: true, rack: true, cc: "reno", moderateRcvBuf: true, sndBuf: big, rcvBuf: big}},
-		{"reno-rcv2M", tcpSettings{sack: true, rack: true, cc: "reno", moderateRcvBuf: true, rcvBuf: [3]int{4 << 10, 1 << 20, 2 << 20}}},
-		{"cubic-8M", tcpSettings{sack: true, rack: true, cc: "cubic", moderateRcvBuf: true, sndBuf: big, rcvBuf: big}},
+		{"reno", tcpDefaults, false},
+		{"reno-4M", tcpSettings{sack: true, rack: true, cc: "reno", moderateRcvBuf: true}, true},
+		{"reno-snd4M", tcpSettings{sack: true, rack: true, cc: "reno", moderateRcvBuf: true, rcvBuf: big}, false},
+		{"reno-norack", tcpSettings{sack: true, rack: false, cc: "reno", moderateRcvBuf: true}, true},
+		{"reno-noprobefix", tcpSettings{sack: true, rack: true, cc: "reno", moderateRcvBuf: true}, true},
+		{"cubic", tcpSettings{sack: true, rack: true, cc: "cubic", moderateRcvBuf: true}, true},
+		{"reno-nomoderate", tcpSettings{sack: true, rack: true, cc: "reno", moderateRcvBuf: false}, true},
+		{"reno-8M", tcpSettings{sack: true, rack: true, cc: "reno", moderateRcvBuf: true, sndBuf: big, rcvBuf: big}, true},
+		{"reno-rcv2M", tcpSettings{sack: true, rack: true, cc: "reno", moderateRcvBuf: true, rcvBuf: [3]int{4 << 10, 1 << 20, 2 << 20}}, true},
+		{"cubic-8M", tcpSettings{sack: true, rack: true, cc: "cubic", moderateRcvBuf: true, sndBuf: big, rcvBuf: big}, true},
 	} {
 		for _, dir := range []string{"dialer-sends", "acceptor-sends"} {
 			b.Run(v.name+"/"+dir, func(b *testing.B) {
-				saved, savedFix := tcpDefaults, fixTailProbes
-				tcpDefaults, fixTailProbes = v.set, v.name != "reno-noprobefix"
-				defer func() { tcpDefaults, fixTailProbes = saved, savedFix }()
+				saved, savedFix, savedPath := tcpDefaults, fixTailProbes, pathBuffers
+				tcpDefaults, fixTailProbes, pathBuffers = v.set, v.name != "reno-noprobefix", !v.stackOnly
+				defer func() { tcpDefaults, fixTailProbes, pathBuffers = saved, savedFix, savedPath }()
 				p := newWGPair(b, false)
 				client, server := p.stream(b)
 				sender := p.a
