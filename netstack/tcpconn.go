@@ -17,17 +17,17 @@ import (
 
 // Buffer maxima per connection. gVisor sizes a connection's receive
 // buffer from what the application read in the last round trip (and its
-// send buffer from the congestion window), up to one stack-wide maximum. No single maximum suits both kinds of path a mesh has: members
-// on one LAN or in one cloud region (sub-millisecond to a few ms) and
-// members across the Internet (tens of ms). On a short path the receive
-// buffer climbs to any maximum in slow start and the data then waits in
-// queues (bench/README.md, "What still halves the window"): 2 MiB moved
-// more per CPU second than 4 MiB between two stacks on one host. On a
-// 50 ms path a stream is bounded by its buffer: 12.5 MB/s with 2 MiB,
-// 30 with 4 MiB, 61 with 8 MiB (and 41 with 8 MiB to receive but gVisor's
-// default 4 MiB to send). So the stack-wide maxima are bufferCeiling and
-// each connection keeps its receive buffer's own maximum from its
-// round-trip time.
+// send buffer from the congestion window), up to one stack-wide maximum.
+// No single maximum suits both kinds of path a mesh has: members on one
+// LAN or in one cloud region (sub-millisecond to a few ms) and members
+// across the Internet (tens of ms). On a short path the receive buffer
+// climbs to any maximum in slow start and the data then waits in queues
+// (bench/README.md, "What still halves the window"): 2 MiB moved more per
+// CPU second than 4 MiB between two stacks on one host. On a 50 ms path a
+// stream is bounded by its buffer: 12.5 MB/s with 2 MiB, 30 with 4 MiB,
+// 61 with 8 MiB (and 41 with 8 MiB to receive but gVisor's default 4 MiB
+// to send). So the stack-wide maxima are bufferCeiling and each
+// connection keeps its receive buffer's own maximum from its round trip.
 const (
 	bufferFloor   = 2 << 20
 	bufferCeiling = 8 << 20
@@ -71,9 +71,9 @@ type tcpConn struct {
 	lastRTT          time.Duration // the interval's length
 }
 
-// segmentBytes is a segment's payload as the rule counts it (gVisor uses
-// the connection's MSS, which the endpoint does not expose; the terms it
-// sizes are small).
+// A segment's payload as the rule counts it (gVisor uses the connection's
+// MSS, which the endpoint does not expose; the terms it sizes are small),
+// and the initial window gVisor advertises: twice 10 segments.
 const (
 	segmentBytes  = 1400
 	initialWindow = 2 * 10 * segmentBytes
@@ -86,9 +86,7 @@ func newTCPConn(wq *waiter.Queue, ep tcpip.Endpoint) net.Conn {
 	}
 	size := c.ops.GetReceiveBufferSize()
 	c.ops.SetReceiveBufferSize(size, true) // turns gVisor's tuning off
-	// As gVisor bootstraps it, from the initial window (twice the initial
-	// congestion window of 10 segments).
-	c.previous = initialWindow
+	c.previous = initialWindow             // as gVisor bootstraps it
 	c.measureAt = time.Now()
 	return c
 }
@@ -105,7 +103,9 @@ func (c *tcpConn) Read(b []byte) (int, error) {
 // tune is gVisor's ModerateRecvBuf with a maximum for the path: once per
 // round trip the buffer becomes twice what the application read in it,
 // plus twice that again scaled by the growth over the round trip before
-// (the sender's slow start), and it never shrinks.
+// (the sender's slow start), and it never shrinks. The round trip is at
+// least 1 ms: an accepted connection on a short path has none measured,
+// where gVisor would not tune at all until its receiver measured one.
 func (c *tcpConn) tune(n int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

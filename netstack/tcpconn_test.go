@@ -2,6 +2,7 @@ package netstack
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/netip"
@@ -116,5 +117,47 @@ func TestPathBuffersLongPath(t *testing.T) {
 	t.Logf("receive buffer %d", rcv)
 	if rcv <= 4<<20 || rcv > bufferCeiling {
 		t.Errorf("receive buffer %d bytes after 96 MiB over a 50 ms path; want above gVisor's default 4 MiB maximum, at most %d", rcv, bufferCeiling)
+	}
+}
+
+// The stack's own listener and dial: a blocked Accept ends with
+// net.ErrClosed on Close, a dial to a closed port is refused as a connect
+// error, and a cancelled dial returns the context's error.
+func TestListenerCloseAndDialErrors(t *testing.T) {
+	p := newWGPair(t, false)
+	ln, err := p.b.ListenTCP(netip.AddrPortFrom(p.addrB, 7000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ln.Addr().(*net.TCPAddr).AddrPort(); got != netip.AddrPortFrom(p.addrB, 7000) {
+		t.Errorf("listener on %v, want %v:7000", got, p.addrB)
+	}
+	accepted := make(chan error, 1)
+	go func() {
+		_, err := ln.Accept()
+		accepted <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // Accept is waiting
+	ln.Close()
+	select {
+	case err := <-accepted:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Errorf("Accept after Close: %v, want net.ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Accept still blocked 5 s after Close")
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = p.a.DialTCP(ctx, netip.AddrPortFrom(p.addrB, 7000))
+	var op *net.OpError
+	if !errors.As(err, &op) || op.Op != "connect" {
+		t.Errorf("dial to a closed port: %v, want a connect error", err)
+	}
+	cancelled, stop := context.WithCancel(context.Background())
+	stop()
+	if _, err := p.a.DialTCP(cancelled, netip.AddrPortFrom(p.addrB, 7000)); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled dial: %v, want context.Canceled", err)
 	}
 }
