@@ -1,7 +1,6 @@
 package netstack
 
 import (
-	"context"
 	"net"
 	"net/netip"
 	"sync"
@@ -22,11 +21,6 @@ func fullAddr(ap netip.AddrPort) (tcpip.FullAddress, tcpip.NetworkProtocolNumber
 		fa.Addr = tcpip.AddrFromSlice(ap.Addr().AsSlice())
 	}
 	return fa, proto
-}
-
-// DialTCP opens a TCP connection to dst through the stack.
-func (s *Stack) DialTCP(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
-	return s.dialTCP(ctx, dst)
 }
 
 // DialUDP opens a connected UDP socket to dst through the stack.

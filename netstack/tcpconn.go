@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -94,7 +93,7 @@ func newTCPConn(wq *waiter.Queue, ep tcpip.Endpoint) net.Conn {
 // Read implements net.Conn.
 func (c *tcpConn) Read(b []byte) (int, error) {
 	n, err := c.TCPConn.Read(b)
-	if n > 0 && pathBuffers {
+	if n > 0 {
 		c.tune(n)
 	}
 	return n, err
@@ -147,9 +146,10 @@ func (c *tcpConn) rtt() time.Duration {
 	return info.RTT
 }
 
-// dialTCP connects to dst the way gonet.DialContextTCP does, keeping the
-// endpoint for the conn's buffer limits.
-func (s *Stack) dialTCP(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
+// DialTCP opens a TCP connection to dst through the stack. It connects the
+// way gonet.DialContextTCP does, keeping the endpoint for the conn's
+// buffer tuning.
+func (s *Stack) DialTCP(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
 	fa, proto := fullAddr(dst)
 	var wq waiter.Queue
 	ep, terr := s.stack.NewEndpoint(tcp.ProtocolNumber, proto, &wq)
@@ -175,7 +175,7 @@ func (s *Stack) dialTCP(ctx context.Context, dst netip.AddrPort) (net.Conn, erro
 	}
 	if terr != nil {
 		ep.Close()
-		return nil, &net.OpError{Op: "connect", Net: "tcp", Addr: net.TCPAddrFromAddrPort(dst), Err: errors.New(terr.String())}
+		return nil, opError("connect", dst, terr)
 	}
 	return newTCPConn(&wq, ep), nil
 }
@@ -191,22 +191,28 @@ func (s *Stack) listenTCP(addr netip.AddrPort) (net.Listener, error) {
 	}
 	if terr := ep.Bind(fa); terr != nil {
 		ep.Close()
-		return nil, &net.OpError{Op: "bind", Net: "tcp", Addr: net.TCPAddrFromAddrPort(addr), Err: errors.New(terr.String())}
+		return nil, opError("bind", addr, terr)
 	}
 	// As gonet and Go's net package on Linux (somaxconn).
 	if terr := ep.Listen(4096); terr != nil {
 		ep.Close()
-		return nil, &net.OpError{Op: "listen", Net: "tcp", Addr: net.TCPAddrFromAddrPort(addr), Err: errors.New(terr.String())}
+		return nil, opError("listen", addr, terr)
 	}
-	return &tcpListener{ep: ep, wq: &wq, closed: make(chan struct{})}, nil
+	return &tcpListener{ep: ep, wq: &wq, addr: addr, closed: make(chan struct{})}, nil
+}
+
+// opError is a TCP operation's error as Go's net package gives it.
+func opError(op string, addr netip.AddrPort, terr tcpip.Error) error {
+	return &net.OpError{Op: op, Net: "tcp", Addr: net.TCPAddrFromAddrPort(addr), Err: errors.New(terr.String())}
 }
 
 // tcpListener is a listening endpoint whose Accept returns tcpConns.
 type tcpListener struct {
-	ep     tcpip.Endpoint
-	wq     *waiter.Queue
-	closed chan struct{}
-	once   atomic.Bool
+	ep        tcpip.Endpoint
+	wq        *waiter.Queue
+	addr      netip.AddrPort // as asked for: port 0 until bound
+	closed    chan struct{}
+	closeOnce sync.Once
 }
 
 // Accept implements net.Listener; after Close it returns net.ErrClosed.
@@ -217,15 +223,15 @@ func (l *tcpListener) Accept() (net.Conn, error) {
 	defer l.wq.EventUnregister(&entry)
 	for {
 		ep, wq, terr := l.ep.Accept(nil)
-		if _, ok := terr.(*tcpip.ErrWouldBlock); !ok {
-			if terr != nil {
-				err := errors.New(terr.String())
-				if l.once.Load() {
-					err = net.ErrClosed
-				}
-				return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: err}
-			}
+		if terr == nil {
 			return newTCPConn(wq, ep), nil
+		}
+		if _, ok := terr.(*tcpip.ErrWouldBlock); !ok {
+			select {
+			case <-l.closed:
+			default:
+				return nil, opError("accept", l.addr, terr)
+			}
 		}
 		select {
 		case <-ready:
@@ -237,10 +243,10 @@ func (l *tcpListener) Accept() (net.Conn, error) {
 
 // Close implements net.Listener.
 func (l *tcpListener) Close() error {
-	if l.once.CompareAndSwap(false, true) {
+	l.closeOnce.Do(func() {
 		close(l.closed)
 		l.ep.Close()
-	}
+	})
 	return nil
 }
 
@@ -248,7 +254,7 @@ func (l *tcpListener) Close() error {
 func (l *tcpListener) Addr() net.Addr {
 	a, err := l.ep.GetLocalAddress()
 	if err != nil {
-		return nil
+		return net.TCPAddrFromAddrPort(l.addr)
 	}
 	ip, _ := netip.AddrFromSlice(a.Addr.AsSlice())
 	return net.TCPAddrFromAddrPort(netip.AddrPortFrom(ip, a.Port))
