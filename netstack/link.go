@@ -1,6 +1,7 @@
 package netstack
 
 import (
+	"encoding/binary"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -378,10 +379,10 @@ func (e *linkEndpoint) write(bufs [][]byte, offset int) (int, error) {
 		}
 		var payload buffer.Buffer
 		if coalesced {
-			payload = buffer.MakeWithView(view)
+			payload = splitHeaders(view, p)
 			view = nil
 		} else {
-			payload = buffer.MakeWithData(p)
+			payload = splitHeaders(buffer.NewViewWithData(p), p)
 		}
 		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: payload})
 		d.DeliverNetworkPacket(proto, pkt)
@@ -393,4 +394,52 @@ func (e *linkEndpoint) write(bufs [][]byte, offset int) (int, error) {
 		return 0, err
 	}
 	return len(bufs), nil
+}
+
+// splitHeaders makes the buffer of an inbound packet: its IP and TCP
+// headers in a small chunk of their own, the payload in v. gVisor's IP
+// layer keeps a reference to the chunk that holds the IP header while it
+// reads that header again, and a chunk with two references is copied whole
+// before the read (buffer.PullUp): with one chunk for the packet, every
+// received byte was cleared and copied once more, 64 KiB per coalesced
+// segment. v holds the packet p; the buffer takes it over.
+func splitHeaders(v *buffer.View, p []byte) buffer.Buffer {
+	n := headersLen(p)
+	if n == 0 || n >= len(p) {
+		return buffer.MakeWithView(v)
+	}
+	b := buffer.MakeWithView(buffer.NewViewWithData(p[:n]))
+	v.TrimFront(n)
+	rest := buffer.MakeWithView(v)
+	b.Merge(&rest) // links v as is; Append would copy into the header chunk
+	return b
+}
+
+// headersLen is the length of the IP header of packet p and, for an
+// unfragmented TCP segment, of its TCP header too; 0 if p is too short to
+// say. Any split point is correct (gVisor joins headers that span chunks),
+// so this only has to be right for the common case.
+func headersLen(p []byte) int {
+	var n int
+	var tcp bool
+	switch {
+	case len(p) >= header.IPv4MinimumSize && p[0]>>4 == 4:
+		n = int(p[0]&0xf) * 4
+		flags := binary.BigEndian.Uint16(p[6:])
+		tcp = p[9] == uint8(header.TCPProtocolNumber) && flags&0x3fff == 0 // no MF, offset 0
+	case len(p) >= header.IPv6MinimumSize && p[0]>>4 == 6:
+		n = header.IPv6MinimumSize
+		tcp = p[6] == uint8(header.TCPProtocolNumber)
+	default:
+		return 0
+	}
+	if n > len(p) {
+		return 0
+	}
+	if tcp && len(p) >= n+header.TCPMinimumSize {
+		if t := n + int(p[n+12]>>4)*4; t <= len(p) {
+			n = t
+		}
+	}
+	return n
 }
