@@ -24,6 +24,8 @@
 # daemons of a pair spend (utime+stime from /proc/PID/stat) per GB moved.
 # Recoveries: the TCP loss recoveries a netstack pair counted during the
 # run (wgmesh status: tcp.recoveries), where the binary reports them.
+# Idle: the share of the machine's CPU time left idle during each run; a
+# pair that is slower with CPUs to spare is waiting on its own hand-offs.
 #
 # Usage (root):  bash bench/netstack_pair.sh
 # Environment:
@@ -247,7 +249,7 @@ LOAD=$(cut -d' ' -f1 /proc/loadavg)
 # every pair's figures.
 cpu_times() { awk '/^cpu / {t = 0; for (i = 2; i <= 9; i++) t += $i; print $5 + $6, $9, t}' /proc/stat; }
 read -r IDLE0 STEAL0 TOTAL0 <<<"$(cpu_times)"
-declare -A MBPS=() CPU=() P50=() P50_ALL=() P99=() SKB=()
+declare -A MBPS=() CPU=() P50=() P50_ALL=() P99=() SKB=() IDLE=()
 
 median_range() {
 	printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1}
@@ -297,13 +299,16 @@ veth_tx() {
 # throughput PAIR MODE RUN
 throughput() {
 	local c=$1 mode=$2 run=$3 json=$TMP/$1.$2.$3.json t0 t1 r0 r1 rec= bps bytes mbps cpu addr port p0 p1 b0 b1 skb
+	local i0 i1 tt0 tt1 idle
 	local -a args=(-t "$DURATION" -J --connect-timeout 5000 -P "${mode%R}")
 	[[ $mode == *R ]] && args+=(-R)
 	read -r addr port <<<"${IPERF_ADDR[$c]}"
 	t0=$(cpu_ticks "$c")
 	r0=$(tcp_recoveries "$c")
 	read -r p0 b0 <<<"$(veth_tx "$mode")"
+	read -r i0 _ tt0 <<<"$(cpu_times)"
 	waited timeout $((DURATION + 30)) ip netns exec "${IPERF_NS[$c]}" iperf3 -c "$addr" -p "$port" "${args[@]}" >"$json" 2>>"$TMP/stderr.log" || true
+	read -r i1 _ tt1 <<<"$(cpu_times)"
 	t1=$(cpu_ticks "$c")
 	r1=$(tcp_recoveries "$c")
 	read -r p1 b1 <<<"$(veth_tx "$mode")"
@@ -311,6 +316,9 @@ throughput() {
 	[[ -n ${bytes:-} && $bytes != null ]] || die "iperf3 through ${LABEL[$c]} ($mode) failed: $(jq -r '.error // empty' "$json" 2>/dev/null)"
 	mbps=$(awk -v b="$bps" 'BEGIN {printf "%.0f", b / 1e6}')
 	MBPS[$c.$mode]+="$mbps "
+	# A pair that leaves the CPUs idle is waiting on itself, not on them.
+	idle=$(awk -v i=$((i1 - i0)) -v t=$((tt1 - tt0)) 'BEGIN {printf "%.0f", (t > 0 ? 100 * i / t : 0)}')
+	IDLE[$c.$mode]+="$idle "
 	if [[ -n ${DAEMONS[$c]} ]]; then
 		cpu=$(awk -v t=$((t1 - t0)) -v hz="$HZ" -v b="$bytes" 'BEGIN {printf "%.2f", t / hz / (b / 1e9)}')
 		CPU[$c.$mode]+="$cpu "
@@ -318,9 +326,9 @@ throughput() {
 		SKB[$c.$mode]+="$skb "
 		# Loss recoveries on a clean path are windows cut for nothing.
 		[[ -n $r0 && -n $r1 ]] && rec="  $((r1 - r0)) TCP recoveries"
-		printf '  %-3s run %d  %-34s %6d Mbit/s  %5.2f CPU s/GB  %5.1f kB per veth packet%s\n' "$mode" "$run" "${LABEL[$c]}" "$mbps" "$cpu" "$skb" "$rec"
+		printf '  %-3s run %d  %-34s %6d Mbit/s  %5.2f CPU s/GB  %5.1f kB per veth packet  %2d %% idle%s\n' "$mode" "$run" "${LABEL[$c]}" "$mbps" "$cpu" "$skb" "$idle" "$rec"
 	else
-		printf '  %-3s run %d  %-34s %6d Mbit/s\n' "$mode" "$run" "${LABEL[$c]}" "$mbps"
+		printf '  %-3s run %d  %-34s %6d Mbit/s  %2d %% idle\n' "$mode" "$run" "${LABEL[$c]}" "$mbps" "$idle"
 	fi
 }
 
@@ -401,6 +409,9 @@ for mode in $MODES; do
 			read -r sm _ _ <<<"$(median_range ${SKB[$c.$mode]})"
 			printf '  %5.1f kB/veth packet' "$sm"
 		fi
+		# shellcheck disable=SC2086
+		read -r im _ _ <<<"$(median_range ${IDLE[$c.$mode]})"
+		printf '  %2.0f %% idle' "$im"
 		echo
 	done
 done
