@@ -1,5 +1,6 @@
 // Package procs sizes the Go scheduler to the process's load: one P while
-// wgmesh uses less than a core, the runtime's default once it needs more.
+// wgmesh uses less than a core, the runtime's default once it needs more or
+// its goroutines queue for the one P.
 //
 // Every packet through a userspace WireGuard member crosses several
 // goroutines (the device's reader, the encryption workers, the sender, the
@@ -34,13 +35,24 @@ type Governor struct {
 	// one P, when it stays under for two intervals running; zero means
 	// 0.5.
 	Down float64
+	// Queued restores the default at one P under a load of at least
+	// Down when the 90th percentile of the time goroutines waited to run
+	// reaches it; zero means 100 µs. A bulk stream through a netstack
+	// member keeps one P 40-75 % busy, below Up, with goroutines waiting
+	// 0.2-8 ms to run while the machine's other core idles; a 1-byte
+	// ping-pong loads it as much (30-60 %) with waits of 6-30 µs: the load
+	// alone cannot tell the two apart, the queue can.
+	Queued time.Duration
 
 	// cpu returns the CPU time the process has used; set returns the
 	// number of Ps after setting 1 (n == 1) or the default (n == 0).
 	// Tests replace them.
 	cpu func() (time.Duration, bool)
-	set func(n int) int
-	now func() time.Time
+	// queued returns the 90th percentile of the scheduling waits since
+	// its last call.
+	queued func() time.Duration
+	set    func(n int) int
+	now    func() time.Time
 	// boosts are Boost's requests; nil means the package's.
 	boosts <-chan time.Duration
 }
@@ -101,19 +113,20 @@ func (g *Governor) Run(ctx context.Context) {
 		}
 		load := float64(u-used) / float64(n.Sub(at))
 		used, at = u, n
+		waited := g.queued()
 		if n.Before(hold) {
 			continue
 		}
-		procs, low = g.step(procs, low, load)
+		procs, low = g.step(procs, low, load, waited)
 	}
 }
 
 // step returns the Ps and the count of low intervals after an interval
-// with the given load.
-func (g *Governor) step(procs, low int, load float64) (int, int) {
+// with the given load and 90th percentile of scheduling waits.
+func (g *Governor) step(procs, low int, load float64, waited time.Duration) (int, int) {
 	switch {
 	case procs == 1:
-		if load >= g.Up {
+		if load >= g.Up || load >= g.Down && waited >= g.Queued {
 			return g.set(0), 0
 		}
 		return 1, 0
@@ -135,6 +148,12 @@ func (g *Governor) defaults() {
 	}
 	if g.Down <= 0 {
 		g.Down = 0.5
+	}
+	if g.Queued <= 0 {
+		g.Queued = 100 * time.Microsecond
+	}
+	if g.queued == nil {
+		g.queued = newQueueWatch().p90
 	}
 	if g.cpu == nil {
 		g.cpu = processCPU

@@ -2,6 +2,7 @@ package procs
 
 import (
 	"context"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -21,21 +22,27 @@ func TestStep(t *testing.T) {
 		name             string
 		procs, low       int
 		load             float64
+		waited           time.Duration
 		wantProcs, wantL int
 		wantSet          []int
 	}{
-		{"busy at default stays", 4, 0, 1.7, 4, 0, nil},
-		{"one quiet interval waits", 4, 0, 0.2, 4, 1, nil},
-		{"two quiet intervals drop to one", 4, 1, 0.2, 1, 0, []int{1}},
-		{"a busy interval resets the count", 4, 1, 0.6, 4, 0, nil},
-		{"light load at one stays", 1, 0, 0.6, 1, 0, nil},
-		{"heavy load at one restores the default", 1, 0, 0.8, 4, 0, []int{0}},
+		{"busy at default stays", 4, 0, 1.7, 0, 4, 0, nil},
+		{"one quiet interval waits", 4, 0, 0.2, 0, 4, 1, nil},
+		{"two quiet intervals drop to one", 4, 1, 0.2, 0, 1, 0, []int{1}},
+		{"a busy interval resets the count", 4, 1, 0.6, 0, 4, 0, nil},
+		{"light load at one stays", 1, 0, 0.6, 0, 1, 0, nil},
+		{"heavy load at one restores the default", 1, 0, 0.8, 0, 4, 0, []int{0}},
+		// A ping-pong: as busy as a bulk stream, but nothing queues.
+		{"short waits at one stay", 1, 0, 0.6, 30 * time.Microsecond, 1, 0, nil},
+		{"goroutines queued at one restore the default", 1, 0, 0.6, 2 * time.Millisecond, 4, 0, []int{0}},
+		{"queued under a light load stays", 1, 0, 0.3, 2 * time.Millisecond, 1, 0, nil},
+		{"queued at default stays", 4, 0, 0.6, 2 * time.Millisecond, 4, 0, nil},
 	} {
 		calls = nil
-		p, l := g.step(c.procs, c.low, c.load)
+		p, l := g.step(c.procs, c.low, c.load, c.waited)
 		if p != c.wantProcs || l != c.wantL || len(calls) != len(c.wantSet) || (len(calls) > 0 && calls[0] != c.wantSet[0]) {
-			t.Errorf("%s: step(%d, %d, %.1f) = %d, %d with sets %v; want %d, %d with %v",
-				c.name, c.procs, c.low, c.load, p, l, calls, c.wantProcs, c.wantL, c.wantSet)
+			t.Errorf("%s: step(%d, %d, %.1f, %v) = %d, %d with sets %v; want %d, %d with %v",
+				c.name, c.procs, c.low, c.load, c.waited, p, l, calls, c.wantProcs, c.wantL, c.wantSet)
 		}
 	}
 }
@@ -71,6 +78,7 @@ func (f *fakeProcess) governor() *Governor {
 			f.now = f.now.Add(100 * time.Millisecond) // once per look, after cpu
 			return f.now
 		},
+		queued: func() time.Duration { return 0 },
 		set: func(n int) int {
 			f.sets <- n
 			if n == 1 {
@@ -153,5 +161,37 @@ func TestRunBoost(t *testing.T) {
 	f.wantSet(t, 1)
 	if n := looks() - boosted; n < 19 {
 		t.Fatalf("dropped to one P %d looks (%d ms) after a 2 s boost", n, n*100)
+	}
+}
+
+// The watch reports the waits of goroutines that really queued: with one
+// P and a goroutine that holds it, the ones it readies wait about as long
+// as it spins.
+func TestQueueWatch(t *testing.T) {
+	prev := runtime.GOMAXPROCS(1)
+	defer runtime.GOMAXPROCS(prev)
+	w := newQueueWatch()
+	w.p90() // start from now
+	const hold = 2 * time.Millisecond
+	var wg sync.WaitGroup
+	for range 10 {
+		ready := make(chan struct{})
+		for range 8 {
+			wg.Go(func() { <-ready })
+		}
+		time.Sleep(time.Millisecond) // the waiters park
+		wg.Go(func() {
+			close(ready) // readies all eight while this one runs on
+			for start := time.Now(); time.Since(start) < hold; {
+			}
+		})
+		wg.Wait()
+	}
+	if got := w.p90(); got < hold/2 {
+		t.Errorf("p90 of waits behind a goroutine holding the only P for %v: %v", hold, got)
+	}
+	time.Sleep(10 * time.Millisecond)
+	if got := w.p90(); got >= hold/2 {
+		t.Errorf("p90 after a quiet 10 ms: %v, want the waits since the last call only", got)
 	}
 }
