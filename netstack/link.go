@@ -379,10 +379,10 @@ func (e *linkEndpoint) write(bufs [][]byte, offset int) (int, error) {
 		}
 		var payload buffer.Buffer
 		if coalesced {
-			payload = splitHeaders(view, p)
+			payload = splitHeaders(p, view)
 			view = nil
 		} else {
-			payload = splitHeaders(buffer.NewViewWithData(p), p)
+			payload = splitHeaders(p, nil)
 		}
 		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: payload})
 		d.DeliverNetworkPacket(proto, pkt)
@@ -402,14 +402,22 @@ func (e *linkEndpoint) write(bufs [][]byte, offset int) (int, error) {
 // reads that header again, and a chunk with two references is copied whole
 // before the read (buffer.PullUp): with one chunk for the packet, every
 // received byte was cleared and copied once more, 64 KiB per coalesced
-// segment. v holds the packet p; the buffer takes it over.
-func splitHeaders(v *buffer.View, p []byte) buffer.Buffer {
+// segment. v, when not nil, holds the packet p and the buffer takes it
+// over; otherwise p is copied.
+func splitHeaders(p []byte, v *buffer.View) buffer.Buffer {
 	n := headersLen(p)
 	if n == 0 || n >= len(p) {
+		if v == nil {
+			return buffer.MakeWithData(p)
+		}
 		return buffer.MakeWithView(v)
 	}
+	if v == nil {
+		v = buffer.NewViewWithData(p[n:])
+	} else {
+		v.TrimFront(n)
+	}
 	b := buffer.MakeWithView(buffer.NewViewWithData(p[:n]))
-	v.TrimFront(n)
 	rest := buffer.MakeWithView(v)
 	b.Merge(&rest) // links v as is; Append would copy into the header chunk
 	return b

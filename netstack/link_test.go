@@ -42,34 +42,43 @@ func TestHeadersLen(t *testing.T) {
 // chunk at that second read.
 func TestSplitHeadersLeavesPayloadInPlace(t *testing.T) {
 	payload := bytes.Repeat([]byte("wgmesh"), 10000)
-	for _, v6 := range []bool{false, true} {
-		p := tcpPacket(v6, 1, tcpFlagACK, tsOption(1, 2), payload, true)
-		v := buffer.NewViewWithData(p)
-		hdr := len(p) - len(payload)
-		in := &v.AsSlice()[hdr]
-		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: splitHeaders(v, v.AsSlice())})
+	for _, tc := range []struct {
+		v6, copied bool // copied: a packet that did not coalesce, copied from wireguard-go's buffer
+	}{{false, false}, {true, false}, {false, true}, {true, true}} {
+		p := tcpPacket(tc.v6, 1, tcpFlagACK, tsOption(1, 2), payload, true)
+		var v *buffer.View
+		if !tc.copied {
+			v = buffer.NewViewWithData(p)
+			p = v.AsSlice()
+		}
+		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: splitHeaders(p, v)})
+		slices := pkt.AsSlices()
+		in := &slices[len(slices)-1][0]
+		if !tc.copied && in != &p[len(p)-len(payload)] {
+			t.Errorf("%+v: the payload is not in the view it was coalesced into", tc)
+		}
 		var ok bool
-		if v6 {
+		if tc.v6 {
 			_, _, _, _, ok = parse.IPv6(pkt)
 		} else {
 			ok = parse.IPv4(pkt)
 		}
 		if !ok {
-			t.Fatalf("v6=%v: the packet does not parse", v6)
+			t.Fatalf("%+v: the packet does not parse", tc)
 		}
 		held := pkt.NetworkHeader().View()
 		_ = pkt.NetworkHeader().Slice()
 		if !parse.TCP(pkt) {
-			t.Fatalf("v6=%v: the TCP header does not parse", v6)
+			t.Fatalf("%+v: the TCP header does not parse", tc)
 		}
 		held.Release()
-		slices := pkt.AsSlices()
+		slices = pkt.AsSlices()
 		last := slices[len(slices)-1]
 		if &last[0] != in {
-			t.Errorf("v6=%v: the payload was copied out of the chunk it arrived in", v6)
+			t.Errorf("%+v: the payload was copied out of the chunk it arrived in", tc)
 		}
 		if got := pkt.Data().AsRange().ToSlice(); !bytes.Equal(got, payload) {
-			t.Errorf("v6=%v: payload differs (%d bytes, want %d)", v6, len(got), len(payload))
+			t.Errorf("%+v: payload differs (%d bytes, want %d)", tc, len(got), len(payload))
 		}
 		pkt.DecRef()
 	}
