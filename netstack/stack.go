@@ -42,6 +42,10 @@ type Stack struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	// copies keeps endpoints from being closed while a copy to a host
+	// socket uses their buffers in place (hostcopy_linux.go).
+	copies sync.RWMutex
+
 	closeOnce sync.Once
 }
 
@@ -286,8 +290,11 @@ func (s *Stack) Write(bufs [][]byte, offset int) (int, error) {
 func (s *Stack) Close() error {
 	s.closeOnce.Do(func() {
 		s.cancel()
+		// Closing the stack frees every endpoint's buffers.
+		s.copies.Lock()
 		s.stack.RemoveNIC(nicID)
 		s.stack.Close()
+		s.copies.Unlock()
 		s.ep.Close()
 		close(s.events)
 	})

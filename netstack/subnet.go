@@ -193,7 +193,7 @@ func (r *SubnetRouter) handleTCP(req *tcp.ForwarderRequest) {
 		return
 	}
 	req.Complete(false)
-	mesh := &meshConn{Conn: newTCPConn(&wq, ep), ep: ep, wq: &wq}
+	mesh := &meshConn{Conn: r.s.newTCPConn(&wq, ep), ep: ep, wq: &wq}
 	r.log.Debug("subnet flow", "proto", "tcp", "src", src, "dst", dst)
 	held = false
 	r.wg.Add(1)

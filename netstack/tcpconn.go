@@ -60,7 +60,12 @@ func pathBufferMax(rtt time.Duration) int64 {
 type tcpConn struct {
 	*gonet.TCPConn
 	ep  tcpip.Endpoint
+	wq  *waiter.Queue
 	ops *tcpip.SocketOptions
+	// copies is the stack's: held while a copy to a host socket uses the
+	// endpoint's buffers in place (hostcopy_linux.go), so that Close does
+	// not free them meanwhile.
+	copies *sync.RWMutex
 
 	mu sync.Mutex
 	// gVisor's receive tuning (ModerateRecvBuf) state: bytes read since
@@ -78,8 +83,8 @@ const (
 	initialWindow = 2 * 10 * segmentBytes
 )
 
-func newTCPConn(wq *waiter.Queue, ep tcpip.Endpoint) net.Conn {
-	c := &tcpConn{TCPConn: gonet.NewTCPConn(wq, ep), ep: ep, ops: ep.SocketOptions()}
+func (s *Stack) newTCPConn(wq *waiter.Queue, ep tcpip.Endpoint) net.Conn {
+	c := &tcpConn{TCPConn: gonet.NewTCPConn(wq, ep), ep: ep, wq: wq, ops: ep.SocketOptions(), copies: &s.copies}
 	if !pathBuffers {
 		return c.TCPConn
 	}
@@ -88,6 +93,14 @@ func newTCPConn(wq *waiter.Queue, ep tcpip.Endpoint) net.Conn {
 	c.previous = initialWindow             // as gVisor bootstraps it
 	c.measureAt = time.Now()
 	return c
+}
+
+// Close implements net.Conn; it waits for a copy that is using the
+// endpoint's buffers to let go of them.
+func (c *tcpConn) Close() error {
+	c.copies.Lock()
+	defer c.copies.Unlock()
+	return c.TCPConn.Close()
 }
 
 // Read implements net.Conn.
@@ -177,7 +190,7 @@ func (s *Stack) DialTCP(ctx context.Context, dst netip.AddrPort) (net.Conn, erro
 		ep.Close()
 		return nil, opError("connect", dst, terr)
 	}
-	return newTCPConn(&wq, ep), nil
+	return s.newTCPConn(&wq, ep), nil
 }
 
 // listenTCP listens on one address the way gonet.ListenTCP does; its
@@ -198,7 +211,7 @@ func (s *Stack) listenTCP(addr netip.AddrPort) (net.Listener, error) {
 		ep.Close()
 		return nil, opError("listen", addr, terr)
 	}
-	return &tcpListener{ep: ep, wq: &wq, addr: addr, closed: make(chan struct{})}, nil
+	return &tcpListener{s: s, ep: ep, wq: &wq, addr: addr, closed: make(chan struct{})}, nil
 }
 
 // opError is a TCP operation's error as Go's net package gives it.
@@ -208,6 +221,7 @@ func opError(op string, addr netip.AddrPort, terr tcpip.Error) error {
 
 // tcpListener is a listening endpoint whose Accept returns tcpConns.
 type tcpListener struct {
+	s         *Stack
 	ep        tcpip.Endpoint
 	wq        *waiter.Queue
 	addr      netip.AddrPort // as asked for: port 0 until bound
@@ -224,7 +238,7 @@ func (l *tcpListener) Accept() (net.Conn, error) {
 	for {
 		ep, wq, terr := l.ep.Accept(nil)
 		if terr == nil {
-			return newTCPConn(wq, ep), nil
+			return l.s.newTCPConn(wq, ep), nil
 		}
 		if _, ok := terr.(*tcpip.ErrWouldBlock); !ok {
 			select {

@@ -51,9 +51,28 @@ func pipe(dst, src net.Conn) (int64, error) {
 	return n, err
 }
 
+// tcpWriterTo and tcpReaderFrom are conns that copy to or from a host
+// TCP socket without a copy buffer in between: netstack's TCP conns, which
+// read the socket into the stack's buffers and write the stack's buffers
+// to the socket.
+type tcpWriterTo interface {
+	WriteToTCP(*net.TCPConn) (int64, error)
+}
+
+type tcpReaderFrom interface {
+	ReadFromTCP(*net.TCPConn) (int64, error)
+}
+
 func copyConn(dst, src net.Conn) (int64, error) {
-	if sc, dc := tcpOf(src), tcpOf(dst); sc != nil && dc != nil {
+	sc, dc := tcpOf(src), tcpOf(dst)
+	if sc != nil && dc != nil {
 		return io.Copy(dc, sc) // lets the kernel splice
+	}
+	if w, ok := unwrapLimit(src).(tcpWriterTo); ok && dc != nil {
+		return w.WriteToTCP(dc)
+	}
+	if r, ok := unwrapLimit(dst).(tcpReaderFrom); ok && sc != nil {
+		return r.ReadFromTCP(sc)
 	}
 	bp := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(bp)
@@ -65,9 +84,14 @@ func copyConn(dst, src net.Conn) (int64, error) {
 // tcpOf returns the *net.TCPConn under c and LimitListener's wrapper, or
 // nil.
 func tcpOf(c net.Conn) *net.TCPConn {
-	if lc, ok := c.(*limitConn); ok {
-		c = lc.Conn
-	}
-	tc, _ := c.(*net.TCPConn)
+	tc, _ := unwrapLimit(c).(*net.TCPConn)
 	return tc
+}
+
+// unwrapLimit returns the conn under LimitListener's wrapper, or c.
+func unwrapLimit(c net.Conn) net.Conn {
+	if lc, ok := c.(*limitConn); ok {
+		return lc.Conn
+	}
+	return c
 }

@@ -1,0 +1,264 @@
+package netstack
+
+import (
+	"errors"
+	"io"
+	"net"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/waiter"
+)
+
+// Copies between a stack TCP conn and a host TCP socket (--forward,
+// --expose, the proxies) without a copy buffer in between: the host
+// socket's bytes are read straight into the stack's buffers, and the
+// stack's received bytes are written to the socket from where they lie.
+// Through a buffer, every byte was copied once more in user space on
+// each side (bench/README.md, "Host sockets without a copy buffer").
+
+// maxIovecs bounds the stack buffers one writev hands the kernel (IOV_MAX
+// is 1024); maxPeekBytes bounds the bytes.
+const (
+	maxIovecs    = 256
+	maxPeekBytes = 1 << 20
+)
+
+var (
+	errPeekFull    = errors.New("netstack: peek batch full")
+	errConsumed    = errors.New("netstack: consumed")
+	errShortSocket = errors.New("netstack: host socket held fewer bytes than it reported")
+)
+
+// peekBatch collects, without copying, the slices of received data a
+// peeking Read passes it. They stay valid while the data is unread and the
+// endpoint is open: Stack.copies, held from the peek until the data is
+// consumed, keeps Close (which frees the buffers) out.
+type peekBatch struct {
+	bufs [][]byte
+	size int
+}
+
+func (p *peekBatch) Write(b []byte) (int, error) {
+	if len(p.bufs) == maxIovecs || p.size >= maxPeekBytes {
+		return 0, errPeekFull
+	}
+	p.bufs = append(p.bufs, b)
+	p.size += len(b)
+	return len(b), nil
+}
+
+// consumer takes exactly left bytes from a Read and refuses the rest.
+type consumer struct{ left int }
+
+func (c *consumer) Write(b []byte) (int, error) {
+	if len(b) <= c.left {
+		c.left -= len(b)
+		return len(b), nil
+	}
+	n := c.left
+	c.left = 0
+	return n, errConsumed
+}
+
+// WriteToTCP copies what the conn receives to dst until the peer's end of
+// stream, as io.Copy(dst, c) would.
+func (c *tcpConn) WriteToTCP(dst *net.TCPConn) (int64, error) {
+	rc, err := dst.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	batch := &peekBatch{bufs: make([][]byte, 0, maxIovecs)}
+	iovs := make([]unix.Iovec, 0, maxIovecs)
+	var total int64
+	for {
+		var (
+			wrote   int
+			waitFor bool // nothing to send yet
+			rerr    error
+		)
+		err := rc.Write(func(fd uintptr) bool {
+			c.copies.RLock()
+			defer c.copies.RUnlock()
+			batch.bufs, batch.size = batch.bufs[:0], 0
+			_, terr := c.ep.Read(batch, tcpip.ReadOptions{Peek: true})
+			if batch.size == 0 {
+				switch terr.(type) {
+				case *tcpip.ErrWouldBlock:
+					waitFor = true
+				case *tcpip.ErrClosedForReceive:
+					rerr = io.EOF
+				case nil:
+					waitFor = true // nothing but empty segments
+				default:
+					rerr = tcpipError("read", terr)
+				}
+				return true
+			}
+			iovs = iovs[:0]
+			for _, b := range batch.bufs {
+				iov := unix.Iovec{Base: &b[0]}
+				iov.SetLen(len(b))
+				iovs = append(iovs, iov)
+			}
+			for {
+				r, _, errno := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&iovs[0])), uintptr(len(iovs)))
+				switch errno {
+				case 0:
+					wrote = int(r)
+				case syscall.EINTR:
+					continue
+				case syscall.EAGAIN:
+					return false // the runtime waits until dst is writable
+				default:
+					rerr = errno
+					return true
+				}
+				break
+			}
+			// Take what the kernel took: the stack frees it and may
+			// open its window.
+			c.ep.Read(&consumer{left: wrote}, tcpip.ReadOptions{})
+			return true
+		})
+		if wrote > 0 {
+			total += int64(wrote)
+			c.tune(wrote)
+		}
+		switch {
+		case err != nil:
+			return total, err
+		case rerr == io.EOF:
+			return total, nil
+		case rerr != nil:
+			return total, rerr
+		case waitFor:
+			if err := c.wait(waiter.ReadableEvents); err != nil {
+				return total, err
+			}
+		}
+	}
+}
+
+// ReadFromTCP copies what src receives into the conn until src's end of
+// stream, as io.Copy(c, src) would.
+func (c *tcpConn) ReadFromTCP(src *net.TCPConn) (int64, error) {
+	rc, err := src.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	for {
+		var (
+			n    int64
+			eof  bool
+			full bool // the stack's send buffer is
+			rerr error
+		)
+		err := rc.Read(func(fd uintptr) bool {
+			avail, err := unix.IoctlGetInt(int(fd), unix.TIOCINQ) // SIOCINQ
+			if err != nil {
+				rerr = err
+				return true
+			}
+			if avail == 0 {
+				// Nothing queued: not yet, the end of stream, or an error.
+				var b [1]byte
+				m, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+				switch {
+				case err == syscall.EAGAIN:
+					return false // the runtime waits until src is readable
+				case err == syscall.EINTR || m > 0:
+					return true // data arrived since: go round again
+				case err != nil:
+					rerr = err
+				default:
+					eof = true
+				}
+				return true
+			}
+			p := socketPayload{fd: int(fd), left: avail}
+			w, terr := c.ep.Write(&p, tcpip.WriteOptions{})
+			n = w
+			switch terr.(type) {
+			case nil:
+			case *tcpip.ErrWouldBlock:
+				full = true
+			default:
+				if p.err != nil {
+					rerr = p.err
+				} else {
+					rerr = tcpipError("write", terr)
+				}
+			}
+			return true
+		})
+		total += n
+		switch {
+		case err != nil:
+			return total, err
+		case rerr != nil:
+			return total, rerr
+		case eof:
+			return total, nil
+		case full:
+			if err := c.wait(waiter.WritableEvents); err != nil {
+				return total, err
+			}
+		}
+	}
+}
+
+// socketPayload is a tcpip.Payloader that reads exactly left bytes from a
+// non-blocking socket that holds at least that many. gVisor reads a
+// payload of Len bytes into its own buffers and has no way to take fewer,
+// so a socket that delivers fewer is an error, which ends the copy.
+type socketPayload struct {
+	fd, left int
+	err      error
+}
+
+func (p *socketPayload) Len() int { return p.left }
+
+func (p *socketPayload) Read(b []byte) (int, error) {
+	if p.left == 0 {
+		return 0, io.EOF
+	}
+	b = b[:min(len(b), p.left)]
+	got := 0
+	for got < len(b) {
+		n, err := unix.Read(p.fd, b[got:])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err == nil && n == 0 || err == syscall.EAGAIN {
+			err = errShortSocket
+		}
+		if err != nil {
+			p.err = err
+			return got, err
+		}
+		got += n
+	}
+	p.left -= got
+	return got, nil
+}
+
+// wait blocks until the endpoint has one of events, has hung up or has an
+// error pending; Close wakes it (gVisor notifies all events).
+func (c *tcpConn) wait(events waiter.EventMask) error {
+	events |= waiter.EventHUp | waiter.EventErr
+	if c.ep.Readiness(events) != 0 {
+		return nil
+	}
+	e, ch := waiter.NewChannelEntry(events)
+	c.wq.EventRegister(&e)
+	defer c.wq.EventUnregister(&e)
+	if c.ep.Readiness(events) != 0 {
+		return nil
+	}
+	<-ch
+	return nil
+}
