@@ -135,9 +135,7 @@ func (c *tcpConn) WriteToTCP(dst *net.TCPConn) (int64, error) {
 		case rerr != nil:
 			return total, rerr
 		case waitFor:
-			if err := c.wait(waiter.ReadableEvents); err != nil {
-				return total, err
-			}
+			c.wait(waiter.ReadableEvents)
 		}
 	}
 }
@@ -204,9 +202,7 @@ func (c *tcpConn) ReadFromTCP(src *net.TCPConn) (int64, error) {
 		case eof:
 			return total, nil
 		case full:
-			if err := c.wait(waiter.WritableEvents); err != nil {
-				return total, err
-			}
+			c.wait(waiter.WritableEvents)
 		}
 	}
 }
@@ -248,17 +244,6 @@ func (p *socketPayload) Read(b []byte) (int, error) {
 
 // wait blocks until the endpoint has one of events, has hung up or has an
 // error pending; Close wakes it (gVisor notifies all events).
-func (c *tcpConn) wait(events waiter.EventMask) error {
-	events |= waiter.EventHUp | waiter.EventErr
-	if c.ep.Readiness(events) != 0 {
-		return nil
-	}
-	e, ch := waiter.NewChannelEntry(events)
-	c.wq.EventRegister(&e)
-	defer c.wq.EventUnregister(&e)
-	if c.ep.Readiness(events) != 0 {
-		return nil
-	}
-	<-ch
-	return nil
+func (c *tcpConn) wait(events waiter.EventMask) {
+	waitEndpoint(c.ep, c.wq, events|waiter.EventHUp|waiter.EventErr, nil)
 }

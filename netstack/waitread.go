@@ -34,28 +34,36 @@ type meshConn struct {
 }
 
 func (m *meshConn) waitRead(deadline time.Time) error {
-	const events = waiter.ReadableEvents | waiter.EventHUp
-	if m.ep.Readiness(events) != 0 {
-		return nil
-	}
-	e, ch := waiter.NewChannelEntry(events)
-	m.wq.EventRegister(&e)
-	defer m.wq.EventUnregister(&e)
-	// Readable between the check and the registration: no event comes.
-	if m.ep.Readiness(events) != 0 {
-		return nil
-	}
 	var expired <-chan time.Time
 	if !deadline.IsZero() {
 		t := time.NewTimer(time.Until(deadline))
 		defer t.Stop()
 		expired = t.C
 	}
+	if !waitEndpoint(m.ep, m.wq, waiter.ReadableEvents|waiter.EventHUp, expired) {
+		return os.ErrDeadlineExceeded
+	}
+	return nil
+}
+
+// waitEndpoint blocks until ep has one of events (true) or expired fires
+// (false; nil: never).
+func waitEndpoint(ep tcpip.Endpoint, wq *waiter.Queue, events waiter.EventMask, expired <-chan time.Time) bool {
+	if ep.Readiness(events) != 0 {
+		return true
+	}
+	e, ch := waiter.NewChannelEntry(events)
+	wq.EventRegister(&e)
+	defer wq.EventUnregister(&e)
+	// Ready between the check and the registration: no event comes.
+	if ep.Readiness(events) != 0 {
+		return true
+	}
 	select {
 	case <-ch:
-		return nil
+		return true
 	case <-expired:
-		return os.ErrDeadlineExceeded
+		return false
 	}
 }
 
