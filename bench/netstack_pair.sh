@@ -38,6 +38,10 @@
 #   WGMESH=PATH, WGMESH_BEFORE=PATH, WIREGUARD_GO=PATH   prebuilt binaries
 #   RTT_COUNT=2000  round trips per RTT measurement
 #   KEEP_LOGS=1   keep the temporary directory
+#   STEAL_MAX=     e.g. 5: a throughput run during which the host stole more
+#                  than 5 % of the CPUs is taken again, STEAL_TRIES=3 times
+#                  in all at most (the last is kept); every run's line shows
+#                  its stolen share
 
 set -Eeuo pipefail
 
@@ -48,11 +52,15 @@ MODES=${MODES-1 4 1R 4R}
 NETEM=${NETEM:-}
 MTU=${MTU:-1420}
 RTT_COUNT=${RTT_COUNT:-2000}
+STEAL_MAX=${STEAL_MAX:-}
+STEAL_TRIES=${STEAL_TRIES:-3}
 
 die() { echo "netstack_pair: $*" >&2; exit 1; }
 
 if ! [[ $DURATION =~ ^[0-9]+$ ]] || ((DURATION < 1 || DURATION > 600)); then die "DURATION=$DURATION: want 1..600"; fi
 if ! [[ $ROUNDS =~ ^[0-9]+$ ]] || ((ROUNDS < 1 || ROUNDS > 50)); then die "ROUNDS=$ROUNDS: want 1..50"; fi
+if [[ -n $STEAL_MAX ]] && ! [[ $STEAL_MAX =~ ^[0-9]+$ && $STEAL_MAX -le 100 ]]; then die "STEAL_MAX=$STEAL_MAX: want a percentage 0..100, or empty for no retries"; fi
+if ! [[ $STEAL_TRIES =~ ^[0-9]+$ ]] || ((STEAL_TRIES < 1 || STEAL_TRIES > 10)); then die "STEAL_TRIES=$STEAL_TRIES: want 1..10"; fi
 for m in $MODES; do
 	[[ $m =~ ^[0-9]+R?$ ]] || die "MODES: bad mode $m"
 done
@@ -249,7 +257,7 @@ LOAD=$(cut -d' ' -f1 /proc/loadavg)
 # every pair's figures.
 cpu_times() { awk '/^cpu / {t = 0; for (i = 2; i <= 9; i++) t += $i; print $5 + $6, $9, t}' /proc/stat; }
 read -r IDLE0 STEAL0 TOTAL0 <<<"$(cpu_times)"
-declare -A MBPS=() CPU=() P50=() P50_ALL=() P99=() SKB=() IDLE=()
+declare -A MBPS=() CPU=() P50=() P50_ALL=() P99=() SKB=() IDLE=() STOLEN=()
 
 median_range() {
 	printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1}
@@ -296,29 +304,49 @@ veth_tx() {
 	ip -n "$ns" -s -j link show dev "$dev" | jq -r '.[0].stats64.tx | "\(.packets) \(.bytes)"'
 }
 
-# throughput PAIR MODE RUN
+# throughput PAIR MODE RUN: one iperf3 run, taken again (STEAL_TRIES
+# times in all at most) while the host steals more than STEAL_MAX % of the
+# CPUs during it; only the run kept counts.
 throughput() {
-	local c=$1 mode=$2 run=$3 json=$TMP/$1.$2.$3.json t0 t1 r0 r1 rec= bps bytes mbps cpu addr port p0 p1 b0 b1 skb
-	local i0 i1 tt0 tt1 idle
+	local try
+	for ((try = 1; ; try++)); do
+		throughput_once "$@" "$try" && return
+	done
+}
+
+# throughput_once PAIR MODE RUN TRY: prints the run's line and adds its
+# figures to the tables; fails, leaving the tables alone, when the run is
+# to be taken again.
+throughput_once() {
+	local c=$1 mode=$2 run=$3 try=$4 json=$TMP/$1.$2.$3.json t0 t1 r0 r1 rec= bps bytes mbps cpu addr port p0 p1 b0 b1 skb
+	local i0 i1 tt0 tt1 s0 s1 idle stolen
 	local -a args=(-t "$DURATION" -J --connect-timeout 5000 -P "${mode%R}")
 	[[ $mode == *R ]] && args+=(-R)
 	read -r addr port <<<"${IPERF_ADDR[$c]}"
 	t0=$(cpu_ticks "$c")
 	r0=$(tcp_recoveries "$c")
 	read -r p0 b0 <<<"$(veth_tx "$mode")"
-	read -r i0 _ tt0 <<<"$(cpu_times)"
+	read -r i0 s0 tt0 <<<"$(cpu_times)"
 	waited timeout $((DURATION + 30)) ip netns exec "${IPERF_NS[$c]}" iperf3 -c "$addr" -p "$port" "${args[@]}" >"$json" 2>>"$TMP/stderr.log" || true
-	read -r i1 _ tt1 <<<"$(cpu_times)"
+	read -r i1 s1 tt1 <<<"$(cpu_times)"
 	t1=$(cpu_ticks "$c")
 	r1=$(tcp_recoveries "$c")
 	read -r p1 b1 <<<"$(veth_tx "$mode")"
 	read -r bps bytes <<<"$(jq -r '.end.sum_received | "\(.bits_per_second) \(.bytes)"' "$json" 2>/dev/null || true)"
 	[[ -n ${bytes:-} && $bytes != null ]] || die "iperf3 through ${LABEL[$c]} ($mode) failed: $(jq -r '.error // empty' "$json" 2>/dev/null)"
 	mbps=$(awk -v b="$bps" 'BEGIN {printf "%.0f", b / 1e6}')
-	MBPS[$c.$mode]+="$mbps "
 	# A pair that leaves the CPUs idle is waiting on itself, not on them.
 	idle=$(awk -v i=$((i1 - i0)) -v t=$((tt1 - tt0)) 'BEGIN {printf "%.0f", (t > 0 ? 100 * i / t : 0)}')
+	stolen=$(awk -v s=$((s1 - s0)) -v t=$((tt1 - tt0)) 'BEGIN {printf "%.0f", (t > 0 ? 100 * s / t : 0)}')
+	if [[ -n $STEAL_MAX ]] && ((stolen > STEAL_MAX && try < STEAL_TRIES)); then
+		printf '  %-3s run %d  %-34s %6d Mbit/s  %2d %% stolen by the host: again\n' "$mode" "$run" "${LABEL[$c]}" "$mbps" "$stolen"
+		return 1
+	fi
+	MBPS[$c.$mode]+="$mbps "
 	IDLE[$c.$mode]+="$idle "
+	STOLEN[$c.$mode]+="$stolen "
+	local steal_note=
+	((stolen > 0)) && steal_note="  $stolen % stolen"
 	if [[ -n ${DAEMONS[$c]} ]]; then
 		cpu=$(awk -v t=$((t1 - t0)) -v hz="$HZ" -v b="$bytes" 'BEGIN {printf "%.2f", t / hz / (b / 1e9)}')
 		CPU[$c.$mode]+="$cpu "
@@ -326,9 +354,9 @@ throughput() {
 		SKB[$c.$mode]+="$skb "
 		# Loss recoveries on a clean path are windows cut for nothing.
 		[[ -n $r0 && -n $r1 ]] && rec="  $((r1 - r0)) TCP recoveries"
-		printf '  %-3s run %d  %-34s %6d Mbit/s  %5.2f CPU s/GB  %5.1f kB per veth packet  %2d %% idle%s\n' "$mode" "$run" "${LABEL[$c]}" "$mbps" "$cpu" "$skb" "$idle" "$rec"
+		printf '  %-3s run %d  %-34s %6d Mbit/s  %5.2f CPU s/GB  %5.1f kB per veth packet  %2d %% idle%s%s\n' "$mode" "$run" "${LABEL[$c]}" "$mbps" "$cpu" "$skb" "$idle" "$rec" "$steal_note"
 	else
-		printf '  %-3s run %d  %-34s %6d Mbit/s  %2d %% idle\n' "$mode" "$run" "${LABEL[$c]}" "$mbps" "$idle"
+		printf '  %-3s run %d  %-34s %6d Mbit/s  %2d %% idle%s\n' "$mode" "$run" "${LABEL[$c]}" "$mbps" "$idle" "$steal_note"
 	fi
 }
 
@@ -412,6 +440,9 @@ for mode in $MODES; do
 		# shellcheck disable=SC2086
 		read -r im _ _ <<<"$(median_range ${IDLE[$c.$mode]})"
 		printf '  %2.0f %% idle' "$im"
+		# shellcheck disable=SC2086
+		read -r stm _ sthi <<<"$(median_range ${STOLEN[$c.$mode]})"
+		awk -v m="$stm" -v h="$sthi" 'BEGIN {if (h > 0) printf "  %.0f %% stolen (max %.0f)", m, h}'
 		echo
 	done
 done
