@@ -38,6 +38,10 @@
 #   WGMESH=PATH, WGMESH_BEFORE=PATH, WIREGUARD_GO=PATH   prebuilt binaries
 #   RTT_COUNT=2000  round trips per RTT measurement
 #   KEEP_LOGS=1   keep the temporary directory
+#   PIN=1         each member's side on a CPU of its own, as two one-CPU
+#                 machines: A's daemons, iperf3 client and ping-pong client
+#                 on CPU 0, B's daemons, iperf3 server and echo on CPU 1
+#                 (the raw loopback run, all in B, shares CPU 1); needs 2 CPUs
 #   STEAL_MAX=     e.g. 5: a throughput run during which the host stole more
 #                  than 5 % of the CPUs is taken again, STEAL_TRIES=3 times
 #                  in all at most (the last is kept); every run's line shows
@@ -54,6 +58,7 @@ MTU=${MTU:-1420}
 RTT_COUNT=${RTT_COUNT:-2000}
 STEAL_MAX=${STEAL_MAX:-}
 STEAL_TRIES=${STEAL_TRIES:-3}
+PIN=${PIN:-}
 
 die() { echo "netstack_pair: $*" >&2; exit 1; }
 
@@ -61,6 +66,11 @@ if ! [[ $DURATION =~ ^[0-9]+$ ]] || ((DURATION < 1 || DURATION > 600)); then die
 if ! [[ $ROUNDS =~ ^[0-9]+$ ]] || ((ROUNDS < 1 || ROUNDS > 50)); then die "ROUNDS=$ROUNDS: want 1..50"; fi
 if [[ -n $STEAL_MAX ]] && ! [[ $STEAL_MAX =~ ^[0-9]+$ && $STEAL_MAX -le 100 ]]; then die "STEAL_MAX=$STEAL_MAX: want a percentage 0..100, or empty for no retries"; fi
 if ! [[ $STEAL_TRIES =~ ^[0-9]+$ ]] || ((STEAL_TRIES < 1 || STEAL_TRIES > 10)); then die "STEAL_TRIES=$STEAL_TRIES: want 1..10"; fi
+if [[ -n $PIN && $PIN != 1 ]]; then die "PIN=$PIN: want 1, or empty for no pinning"; fi
+if [[ -n $PIN ]]; then
+	command -v taskset >/dev/null 2>&1 || die "PIN=1 needs taskset (util-linux)"
+	(($(nproc) >= 2)) || die "PIN=1 needs 2 CPUs, this machine has $(nproc)"
+fi
 for m in $MODES; do
 	[[ $m =~ ^[0-9]+R?$ ]] || die "MODES: bad mode $m"
 done
@@ -86,10 +96,21 @@ trap 'exit 143' TERM
 trap 'exit 129' HUP
 
 nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+# ns_cmd NS: NSCMD becomes the prefix that runs a command in namespace NS,
+# on that side's CPU when PIN is set.
+ns_cmd() {
+	NSCMD=(ip netns exec "$1")
+	if [[ -n $PIN && $1 == "$NS_A" ]]; then
+		NSCMD+=(taskset -c 0)
+	elif [[ -n $PIN ]]; then
+		NSCMD+=(taskset -c 1)
+	fi
+}
 start() {
 	local name=$1 ns=$2
 	shift 2
-	ip netns exec "$ns" "$@" >"$TMP/$name.log" 2>&1 &
+	ns_cmd "$ns"
+	"${NSCMD[@]}" "$@" >"$TMP/$name.log" 2>&1 &
 	PID[$name]=$!
 }
 waited() {
@@ -327,7 +348,8 @@ throughput_once() {
 	r0=$(tcp_recoveries "$c")
 	read -r p0 b0 <<<"$(veth_tx "$mode")"
 	read -r i0 s0 tt0 <<<"$(cpu_times)"
-	waited timeout $((DURATION + 30)) ip netns exec "${IPERF_NS[$c]}" iperf3 -c "$addr" -p "$port" "${args[@]}" >"$json" 2>>"$TMP/stderr.log" || true
+	ns_cmd "${IPERF_NS[$c]}"
+	waited timeout $((DURATION + 30)) "${NSCMD[@]}" iperf3 -c "$addr" -p "$port" "${args[@]}" >"$json" 2>>"$TMP/stderr.log" || true
 	read -r i1 s1 tt1 <<<"$(cpu_times)"
 	t1=$(cpu_ticks "$c")
 	r1=$(tcp_recoveries "$c")
@@ -362,7 +384,8 @@ throughput_once() {
 
 rtt() {
 	local c=$1 out=$TMP/rtt.$1 p50 p99
-	waited timeout 150 ip netns exec "$NS_A" "$TMP/tcprtt" -to "${RTT_ADDR[$c]}" -n "$RTT_COUNT" >"$out" 2>>"$TMP/stderr.log" ||
+	ns_cmd "$NS_A"
+	waited timeout 150 "${NSCMD[@]}" "$TMP/tcprtt" -to "${RTT_ADDR[$c]}" -n "$RTT_COUNT" >"$out" 2>>"$TMP/stderr.log" ||
 		die "tcprtt through ${LABEL[$c]} failed"
 	read -r p50 p99 <"$out"
 	P50[$c]+="$p50 "
@@ -385,7 +408,8 @@ order() {
 # was up waits for wireguard-go's retry, longer than a forward's dial.
 for c in "${TUNNELS[@]}"; do
 	for ((i = 0; i < 30; i++)); do
-		timeout 10 ip netns exec "$NS_A" "$TMP/tcprtt" -to "${RTT_ADDR[$c]}" -n 1 >/dev/null 2>&1 && break
+		ns_cmd "$NS_A"
+		timeout 10 "${NSCMD[@]}" "$TMP/tcprtt" -to "${RTT_ADDR[$c]}" -n 1 >/dev/null 2>&1 && break
 		sleep 1
 	done
 	((i < 30)) || die "no traffic through ${LABEL[$c]} after 30 tries (logs in $TMP)"
@@ -420,6 +444,7 @@ for mode in $MODES; do
 	done
 done
 
+[[ -n $PIN ]] && echo && echo "PIN=1: A's side ran on CPU 0, B's on CPU 1."
 [[ -n ${MODES// /} ]] && echo && echo "Summary (median, range):"
 declare -A MED=()
 for mode in $MODES; do
