@@ -269,6 +269,8 @@ func (n *Node) up(ctx context.Context) error {
 	}
 	// Keeps wireguard-go's UDP GSO messages below the kernel's limit.
 	bind = newSplitBind(bind)
+	// Lets each received batch through before the next is read.
+	bind = newYieldBind(bind)
 	// Lazy peers: the outermost wrappers, so relayed packets wake too.
 	tdev, bind = n.lazyWrap(tdev, bind)
 	dev := device.NewDevice(tdev, bind, wgLogger(n.log))
