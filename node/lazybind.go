@@ -47,13 +47,19 @@ func newLazyBind(b conn.Bind, priv peerbook.PrivateKey, idle func() bool, wake f
 
 // Open wraps every receive function of the inner bind.
 func (b *lazyBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
-	fns, actual, err := b.Bind.Open(port)
+	return openWrapped(b.Bind, port, b.receive)
+}
+
+// openWrapped opens inner and returns its receive functions, each wrapped
+// by wrap: the shape of every bind wrapper that watches what arrives.
+func openWrapped(inner conn.Bind, port uint16, wrap func(conn.ReceiveFunc) conn.ReceiveFunc) ([]conn.ReceiveFunc, uint16, error) {
+	fns, actual, err := inner.Open(port)
 	if err != nil {
 		return nil, 0, err
 	}
 	out := make([]conn.ReceiveFunc, len(fns))
 	for i, fn := range fns {
-		out[i] = b.receive(fn)
+		out[i] = wrap(fn)
 	}
 	return out, actual, nil
 }

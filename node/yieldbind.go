@@ -33,15 +33,7 @@ func newYieldBind(b conn.Bind) *yieldBind { return &yieldBind{Bind: b, yield: ru
 
 // Open wraps every receive function of the inner bind.
 func (b *yieldBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
-	fns, actual, err := b.Bind.Open(port)
-	if err != nil {
-		return nil, 0, err
-	}
-	out := make([]conn.ReceiveFunc, len(fns))
-	for i, fn := range fns {
-		out[i] = b.receive(fn)
-	}
-	return out, actual, nil
+	return openWrapped(b.Bind, port, b.receive)
 }
 
 // receive yields before a read that follows one that returned packets.
