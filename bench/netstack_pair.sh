@@ -22,6 +22,8 @@
 # (-R), the pairs alternating ROUNDS times. RTT: p50/p99 of 1-byte TCP
 # ping-pong (bench/tcprtt), alternating likewise. CPU: the seconds both
 # daemons of a pair spend (utime+stime from /proc/PID/stat) per GB moved.
+# Per round trip of the ping-pong: the CPU time both daemons spent and the
+# wake-up IPIs the machine took (rescheduling and function-call interrupts).
 # Recoveries: the TCP loss recoveries a netstack pair counted during the
 # run (wgmesh status: tcp.recoveries), where the binary reports them.
 # Idle: the share of the machine's CPU time left idle during each run; a
@@ -278,7 +280,7 @@ LOAD=$(cut -d' ' -f1 /proc/loadavg)
 # every pair's figures.
 cpu_times() { awk '/^cpu / {t = 0; for (i = 2; i <= 9; i++) t += $i; print $5 + $6, $9, t}' /proc/stat; }
 read -r IDLE0 STEAL0 TOTAL0 <<<"$(cpu_times)"
-declare -A MBPS=() CPU=() P50=() P50_ALL=() P99=() SKB=() IDLE=() STOLEN=()
+declare -A MBPS=() CPU=() P50=() P50_ALL=() P99=() SKB=() IDLE=() STOLEN=() RTT_CPU=() RTT_IPI=()
 
 median_range() {
 	printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1}
@@ -382,14 +384,28 @@ throughput_once() {
 	fi
 }
 
+# wakeup_ipis: the machine's rescheduling and function-call interrupts so
+# far. On a VM an idle vCPU woken this way costs tens of us, so a ping-pong
+# whose wake-ups cross CPUs more often is slower with the same work.
+wakeup_ipis() {
+	awk '$1 == "RES:" || $1 == "CAL:" {for (i = 2; i <= NF && $i ~ /^[0-9]+$/; i++) s += $i} END {print s + 0}' /proc/interrupts
+}
+
 rtt() {
-	local c=$1 out=$TMP/rtt.$1 p50 p99
+	local c=$1 out=$TMP/rtt.$1 p50 p99 t0 t1 i0 i1
 	ns_cmd "$NS_A"
+	t0=$(cpu_ticks "$c")
+	i0=$(wakeup_ipis)
 	waited timeout 150 "${NSCMD[@]}" "$TMP/tcprtt" -to "${RTT_ADDR[$c]}" -n "$RTT_COUNT" >"$out" 2>>"$TMP/stderr.log" ||
 		die "tcprtt through ${LABEL[$c]} failed"
+	i1=$(wakeup_ipis)
+	t1=$(cpu_ticks "$c")
 	read -r p50 p99 <"$out"
 	P50[$c]+="$p50 "
 	P99[$c]+="$p99 "
+	# Per round trip: the CPU time of both daemons, and the wake-up IPIs.
+	RTT_CPU[$c]+="$(awk -v t=$((t1 - t0)) -v hz="$HZ" -v n="$RTT_COUNT" 'BEGIN {printf "%.1f", t / hz / n * 1e6}') "
+	RTT_IPI[$c]+="$(awk -v i=$((i1 - i0)) -v n="$RTT_COUNT" 'BEGIN {printf "%.2f", i / n}') "
 }
 
 # Rotating the order each round, so no pair always goes first.
@@ -428,7 +444,12 @@ for c in "${TUNNELS[@]}"; do
 	read -r m lo hi <<<"$(median_range ${P50[$c]})"
 	# shellcheck disable=SC2086
 	read -r m99 _ _ <<<"$(median_range ${P99[$c]})"
-	printf '  %-34s p50 %7.1f us (%.1f..%.1f)  p99 %7.1f us\n' "${LABEL[$c]}" "$m" "$lo" "$hi" "$m99"
+	# shellcheck disable=SC2086
+	read -r mcpu _ _ <<<"$(median_range ${RTT_CPU[$c]})"
+	# shellcheck disable=SC2086
+	read -r mipi _ _ <<<"$(median_range ${RTT_IPI[$c]})"
+	printf '  %-34s p50 %7.1f us (%.1f..%.1f)  p99 %7.1f us  daemons %5.1f CPU us, %4.2f wake-up IPIs per round trip\n' \
+		"${LABEL[$c]}" "$m" "$lo" "$hi" "$m99" "$mcpu" "$mipi"
 	P50_ALL[$c]=${P50[$c]}
 	P50[$c]=$m
 done
@@ -493,7 +514,8 @@ if [[ " ${TUNNELS[*]} " == *" upstream "* ]]; then
 	done
 	for c in tun tunbefore netstack before; do
 		[[ -n ${P50_ALL[$c]:-} ]] || continue
-		printf '  RTT p50 %-30s %s\n' "${LABEL[$c]}" "$(ratio_line "${P50_ALL[$c]}" "${P50_ALL[upstream]}")"
+		printf '  RTT p50 %-30s %s  CPU per round trip %s\n' "${LABEL[$c]}" \
+			"$(ratio_line "${P50_ALL[$c]}" "${P50_ALL[upstream]}")" "$(ratio_line "${RTT_CPU[$c]}" "${RTT_CPU[upstream]}")"
 	done
 fi
 # Current against WGMESH_BEFORE, round by round: the before/after figure.
@@ -507,7 +529,8 @@ for pair in "netstack before" "tun tunbefore"; do
 			"$(ratio_line "${MBPS[$cur.$mode]}" "${MBPS[$old.$mode]}")" \
 			"$(ratio_line "${CPU[$cur.$mode]}" "${CPU[$old.$mode]}")"
 	done
-	printf '  RTT p50 %s\n' "$(ratio_line "${P50_ALL[$cur]}" "${P50_ALL[$old]}")"
+	printf '  RTT p50 %s  CPU per round trip %s\n' "$(ratio_line "${P50_ALL[$cur]}" "${P50_ALL[$old]}")" \
+		"$(ratio_line "${RTT_CPU[$cur]}" "${RTT_CPU[$old]}")"
 done
 
 read -r IDLE1 STEAL1 TOTAL1 <<<"$(cpu_times)"
