@@ -42,13 +42,16 @@ type peekBatch struct {
 }
 
 func (p *peekBatch) Write(b []byte) (int, error) {
-	if len(p.bufs) == maxIovecs || p.size >= maxPeekBytes {
+	if p.full() {
 		return 0, errPeekFull
 	}
 	p.bufs = append(p.bufs, b)
 	p.size += len(b)
 	return len(b), nil
 }
+
+// full reports whether the batch takes no more slices.
+func (p *peekBatch) full() bool { return len(p.bufs) == maxIovecs || p.size >= maxPeekBytes }
 
 // consumer takes exactly left bytes from a Read and refuses the rest.
 type consumer struct{ left int }
@@ -77,6 +80,7 @@ func (c *tcpConn) WriteToTCP(dst *net.TCPConn) (int64, error) {
 		var (
 			wrote   int
 			waitFor bool // nothing to send yet
+			drained bool // the kernel took all the stack held at the peek
 			rerr    error
 		)
 		err := rc.Write(func(fd uintptr) bool {
@@ -121,6 +125,7 @@ func (c *tcpConn) WriteToTCP(dst *net.TCPConn) (int64, error) {
 			// Take what the kernel took: the stack frees it and may
 			// open its window.
 			c.ep.Read(&consumer{left: wrote}, tcpip.ReadOptions{})
+			drained = wrote == batch.size && !batch.full()
 			return true
 		})
 		if wrote > 0 {
@@ -134,7 +139,10 @@ func (c *tcpConn) WriteToTCP(dst *net.TCPConn) (int64, error) {
 			return total, nil
 		case rerr != nil:
 			return total, rerr
-		case waitFor:
+		case waitFor, drained:
+			// After a drain, wait's readiness check stands in for
+			// another peek, which would find nothing as often as not
+			// (a request, a reply).
 			c.wait(waiter.ReadableEvents)
 		}
 	}
@@ -142,12 +150,24 @@ func (c *tcpConn) WriteToTCP(dst *net.TCPConn) (int64, error) {
 
 // ReadFromTCP copies what src receives into the conn until src's end of
 // stream, as io.Copy(c, src) would.
+//
+// A round starts with one read(2) of up to headBytes: for a request or a
+// reply that one call returns all of it, and the next returns EAGAIN, so
+// a message costs two system calls. A read that fills the head asks the
+// socket how much more it holds (SIOCINQ) and the stack takes that
+// straight from the socket into its own buffers, behind the head; while a
+// stream keeps the socket that full, rounds ask first and skip the head.
 func (c *tcpConn) ReadFromTCP(src *net.TCPConn) (int64, error) {
 	rc, err := src.SyscallConn()
 	if err != nil {
 		return 0, err
 	}
-	var total int64
+	var (
+		total int64
+		head  [headBytes]byte
+		held  []byte // read from src, not yet taken by the stack
+		bulk  bool   // the last round found more than a head queued
+	)
 	for {
 		var (
 			n    int64
@@ -156,30 +176,45 @@ func (c *tcpConn) ReadFromTCP(src *net.TCPConn) (int64, error) {
 			rerr error
 		)
 		err := rc.Read(func(fd uintptr) bool {
-			avail, err := unix.IoctlGetInt(int(fd), unix.TIOCINQ) // SIOCINQ
-			if err != nil {
-				rerr = err
-				return true
+			p := hostPayload{fd: int(fd), head: held}
+			if len(held) == 0 && bulk {
+				avail, err := unix.IoctlGetInt(int(fd), unix.TIOCINQ) // SIOCINQ
+				if err != nil {
+					rerr = err
+					return true
+				}
+				if bulk = avail >= headBytes; bulk {
+					p.left = avail
+				}
 			}
-			if avail == 0 {
-				// Nothing queued: not yet, the end of stream, or an error.
-				var b [1]byte
-				m, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+			if len(held) == 0 && !bulk {
+				m, err := unix.Read(int(fd), head[:])
 				switch {
 				case err == syscall.EAGAIN:
 					return false // the runtime waits until src is readable
-				case err == syscall.EINTR || m > 0:
-					return true // data arrived since: go round again
+				case err == syscall.EINTR:
+					return true
 				case err != nil:
 					rerr = err
-				default:
+					return true
+				case m == 0:
 					eof = true
+					return true
 				}
-				return true
+				p.head = head[:m]
+				if m == len(head) {
+					avail, err := unix.IoctlGetInt(int(fd), unix.TIOCINQ) // SIOCINQ
+					if err != nil {
+						rerr = err
+						return true
+					}
+					p.left = avail
+					bulk = avail >= headBytes
+				}
 			}
-			p := socketPayload{fd: int(fd), left: avail}
 			w, terr := c.ep.Write(&p, tcpip.WriteOptions{})
 			n = w
+			held = p.head // what the stack left of the head; the socket keeps the rest
 			switch terr.(type) {
 			case nil:
 			case *tcpip.ErrWouldBlock:
@@ -207,18 +242,31 @@ func (c *tcpConn) ReadFromTCP(src *net.TCPConn) (int64, error) {
 	}
 }
 
-// socketPayload is a tcpip.Payloader that reads exactly left bytes from a
-// non-blocking socket that holds at least that many. gVisor reads a
-// payload of Len bytes into its own buffers and has no way to take fewer,
-// so a socket that delivers fewer is an error, which ends the copy.
-type socketPayload struct {
-	fd, left int
-	err      error
+// headBytes is the first read of each round of ReadFromTCP: larger than
+// most requests and replies, small enough to copy.
+const headBytes = 4096
+
+// hostPayload is a tcpip.Payloader of head, then left more bytes read from
+// a non-blocking socket that holds at least that many. gVisor reads a
+// payload of Len bytes into its own buffers, or fewer when its send buffer
+// is short; what it leaves of head stays in head, what it leaves of the
+// socket stays there. A socket that delivers fewer than left is an error,
+// which ends the copy.
+type hostPayload struct {
+	fd   int
+	head []byte
+	left int
+	err  error
 }
 
-func (p *socketPayload) Len() int { return p.left }
+func (p *hostPayload) Len() int { return len(p.head) + p.left }
 
-func (p *socketPayload) Read(b []byte) (int, error) {
+func (p *hostPayload) Read(b []byte) (int, error) {
+	if len(p.head) > 0 {
+		n := copy(b, p.head)
+		p.head = p.head[n:]
+		return n, nil
+	}
 	if p.left == 0 {
 		return 0, io.EOF
 	}

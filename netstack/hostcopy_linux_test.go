@@ -1,12 +1,15 @@
 package netstack
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"io"
 	"math/rand/v2"
 	"net"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // hostPair returns both ends of a loopback TCP connection: app, as a
@@ -178,6 +181,110 @@ func TestHostCopyClose(t *testing.T) {
 		case <-ch:
 		case <-time.After(10 * time.Second):
 			t.Fatalf("%s did not return after Close", name)
+		}
+	}
+}
+
+// TestHostPayloadOrder reads a head and then a socket's bytes in pieces,
+// as gVisor does, stopping short of the end: what is left of the head
+// stays in it and the socket keeps what was not asked for.
+func TestHostPayloadOrder(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	if _, err := unix.Write(fds[1], []byte("defghij")); err != nil {
+		t.Fatal(err)
+	}
+
+	p := hostPayload{fd: fds[0], head: []byte("abc"), left: 7}
+	if p.Len() != 10 {
+		t.Fatalf("Len = %d, want 10", p.Len())
+	}
+	two := make([]byte, 2)
+	var got []byte
+	n, err := p.Read(two)
+	got = append(got, two[:n]...)
+	if err != nil || string(got) != "ab" || string(p.head) != "c" {
+		t.Fatalf("first read %q, %v; head left %q", got, err, p.head)
+	}
+	for string(got) != "abcdef" {
+		n, err := p.Read(two[:min(2, 6-len(got))])
+		if err != nil {
+			t.Fatalf("read after %q: %v", got, err)
+		}
+		got = append(got, two[:n]...)
+	}
+	if len(p.head) != 0 || p.left != 4 || p.Len() != 4 {
+		t.Fatalf("after 6 bytes: head %q, left %d, Len %d; want empty, 4, 4", p.head, p.left, p.Len())
+	}
+	rest := make([]byte, 16)
+	n, err = unix.Read(fds[0], rest)
+	if err != nil || string(rest[:n]) != "ghij" {
+		t.Fatalf("the socket kept %q, %v; want %q", rest[:n], err, "ghij")
+	}
+
+	// A socket that holds fewer bytes than left is an error, not a short read.
+	p = hostPayload{fd: fds[0], left: 3}
+	if _, err := p.Read(rest); err != errShortSocket || p.err != errShortSocket {
+		t.Fatalf("read of an empty socket: %v (p.err %v), want errShortSocket", err, p.err)
+	}
+}
+
+// TestHostCopyMessages sends requests of sizes around the first read's
+// size through the two stacks and checks each reply, byte for byte: the
+// round that fits one read and the round that asks the socket for more.
+func TestHostCopyMessages(t *testing.T) {
+	p := newWGPair(t, false)
+	client, server := p.stream(t)
+	appA, relayA := hostPair(t)
+	appB, relayB := hostPair(t)
+	deadline := time.Now().Add(time.Minute)
+	for _, c := range []*net.TCPConn{appA, appB, relayA, relayB} {
+		c.SetDeadline(deadline)
+	}
+	joinA := hostJoin(t, relayA, client)
+	joinB := hostJoin(t, relayB, server)
+
+	echoed := make(chan error, 1)
+	go func() { // B's program echoes every byte
+		_, err := io.Copy(appB, appB)
+		if err == nil {
+			err = appB.CloseWrite()
+		}
+		echoed <- err
+	}()
+	rng := rand.New(rand.NewPCG(3, 4))
+	sizes := []int{1, 2, headBytes - 1, headBytes, headBytes + 1, 2 * headBytes, 3*headBytes + 7, 100 << 10}
+	for i := range 200 {
+		size := sizes[i%len(sizes)]
+		msg := make([]byte, size)
+		for j := range msg {
+			msg[j] = byte(rng.Uint32())
+		}
+		if _, err := appA.Write(msg); err != nil {
+			t.Fatalf("request %d (%d bytes): %v", i, size, err)
+		}
+		reply := make([]byte, size)
+		if _, err := io.ReadFull(appA, reply); err != nil {
+			t.Fatalf("reply %d (%d bytes): %v", i, size, err)
+		}
+		if !bytes.Equal(reply, msg) {
+			t.Fatalf("reply %d (%d bytes) differs from the request", i, size)
+		}
+	}
+	appA.CloseWrite()
+	if n, err := appA.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("after the last reply: %d bytes, %v; want the echo's end of stream", n, err)
+	}
+	if err := <-echoed; err != nil {
+		t.Errorf("echo: %v", err)
+	}
+	for _, errs := range []<-chan error{joinA, joinA, joinB, joinB} {
+		if err := <-errs; err != nil {
+			t.Errorf("relay: %v", err)
 		}
 	}
 }
