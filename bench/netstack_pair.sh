@@ -16,6 +16,10 @@
 #             UDP 51820, MTU 1420: the TUN pair must not regress.
 #   tunbefore the same with WGMESH_BEFORE, wgb0 <-> wgb1, 10.76.0.0/24, UDP
 #             51822, when WGMESH_BEFORE is set and PAIRS holds tun.
+#   embed     RTT only, when PAIRS holds embed: the ping-pong client joins
+#             the mesh itself (the Go API, bench/tcprtt -book) and dials B's
+#             netstack daemon (10.75.0.2, UDP 51832, --expose tcp:5300):
+#             no loopback connection and no relay on A's side.
 #   raw       iperf3 over B's loopback: the upper bound.
 #
 # Throughput: iperf3 for DURATION seconds, 1 and 4 streams, A->B and B->A
@@ -33,7 +37,8 @@
 # Environment:
 #   DURATION=5    seconds per iperf3 run
 #   ROUNDS=3      alternations
-#   PAIRS="upstream tun netstack"   which pairs (before is added with WGMESH_BEFORE)
+#   PAIRS="upstream tun netstack"   which pairs (before is added with WGMESH_BEFORE;
+#                 embed only when named)
 #   MODES="1 4 1R 4R"            streams and direction (R: B->A); MODES= (empty): RTT only
 #   MTU=1420      the MTU of every pair (book and upstream's interfaces)
 #   NETEM=""      e.g. "delay 10ms loss 0.05%": tc netem on both veth ends
@@ -145,7 +150,7 @@ if [[ -z ${WGMESH:-} ]]; then
 fi
 waited go build -C "$REPO" -o "$TMP/tcprtt" ./bench/tcprtt || die "go build of tcprtt failed"
 for p in $PAIRS; do
-	[[ $p =~ ^(upstream|tun|netstack)$ ]] || die "PAIRS: unknown pair $p (upstream, tun, netstack)"
+	[[ $p =~ ^(upstream|tun|netstack|embed)$ ]] || die "PAIRS: unknown pair $p (upstream, tun, netstack, embed)"
 done
 if [[ " $PAIRS " == *" upstream "* && -z ${WIREGUARD_GO:-} ]]; then
 	echo "building upstream wireguard-go" >&2
@@ -186,9 +191,9 @@ wait_for "echo server" "${PID[echo]}" listening "$NS_B" 5300
 
 declare -A LABEL=([raw]="raw loopback TCP (upper bound)" [upstream]="upstream wireguard-go TUN pair"
 	[tun]="wgmesh TUN pair" [netstack]="wgmesh netstack pair" [before]="wgmesh netstack pair, before"
-	[tunbefore]="wgmesh TUN pair, before")
+	[tunbefore]="wgmesh TUN pair, before" [embed]="netstack, Go API client in A")
 declare -A DAEMONS=([raw]="")
-declare -A IPERF_ADDR=() RTT_ADDR=() IPERF_NS=() STATUS_OF=()
+declare -A IPERF_ADDR=() RTT_ADDR=() IPERF_NS=() STATUS_OF=() RTT_ARGS=()
 
 # --- netstack pairs ------------------------------------------------------------
 
@@ -217,6 +222,18 @@ if [[ " $PAIRS " == *" before "* ]]; then
 fi
 if [[ " $PAIRS " == *" netstack "* ]]; then
 	netstack_pair netstack "$WGMESH" 51830 15201 15300
+fi
+# The embed pair: B's daemon as in netstack_pair, A a mesh member inside
+# each ping-pong client (RTT only; its CPU figure is B's daemon's alone).
+if [[ " $PAIRS " == *" embed "* ]]; then
+	"$WGMESH" key generate --out "$TMP/embed-a.key" >/dev/null
+	"$WGMESH" key generate --out "$TMP/embed-b.key" >/dev/null
+	pair_book "$WGMESH" "$TMP/embed.toml" "$TMP/embed-a.key" "$TMP/embed-b.key" 10.75.0 198.18.2 51832
+	start embed-b "$NS_B" "$WGMESH" up --book "$TMP/embed.toml" --key "$TMP/embed-b.key" --mode netstack \
+		--control "$TMP/embed-b.ctl" --log-level warn --expose tcp:5300=127.0.0.1:5300
+	DAEMONS[embed]="embed-b"
+	RTT_ADDR[embed]="10.75.0.2:5300"
+	RTT_ARGS[embed]="-book $TMP/embed.toml -key $TMP/embed-a.key"
 fi
 
 # --- upstream wireguard-go TUN pair (as bench/tun_pair.sh) ----------------------
@@ -396,7 +413,8 @@ rtt() {
 	ns_cmd "$NS_A"
 	t0=$(cpu_ticks "$c")
 	i0=$(wakeup_ipis)
-	waited timeout 150 "${NSCMD[@]}" "$TMP/tcprtt" -to "${RTT_ADDR[$c]}" -n "$RTT_COUNT" >"$out" 2>>"$TMP/stderr.log" ||
+	# shellcheck disable=SC2086 # RTT_ARGS holds flags and paths without spaces
+	waited timeout 150 "${NSCMD[@]}" "$TMP/tcprtt" -to "${RTT_ADDR[$c]}" -n "$RTT_COUNT" ${RTT_ARGS[$c]:-} >"$out" 2>>"$TMP/stderr.log" ||
 		die "tcprtt through ${LABEL[$c]} failed"
 	i1=$(wakeup_ipis)
 	t1=$(cpu_ticks "$c")
@@ -410,7 +428,7 @@ rtt() {
 
 # Rotating the order each round, so no pair always goes first.
 TUNNELS=()
-for c in upstream tun tunbefore netstack before; do
+for c in upstream tun tunbefore netstack before embed; do
 	[[ " $PAIRS " == *" $c "* ]] && TUNNELS+=("$c")
 done
 order() {
@@ -425,7 +443,8 @@ order() {
 for c in "${TUNNELS[@]}"; do
 	for ((i = 0; i < 30; i++)); do
 		ns_cmd "$NS_A"
-		timeout 10 "${NSCMD[@]}" "$TMP/tcprtt" -to "${RTT_ADDR[$c]}" -n 1 >/dev/null 2>&1 && break
+		# shellcheck disable=SC2086
+		timeout 10 "${NSCMD[@]}" "$TMP/tcprtt" -to "${RTT_ADDR[$c]}" -n 1 ${RTT_ARGS[$c]:-} >/dev/null 2>&1 && break
 		sleep 1
 	done
 	((i < 30)) || die "no traffic through ${LABEL[$c]} after 30 tries (logs in $TMP)"
@@ -448,8 +467,10 @@ for c in "${TUNNELS[@]}"; do
 	read -r mcpu _ _ <<<"$(median_range ${RTT_CPU[$c]})"
 	# shellcheck disable=SC2086
 	read -r mipi _ _ <<<"$(median_range ${RTT_IPI[$c]})"
-	printf '  %-34s p50 %7.1f us (%.1f..%.1f)  p99 %7.1f us  daemons %5.1f CPU us, %4.2f wake-up IPIs per round trip\n' \
-		"${LABEL[$c]}" "$m" "$lo" "$hi" "$m99" "$mcpu" "$mipi"
+	who=daemons
+	[[ $c == embed ]] && who="B's daemon"
+	printf '  %-34s p50 %7.1f us (%.1f..%.1f)  p99 %7.1f us  %s %5.1f CPU us, %4.2f wake-up IPIs per round trip\n' \
+		"${LABEL[$c]}" "$m" "$lo" "$hi" "$m99" "$who" "$mcpu" "$mipi"
 	P50_ALL[$c]=${P50[$c]}
 	P50[$c]=$m
 done
@@ -459,7 +480,7 @@ for mode in $MODES; do
 	echo "Throughput, ${mode%R} stream(s), $([[ $mode == *R ]] && echo "B -> A" || echo "A -> B"):"
 	for ((r = 0; r < ROUNDS; r++)); do
 		for c in $(order "$r"); do
-			throughput "$c" "$mode" $((r + 1))
+			[[ $c == embed ]] || throughput "$c" "$mode" $((r + 1))
 		done
 		[[ -z $NETEM ]] && throughput raw "$mode" $((r + 1))
 	done
@@ -512,8 +533,12 @@ if [[ " ${TUNNELS[*]} " == *" upstream "* ]]; then
 				"$(ratio_line "${CPU[$c.$mode]}" "${CPU[upstream.$mode]}")"
 		done
 	done
-	for c in tun tunbefore netstack before; do
+	for c in tun tunbefore netstack before embed; do
 		[[ -n ${P50_ALL[$c]:-} ]] || continue
+		if [[ $c == embed ]]; then # its CPU figure counts one daemon
+			printf '  RTT p50 %-30s %s\n' "${LABEL[$c]}" "$(ratio_line "${P50_ALL[$c]}" "${P50_ALL[upstream]}")"
+			continue
+		fi
 		printf '  RTT p50 %-30s %s  CPU per round trip %s\n' "${LABEL[$c]}" \
 			"$(ratio_line "${P50_ALL[$c]}" "${P50_ALL[upstream]}")" "$(ratio_line "${RTT_CPU[$c]}" "${RTT_CPU[upstream]}")"
 	done
