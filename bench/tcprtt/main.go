@@ -37,9 +37,9 @@ func main() {
 	case *serve != "":
 		err = runServer(*serve)
 	case *to != "" && *book != "":
-		err = runEmbedded(*to, *n, *book, *key, *listenPort)
+		err = runEmbedded(*to, *n, *book, *key, *listenPort, os.Stdout)
 	case *to != "":
-		err = runClient(*to, *n, func() (net.Conn, error) { return net.DialTimeout("tcp", *to, 10*time.Second) })
+		err = runClient(*to, *n, func() (net.Conn, error) { return net.DialTimeout("tcp", *to, 10*time.Second) }, os.Stdout)
 	default:
 		err = fmt.Errorf("give -serve or -to")
 	}
@@ -69,7 +69,7 @@ func runServer(addr string) error {
 // runEmbedded joins the mesh as the book's member for key, in this
 // process, and pings addr through the node's own stack: no loopback
 // connection and no relay on this side.
-func runEmbedded(addr string, n int, bookPath, keyPath string, listenPort int) error {
+func runEmbedded(addr string, n int, bookPath, keyPath string, listenPort int, out io.Writer) error {
 	if keyPath == "" {
 		return fmt.Errorf("-book needs -key")
 	}
@@ -100,10 +100,12 @@ func runEmbedded(addr string, n int, bookPath, keyPath string, listenPort int) e
 		dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
 		defer dcancel()
 		return nd.Dial(dctx, "tcp", addr)
-	})
+	}, out)
 }
 
-func runClient(addr string, n int, dial func() (net.Conn, error)) error {
+// runClient pings through the conn dial returns and writes p50 and p99 in
+// microseconds to out.
+func runClient(addr string, n int, dial func() (net.Conn, error), out io.Writer) error {
 	if n < 1 || n > 1_000_000 {
 		return fmt.Errorf("-n %d: want 1..1000000", n)
 	}
@@ -132,6 +134,6 @@ func runClient(addr string, n int, dial func() (net.Conn, error)) error {
 	}
 	slices.Sort(rtts)
 	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
-	fmt.Printf("%.1f %.1f\n", us(rtts[len(rtts)/2]), us(rtts[len(rtts)*99/100]))
-	return nil
+	_, err = fmt.Fprintf(out, "%.1f %.1f\n", us(rtts[len(rtts)/2]), us(rtts[len(rtts)*99/100]))
+	return err
 }
