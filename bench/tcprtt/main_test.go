@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wgmesh/wgmesh/internal/testutil"
 	"github.com/wgmesh/wgmesh/node"
 	"github.com/wgmesh/wgmesh/peerbook"
 )
@@ -48,16 +50,7 @@ func TestEmbeddedPingPong(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); io.Copy(c, c) }()
-		}
-	}()
+	testutil.ServeConns(t, ln, func(c net.Conn) { io.Copy(c, c) })
 	port := beta.Status().ListenPort
 	book.Peers[1].Endpoint = peerbook.Endpoint{Host: "127.0.0.1", Port: port}
 	book.Peers[1].ListenPort = port
